@@ -1,0 +1,157 @@
+"""Multi-branch feature extractor over any timm CNN (paper section 3.1 and 4.1)."""
+import math
+from typing import Any, List
+
+import timm
+import torch
+import torch.nn as nn
+
+__all__ = ["MultiBranchBackbone"]
+
+
+class MultiBranchBackbone(nn.Module):
+    r"""The last ``num_branches`` stages of a timm CNN, each projected to ``embed_dim`` channels.
+
+    For the output :math:`\bar f_b` of stage ``b`` (ResNet: layer2, layer3, layer4; strides 8/16/32):
+
+    .. math::
+        f_b = \mathrm{Proj}_b\big(\mathrm{MaxPool}_{2\times2,\,s2}(\mathrm{Buffer}_b(\bar f_b))\big)
+
+    ``Buffer_b`` is a 1x1 convolution ``C_b -> C_b`` with bias on every branch but the deepest (the
+    paper's "buffer convolutional layer" that damps the gradients of the lower branches; the trunk
+    itself continues from the un-buffered output), and ``Proj_b`` a 1x1 convolution
+    ``C_b -> embed_dim`` with bias. No normalisation and no activation.
+
+    Args:
+        backbone: name of any timm model that supports ``features_only`` (ResNet, ResNeXt, ConvNeXt,
+            EfficientNet, RegNet, ...), optionally with a pretrained tag (``resnet101.tv_in1k``).
+        num_branches: how many of the last stages feed a branch (1 to the number of stages).
+        embed_dim: output width ``d`` of every branch.
+        pretrained: load the trunk's pretrained weights through timm.
+        in_chans: input channels.
+        **backbone_kwargs: passed to ``timm.create_model`` for the trunk.
+
+    Shapes:
+        - input: ``[N, in_chans, H, W]``, with ``H, W >= min_input_size``
+        - output: list of ``num_branches`` tensors ``[N, embed_dim, H_b, W_b]``, shallowest first,
+          ``H_b = floor(H / (2 * stride_b))`` (for the usual even sizes).
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        num_branches: int = 3,
+        embed_dim: int = 512,
+        pretrained: bool = False,
+        in_chans: int = 3,
+        **backbone_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        base_name = backbone.split(".", 1)[0]
+        if not timm.is_model(base_name):
+            raise ValueError(
+                f"Unknown backbone {backbone!r}: it is not a timm model. "
+                f"Use a name from timm.list_models(), e.g. 'resnet101' or 'convnext_tiny'."
+            )
+        if num_branches < 1:
+            raise ValueError(f"num_branches must be >= 1, got {num_branches}.")
+        if embed_dim < 1:
+            raise ValueError(f"embed_dim must be >= 1, got {embed_dim}.")
+        try:
+            with torch.device("meta"):  # only the stage layout is needed: skip allocation and init
+                probe = timm.create_model(base_name, pretrained=False, features_only=True, in_chans=in_chans,
+                                          **backbone_kwargs)
+        except (RuntimeError, AttributeError, AssertionError, TypeError) as error:
+            raise ValueError(
+                f"Backbone {backbone!r} cannot serve as an MSRN backbone: timm cannot build it with "
+                f"features_only=True ({error}). Pick a CNN with feature_info, e.g. resnet, convnext, "
+                f"efficientnet, regnet."
+            ) from error
+        num_stages = len(probe.feature_info)
+        if num_branches > num_stages:
+            raise ValueError(
+                f"num_branches={num_branches} but backbone {backbone!r} has only {num_stages} feature stages."
+            )
+        out_indices = tuple(probe.feature_info.out_indices[num_stages - num_branches:])
+        del probe
+        self.trunk = timm.create_model(
+            backbone, pretrained=pretrained, features_only=True, out_indices=out_indices,
+            in_chans=in_chans, **backbone_kwargs,
+        )
+        self.backbone_name = backbone
+        self.in_chans = in_chans
+        self.num_branches = num_branches
+        self.embed_dim = embed_dim
+        self.stage_channels: List[int] = list(self.trunk.feature_info.channels())
+        self.stage_reductions: List[int] = list(self.trunk.feature_info.reduction())
+        self.buffer_convs = nn.ModuleList(
+            [nn.Conv2d(c, c, kernel_size=1, bias=True) for c in self.stage_channels[:-1]] + [nn.Identity()]
+        )
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.projections = nn.ModuleList(
+            [nn.Conv2d(c, embed_dim, kernel_size=1, bias=True) for c in self.stage_channels]
+        )
+        self.reset_branch_parameters()
+
+    def reset_branch_parameters(self) -> None:
+        """Initialise the buffer convs as the authors do (He-normal over the output fan), the
+        projections with PyTorch's default."""
+        for conv in self.buffer_convs:
+            if isinstance(conv, nn.Conv2d):
+                fan_out = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels
+                nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_out))
+                bound = 1.0 / math.sqrt(conv.in_channels)
+                nn.init.uniform_(conv.bias, -bound, bound)
+        for conv in self.projections:
+            conv.reset_parameters()
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest height/width for which the deepest branch survives its 2x2 max-pool."""
+        return 2 * max(self.stage_reductions)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"Expected an image batch [N, C, H, W], got a tensor of shape {list(x.shape)}.")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"Expected {self.in_chans} input channels, got {x.shape[1]} (input shape {list(x.shape)}). "
+                f"Convert images to RGB, or build the model with in_chans={x.shape[1]}."
+            )
+        if x.shape[2] < self.min_input_size or x.shape[3] < self.min_input_size:
+            raise ValueError(
+                f"Input {x.shape[2]}x{x.shape[3]} is too small for backbone {self.backbone_name!r}: the "
+                f"deepest branch has stride {max(self.stage_reductions)} and needs a 2x2 map for its "
+                f"max-pool, so height and width must be at least {self.min_input_size} px."
+            )
+
+    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The trunk's raw stage outputs ``bar f_b`` (no buffer, pool or projection)."""
+        self.check_input(x)
+        return self.trunk(x)
+
+    def forward_branches(self, stages: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Buffer, pool and project raw stage outputs into ``[N, embed_dim, H_b, W_b]`` maps."""
+        return [
+            projection(self.pool(buffer(stage)))
+            for stage, buffer, projection in zip(stages, self.buffer_convs, self.projections)
+        ]
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self.forward_branches(self.forward_stages(x))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if hasattr(self.trunk, "set_grad_checkpointing"):
+            self.trunk.set_grad_checkpointing(enable)
+        else:
+            self.trunk.grad_checkpointing = enable
+
+    @property
+    def branch_strides(self) -> List[int]:
+        """Stride of each branch's output map relative to the input (stage stride times the pool)."""
+        return [2 * r for r in self.stage_reductions]
+
+    def extra_repr(self) -> str:
+        return f"backbone={self.backbone_name!r}, num_branches={self.num_branches}, embed_dim={self.embed_dim}"
+
+

@@ -1,0 +1,411 @@
+"""MSRN: Multi-layered Semantic Representation Network (Qu et al.), as a timm model.
+
+The model composes the layers of :mod:`msrn.layers`:
+
+    image -> MultiBranchBackbone -> B maps f_b [N, d, H_b, W_b]
+    (label features V, label graph A) -> LabelGroupEmbedding -> E_l [n, d], E_g [m, d]
+    for each branch: SemanticGuidedAttention(f_b, [E_l; E_g]) -> [N, n + m, d]
+    concatenate branches on channels -> M [N, n + m, B * d] -> SemanticHead -> logits [N, n]
+
+Registered architectures sit at the bottom of this file (timm's layout).
+"""
+import functools
+import logging
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from ..layers import LabelGroupEmbedding, MultiBranchBackbone, SemanticGuidedAttention, SemanticHead
+from ..layers.diffpool import compactness_loss
+
+__all__ = ["MSRN", "VARIANTS", "EMBEDDING_MODES"]
+
+_logger = logging.getLogger(__name__)
+
+# What differs between the paper's text and the authors' code (DESIGN.md sections 2 and 5).
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "paper": dict(input_proj_dim=None, compactness_weight=1e-3, compactness_squared=True),
+    "official": dict(input_proj_dim=256, compactness_weight=1e-4, compactness_squared=False),
+}
+
+# Paper Table 5: which embeddings guide the attention.
+EMBEDDING_MODES = ("both", "label", "group", "none")
+
+# Learnable label features start at about the scale of GloVe entries.
+_LEARNABLE_FEATURE_STD = 0.4
+
+
+def _as_label_features(value: Any, num_classes: int) -> torch.Tensor:
+    features = torch.as_tensor(value)
+    if not torch.is_floating_point(features):
+        features = features.float()
+    if features.dim() != 2 or features.shape[0] != num_classes:
+        raise ValueError(
+            f"label_features must be a [num_classes, F] = [{num_classes}, F] matrix (one row per label), "
+            f"got shape {list(features.shape)}."
+        )
+    if not torch.isfinite(features).all():
+        bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"label_features contains NaN or infinite values in rows {bad}; fix or drop those labels.")
+    return features.detach().clone().float()
+
+
+def _as_label_graph(value: Any, num_classes: int) -> torch.Tensor:
+    if value is None:
+        return torch.eye(num_classes, dtype=torch.bool)
+    graph = torch.as_tensor(value)
+    if graph.dim() != 2 or graph.shape[0] != graph.shape[1]:
+        raise ValueError(f"label_graph must be a square [n, n] matrix, got shape {list(graph.shape)}.")
+    if graph.shape[0] != num_classes:
+        raise ValueError(
+            f"label_graph is {graph.shape[0]}x{graph.shape[1]} but the model has num_classes={num_classes}; "
+            f"build the graph over the same labels, in the same order."
+        )
+    if torch.is_floating_point(graph) and not torch.isfinite(graph).all():
+        raise ValueError("label_graph contains NaN or infinite values; pass a bool mask (True = edge).")
+    return graph.detach().clone().to(torch.bool) | torch.eye(num_classes, dtype=torch.bool)
+
+
+class MSRN(nn.Module):
+    """Multi-layered Semantic Representation Network for multi-label image classification.
+
+    Args:
+        num_classes: number of labels ``n``.
+        backbone: timm CNN name (optionally with a pretrained tag, e.g. ``"resnet101.tv_in1k"``).
+        num_groups: number of label groups ``m`` (paper: 4; Table 7).
+        embed_dim: width ``d`` of the embeddings and of every branch (paper: 512).
+        num_branches: number of backbone stages used, counted from the deepest (paper: 3; Table 6).
+        variant: ``"paper"`` (the paper's text) or ``"official"`` (the authors' code): input Linear
+            300->256 before the GATs and compactness loss ``1e-4 * sum ||.||`` instead of
+            ``1e-3 * sum ||.||^2``. See ``docs/variants.md``.
+        label_features: fixed ``[n, F]`` label features (e.g. GloVe), stored as a buffer; ``None``
+            makes them a learnable ``[n, label_feature_dim]`` parameter.
+        label_graph: ``[n, n]`` bool mask, ``label_graph[i, j]`` = label ``i`` attends to ``j``
+            (self-loops are added); ``None`` means self-loops only.
+        label_feature_dim: width of learnable label features (ignored when ``label_features`` is given).
+        embeddings: ``"both"`` (MSRN), ``"label"`` (label-E), ``"group"`` (group-E) or ``"none"``
+            (no LGE: a linear map of the label features guides the attention); paper Table 5.
+        compactness_weight: lambda of the loss ``L1 + lambda * L2``; default by variant (Table 7).
+        compactness_squared: squared (paper) or plain (official) distances in eq. 6; default by variant.
+        gat_hidden_dim: output width of the first GAT (paper: 300).
+        hidden_dim: width of ``fc1`` (paper: 2048).
+        drop_rate: dropout before ``fc2`` (paper: 0).
+        in_chans: image channels.
+        pretrained_backbone: load the backbone's ImageNet weights through timm.
+        label_names: optional names of the ``n`` labels, kept with the model.
+        backbone_kwargs: extra arguments for ``timm.create_model`` of the backbone.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 20,
+        backbone: str = "resnet101",
+        num_groups: int = 4,
+        embed_dim: int = 512,
+        num_branches: int = 3,
+        variant: str = "paper",
+        label_features: Optional[Any] = None,
+        label_graph: Optional[Any] = None,
+        label_feature_dim: int = 300,
+        embeddings: str = "both",
+        compactness_weight: Optional[float] = None,
+        compactness_squared: Optional[bool] = None,
+        gat_hidden_dim: int = 300,
+        hidden_dim: int = 2048,
+        drop_rate: float = 0.0,
+        in_chans: int = 3,
+        pretrained_backbone: bool = False,
+        label_names: Optional[Sequence[str]] = None,
+        backbone_kwargs: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}.")
+        if embeddings not in EMBEDDING_MODES:
+            raise ValueError(f"embeddings must be one of {EMBEDDING_MODES}, got {embeddings!r}.")
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(
+                f"num_classes must be an integer >= 1 (MSRN embeds each label), got {num_classes!r}."
+            )
+        if not isinstance(num_groups, int) or num_groups < 1:
+            raise ValueError(f"num_groups must be an integer >= 1, got {num_groups!r}.")
+        settings = VARIANTS[variant]
+        self.num_classes = num_classes
+        self.num_groups = num_groups
+        self.embed_dim = embed_dim
+        self.num_branches = num_branches
+        self.variant = variant
+        self.embeddings_mode = embeddings
+        self.gat_hidden_dim = gat_hidden_dim
+        self.hidden_dim = hidden_dim
+        self.drop_rate = drop_rate
+        self.compactness_weight = float(
+            settings["compactness_weight"] if compactness_weight is None else compactness_weight
+        )
+        self.compactness_squared = bool(
+            settings["compactness_squared"] if compactness_squared is None else compactness_squared
+        )
+        self.label_names = list(label_names) if label_names is not None else None
+        if self.label_names is not None and len(self.label_names) != num_classes:
+            raise ValueError(f"label_names has {len(self.label_names)} names but num_classes={num_classes}.")
+
+        self.backbone = MultiBranchBackbone(
+            backbone, num_branches=num_branches, embed_dim=embed_dim, pretrained=pretrained_backbone,
+            in_chans=in_chans, **(backbone_kwargs or {}),
+        )
+        self.feature_info = [
+            dict(num_chs=embed_dim, reduction=stride, module=f"backbone.projections.{i}")
+            for i, stride in enumerate(self.backbone.branch_strides)
+        ]
+        self._set_label_inputs(label_features, label_graph, label_feature_dim)
+        feature_dim = self.label_features.shape[1]
+        if embeddings == "none":
+            self.lge = None
+            self.label_projection = nn.Linear(feature_dim, embed_dim)
+        else:
+            self.lge = LabelGroupEmbedding(
+                feature_dim, gat_dims=(gat_hidden_dim, embed_dim),
+                num_groups=num_groups if embeddings in ("both", "group") else 0,
+                input_proj_dim=settings["input_proj_dim"],
+            )
+            self.label_projection = None
+        self.sga = SemanticGuidedAttention()
+        self.num_features = self.head_hidden_size = hidden_dim
+        self.head = self._make_head(num_classes)
+        self._embedding_cache: Optional[Tuple[tuple, tuple]] = None
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _set_label_inputs(self, label_features: Optional[Any], label_graph: Optional[Any], feature_dim: int) -> None:
+        if label_features is None:
+            features = nn.Parameter(torch.randn(self.num_classes, feature_dim) * _LEARNABLE_FEATURE_STD)
+            self.register_parameter("label_features", features)
+        else:
+            self.register_buffer("label_features", _as_label_features(label_features, self.num_classes))
+        self.register_buffer("label_graph", _as_label_graph(label_graph, self.num_classes))
+
+    @property
+    def uses_label_rows(self) -> bool:
+        return self.embeddings_mode in ("both", "label", "none")
+
+    @property
+    def uses_group_rows(self) -> bool:
+        return self.embeddings_mode in ("both", "group")
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of ``M``: the labels and/or the groups that guide the attention."""
+        return self.num_classes * self.uses_label_rows + self.num_groups * self.uses_group_rows
+
+    def _make_head(self, num_classes: int) -> SemanticHead:
+        rows = num_classes * self.uses_label_rows + self.num_groups * self.uses_group_rows
+        return SemanticHead(rows, self.num_branches * self.embed_dim, num_classes, self.hidden_dim,
+                            drop_rate=self.drop_rate)
+
+    # ------------------------------------------------------------------------- label/group part
+    def _cache_key(self) -> tuple:
+        tensors = list(self.lge.parameters()) if self.lge is not None else list(self.label_projection.parameters())
+        tensors += [self.label_features, self.label_graph]
+        autocast = torch.is_autocast_enabled(self.label_features.device.type)
+        return (
+            tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors),
+            autocast,
+            torch.get_autocast_dtype(self.label_features.device.type) if autocast else None,
+        )
+
+    def _compute_embeddings(self) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        if self.lge is None:
+            return self.label_projection(self.label_features), None, None
+        return self.lge(self.label_features, self.label_graph)
+
+    def label_group_embeddings(self) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """``(E_l [n, d], E_g [m, d] or None, S [n, m] or None)`` (paper eq. 4-5).
+
+        They do not depend on the image. In eval mode without autograd they are computed once and
+        reused until a weight they depend on changes (in place or by loading), or the dtype, device
+        or autocast state changes.
+        """
+        cacheable = (
+            not self.training
+            and not torch.is_grad_enabled()
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+        )
+        if not cacheable:
+            self._embedding_cache = None
+            return self._compute_embeddings()
+        key = self._cache_key()
+        if self._embedding_cache is None or self._embedding_cache[0] != key:
+            self._embedding_cache = (key, self._compute_embeddings())
+        return self._embedding_cache[1]
+
+    def semantic_queries(self) -> torch.Tensor:
+        """The ``[K, d]`` rows that guide the attention: ``E_l`` then ``E_g`` (as enabled)."""
+        label_embeddings, group_embeddings, _ = self.label_group_embeddings()
+        rows = []
+        if self.uses_label_rows:
+            rows.append(label_embeddings)
+        if self.uses_group_rows:
+            rows.append(group_embeddings)
+        return torch.cat(rows, dim=0)
+
+    def compactness_loss(self, weighted: bool = True) -> torch.Tensor:
+        """Compactness loss of the group embeddings (eq. 6), times ``compactness_weight`` when
+        ``weighted``. Zero when the model has no groups. Computing it runs the LGE module again,
+        which costs microseconds next to the backbone."""
+        label_embeddings, group_embeddings, assignment = self._compute_embeddings()
+        if group_embeddings is None:
+            return self.label_features.new_zeros(())
+        loss = compactness_loss(label_embeddings, group_embeddings, assignment, squared=self.compactness_squared)
+        return loss * self.compactness_weight if weighted else loss
+
+    # ------------------------------------------------------------------------------ image part
+    def forward_branches(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Projected branch maps ``f_b``: a list of ``[N, d, H_b, W_b]``, shallowest first."""
+        return self.backbone(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Semantic representations ``M = [O || Q]`` before the tanh: ``[N, num_rows, B * d]``."""
+        branches = self.backbone(x)
+        queries = self.semantic_queries()
+        return torch.cat([self.sga(f, queries.to(f.dtype)) for f in branches], dim=2)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """``fc2(LeakyReLU(fc1(tanh(M))))``; ``pre_logits=True`` stops before ``fc2`` (``[N, hidden_dim]``)."""
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # --------------------------------------------------------------------- timm conventions
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc2
+
+    def reset_classifier(
+        self,
+        num_classes: int,
+        global_pool: Optional[str] = None,
+        label_features: Optional[Any] = None,
+        label_graph: Optional[Any] = None,
+        label_names: Optional[Sequence[str]] = None,
+    ) -> None:
+        """Rebuild everything sized by the number of labels: label features (learnable unless given),
+        label graph (self-loops unless given), ``fc1`` and ``fc2``. The backbone, the GATs and DiffPool
+        keep their weights. ``global_pool`` is accepted for timm compatibility and must be ``None``."""
+        if global_pool not in (None, ""):
+            raise ValueError("MSRN has no global pooling; call reset_classifier(num_classes) without global_pool.")
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}.")
+        device = self.head.fc1.weight.device
+        dtype = self.head.fc1.weight.dtype
+        feature_dim = self.label_features.shape[1]
+        if label_features is not None and torch.as_tensor(label_features).shape[-1] != feature_dim:
+            raise ValueError(
+                f"label_features must keep the width F={feature_dim} the label-embedding layers were built "
+                f"for, got shape {list(torch.as_tensor(label_features).shape)}."
+            )
+        self.num_classes = num_classes
+        del self.label_features
+        del self.label_graph
+        self._set_label_inputs(label_features, label_graph, feature_dim)
+        self.label_features.data = self.label_features.data.to(device=device, dtype=dtype)
+        self.label_graph = self.label_graph.to(device)
+        self.label_names = list(label_names) if label_names is not None else None
+        self.head = self._make_head(num_classes).to(device=device, dtype=dtype)
+        self._embedding_cache = None
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.backbone.set_grad_checkpointing(enable)
+
+    def group_matcher(self, coarse: bool = False) -> Dict[str, str]:
+        """Two parameter groups: the pretrained trunk, then every layer MSRN adds (for layer-wise lr)."""
+        return dict(backbone=r"^backbone\.trunk\.", msrn=r"^(?!backbone\.trunk\.)")
+
+    def no_weight_decay(self) -> set:
+        return {"label_features"} if isinstance(self.label_features, nn.Parameter) else set()
+
+    def _apply(self, fn, recurse=True):
+        self._embedding_cache = None
+        return super()._apply(fn, recurse)
+
+    def train(self, mode: bool = True):
+        self._embedding_cache = None
+        return super().train(mode)
+
+
+# ------------------------------------------------------------------------------------------ cfgs
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        "url": "",
+        "num_classes": 20,
+        "input_size": (3, 448, 448),
+        "pool_size": None,
+        "crop_pct": 1.0,
+        "crop_mode": "squash",
+        "interpolation": "bilinear",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "backbone.trunk.conv1",
+        "classifier": "head.fc2",
+        "paper_name": "Multi-layered Semantic Representation Network for Multi-label Image Classification",
+        "license": "apache-2.0",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    "msrn_resnet101.untrained": _cfg(),
+    "msrn_resnet50.untrained": _cfg(),
+    "msrn_resnet18.untrained": _cfg(),
+    "msrn_custom.untrained": _cfg(first_conv=None),
+})
+
+# The ImageNet weights each registered backbone starts from when ``pretrained=True``.
+_BACKBONES = {
+    "msrn_resnet101": "resnet101.tv_in1k",
+    "msrn_resnet50": "resnet50.tv_in1k",
+    "msrn_resnet18": "resnet18.tv_in1k",
+}
+
+
+def _create_msrn(architecture: str, pretrained: bool = False, **kwargs: Any) -> MSRN:
+    kwargs.setdefault("backbone", _BACKBONES.get(architecture))
+    if kwargs["backbone"] is None:
+        raise ValueError(
+            f"{architecture} needs a backbone= argument naming a timm CNN, e.g. backbone='convnext_tiny'."
+        )
+    kwargs.setdefault("pretrained_backbone", pretrained)
+    if pretrained:
+        _logger.info("%s: backbone %s starts from its pretrained weights; MSRN layers use their own init.",
+                     architecture, kwargs["backbone"])
+    # MSRN's `variant` argument would collide with build_model_with_cfg's own `variant` (the
+    # architecture name), so it is bound here.
+    model_cls = functools.partial(MSRN, variant=kwargs.pop("variant", "paper"))
+    # pretrained=True means ImageNet weights for the backbone (paper 4.1); the MSRN layers keep their init.
+    return build_model_with_cfg(model_cls, architecture, pretrained=False, **kwargs)
+
+
+@register_model
+def msrn_resnet101(pretrained: bool = False, **kwargs: Any) -> MSRN:
+    """MSRN on ResNet-101, the paper's model (branches on layer2, layer3, layer4)."""
+    return _create_msrn("msrn_resnet101", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def msrn_resnet50(pretrained: bool = False, **kwargs: Any) -> MSRN:
+    """MSRN on ResNet-50."""
+    return _create_msrn("msrn_resnet50", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def msrn_resnet18(pretrained: bool = False, **kwargs: Any) -> MSRN:
+    """MSRN on ResNet-18: a light model for CPUs and quick experiments."""
+    return _create_msrn("msrn_resnet18", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def msrn_custom(pretrained: bool = False, **kwargs: Any) -> MSRN:
+    """MSRN on any timm CNN given as ``backbone=`` (e.g. ``backbone="convnext_tiny"``)."""
+    return _create_msrn("msrn_custom", pretrained=pretrained, **kwargs)
