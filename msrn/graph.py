@@ -1,0 +1,90 @@
+"""Label co-occurrence graph: the neighbourhoods the GAT layers attend over (DESIGN.md section 1).
+
+Edge direction. From co-occurrence counts ``co[i, j]`` (images with both labels) and label counts
+``count[i]``, the conditional probability is ``P(j | i) = co[i, j] / count[i]`` and the binary edge is
+``E[i, j] = P(j | i) >= threshold`` ("seeing i makes j likely"). A GAT node ``i`` aggregates from the
+labels that make it likely, so the attention mask is the transpose::
+
+    mask[i, j] = E[j, i] = P(i | j) >= threshold        (plus self-loops, mask[i, i] = True)
+
+On the official VOC 2007 statistics at ``threshold = 0.4`` this gives 6 edges: ``person`` attends
+to five labels that usually come with a person, and ``chair`` attends to ``diningtable``.
+A label that never occurs (``count[i] == 0``) has no outgoing edge (no division by zero).
+"""
+from typing import Any, Tuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "cooccurrence_statistics",
+    "conditional_probabilities",
+    "edges_from_statistics",
+    "label_graph_from_statistics",
+    "label_graph_from_targets",
+]
+
+
+def _as_numpy(array: Any, name: str) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    result = np.asarray(array)
+    if result.dtype == object:
+        raise ValueError(f"{name} must be numeric, got an object array.")
+    return result
+
+
+def cooccurrence_statistics(targets: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """``(cooccurrence [n, n], counts [n])`` of a ``[N, n]`` 0/1 label matrix.
+
+    Entries > 0 count as present (so VOC's "difficult" objects, kept as positives for training,
+    count too). ``cooccurrence[i, i]`` equals ``counts[i]``; it is not used by the graph.
+    """
+    y = _as_numpy(targets, "targets")
+    if y.ndim != 2:
+        raise ValueError(f"targets must be an [N, n] label matrix, got shape {list(y.shape)}.")
+    if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
+        raise ValueError("targets contains NaN or infinite values.")
+    present = (y > 0).astype(np.int64)
+    return present.T @ present, present.sum(axis=0)
+
+
+def conditional_probabilities(cooccurrence: Any, counts: Any) -> np.ndarray:
+    """``P[i, j] = P(j | i) = cooccurrence[i, j] / counts[i]``; rows of unseen labels are zero."""
+    co = _as_numpy(cooccurrence, "cooccurrence").astype(np.float64)
+    cnt = _as_numpy(counts, "counts").astype(np.float64).reshape(-1)
+    if co.ndim != 2 or co.shape[0] != co.shape[1]:
+        raise ValueError(f"cooccurrence must be a square [n, n] matrix, got shape {list(co.shape)}.")
+    if cnt.shape[0] != co.shape[0]:
+        raise ValueError(f"counts has {cnt.shape[0]} entries but cooccurrence is {co.shape[0]}x{co.shape[1]}.")
+    if not (np.isfinite(co).all() and np.isfinite(cnt).all()):
+        raise ValueError("cooccurrence and counts must be finite.")
+    if (co < 0).any() or (cnt < 0).any():
+        raise ValueError("cooccurrence and counts must be non-negative.")
+    probabilities = np.zeros_like(co)
+    seen = cnt > 0
+    probabilities[seen] = co[seen] / cnt[seen, None]
+    return probabilities
+
+
+def edges_from_statistics(cooccurrence: Any, counts: Any, threshold: float = 0.4) -> np.ndarray:
+    """Directed edges ``E[i, j] = P(j | i) >= threshold`` for ``i != j`` (bool ``[n, n]``)."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}.")
+    probabilities = conditional_probabilities(cooccurrence, counts)
+    edges = probabilities >= threshold
+    np.fill_diagonal(edges, False)
+    return edges
+
+
+def label_graph_from_statistics(cooccurrence: Any, counts: Any, threshold: float = 0.4) -> torch.Tensor:
+    """The GAT attention mask ``[n, n]`` (bool): ``mask[i, j] = P(i | j) >= threshold`` or ``i == j``."""
+    mask = edges_from_statistics(cooccurrence, counts, threshold).T.copy()
+    np.fill_diagonal(mask, True)
+    return torch.from_numpy(mask)
+
+
+def label_graph_from_targets(targets: Any, threshold: float = 0.4) -> torch.Tensor:
+    """The GAT attention mask from a training label matrix ``[N, n]`` (see the module docstring)."""
+    cooccurrence, counts = cooccurrence_statistics(targets)
+    return label_graph_from_statistics(cooccurrence, counts, threshold)
