@@ -19,4 +19,4 @@ def test_python_dash_m():
     result = subprocess.run([sys.executable, "-m", "msrn", "models", "msrn_resnet1*"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["msrn_resnet101", "msrn_resnet18"]
+    assert sorted(result.stdout.split()) == ["msrn_resnet101", "msrn_resnet18"]
