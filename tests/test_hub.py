@@ -42,6 +42,10 @@ def add_hub_repo(cache: pathlib.Path, repo_id: str, files: dict) -> pathlib.Path
     return snapshot
 
 
+def snapshot_file(cache: pathlib.Path, repo_id: str, name: str) -> pathlib.Path:
+    return next((cache / ("models--" + repo_id.replace("/", "--")) / "snapshots").iterdir()) / name
+
+
 def add_folder_as_repo(cache: pathlib.Path, repo_id: str, folder: pathlib.Path) -> None:
     add_hub_repo(cache, repo_id, {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})
 
@@ -50,7 +54,8 @@ def timm_repo_files(architecture: str, tag: str, tmp: pathlib.Path) -> dict:
     """A timm Hub repo (config.json + model.safetensors) for ``architecture``, with random weights
     (batch-norm statistics included, so a skipped tensor would show)."""
     model = timm.create_model(architecture, pretrained=False)
-    state = {k: (torch.randn_like(v) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    state = {k: (torch.randn_like(v) if v.is_floating_point() else v).contiguous()
+             for k, v in model.state_dict().items()}
     path = tmp / f"{architecture}.safetensors"
     save_file(state, str(path), metadata={"format": "pt"})
     config = {"architecture": architecture, "num_classes": 1000, "num_features": model.num_features,
@@ -114,7 +119,7 @@ def assert_same_state(model, reference: dict):
 
 # -------------------------------------------------------------------------------- pretrained=True
 def test_pretrained_loads_the_imagenet_backbone_from_the_hub_cache(offline, caplog):
-    file = load_file(str(next((offline / "models--timm--resnet18.tv_in1k" / "snapshots").iterdir()) / "model.safetensors"))
+    file = load_file(str(snapshot_file(offline, "timm/resnet18.tv_in1k", "model.safetensors")))
     torch.manual_seed(3)
     fresh = timm.create_model("msrn_resnet18", pretrained=False, num_classes=3, **TINY)
     torch.manual_seed(3)
@@ -138,8 +143,7 @@ def test_pretrained_loads_the_imagenet_backbone_from_the_hub_cache(offline, capl
 
 def test_pretrained_backbone_of_any_timm_cnn(offline):
     # timm's feature wrapper renames stages (stages.0 -> stages_0): loading goes through timm.
-    file = load_file(str(next((offline / "models--timm--test_convnext.r160_in1k" / "snapshots").iterdir())
-                         / "model.safetensors"))
+    file = load_file(str(snapshot_file(offline, "timm/test_convnext.r160_in1k", "model.safetensors")))
     model = timm.create_model("msrn_custom", backbone="test_convnext", pretrained=True, num_classes=2, **TINY)
     trunk = model.backbone.trunk.state_dict()
     assert len(trunk) > 10
@@ -151,7 +155,8 @@ def test_registry_lists_only_real_weights():
     assert timm.get_pretrained_cfg("msrn_resnet101").tag == "tv_in1k"
     for name in ("msrn_resnet101", "msrn_resnet50", "msrn_resnet18"):
         tag = timm.get_pretrained_cfg(name).tag
-        assert timm.get_pretrained_cfg(f"{name.split('_', 1)[1]}.{tag}").hf_hub_id == f"timm/{name.split('_', 1)[1]}.{tag}"
+        backbone_weights = f"{name.split('_', 1)[1]}.{tag}"
+        assert timm.get_pretrained_cfg(backbone_weights).hf_hub_id == f"timm/{backbone_weights}"
         assert not timm.get_pretrained_cfg(name).has_weights  # no trained MSRN weights are claimed
 
 
@@ -258,10 +263,13 @@ def test_hf_hub_loads_a_saved_model_through_the_cache(offline, tmp_path):
     assert torch.equal(loaded(images()), model(images()))
     assert loaded.pretrained_cfg["label_names"] == LABELS
     assert loaded.pretrained_cfg["hf_hub_id"] == "tester/msrn-tiny"
+    at_revision = timm.create_model("hf-hub:tester/msrn-tiny@main").eval()
+    assert torch.equal(at_revision(images()), model(images()))
 
     # A registry tag (or pretrained_cfg) with a Hub repository loads the whole checkpoint with pretrained=True,
     # as a trained VOC / COCO tag will.
-    tagged = timm.create_model("msrn_custom", pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id="tester/msrn-tiny"))
+    tagged = timm.create_model("msrn_custom", pretrained=True,
+                               pretrained_cfg_overlay=dict(hf_hub_id="tester/msrn-tiny"))
     assert torch.equal(tagged.eval()(images()), model(images()))
 
 
@@ -304,10 +312,11 @@ def test_push_to_hub_uploads_safetensors_config_and_model_card(offline, tmp_path
 
 def test_push_to_hub_keeps_an_existing_model_card(monkeypatch, tmp_path):
     seen = {}
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: SimpleNamespace(repo_id=repo_id))
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo",
+                        lambda self, repo_id, **kw: SimpleNamespace(repo_id=repo_id))
     monkeypatch.setattr(huggingface_hub.HfApi, "file_exists", lambda self, repo_id, filename, **kw: True)
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder",
-                        lambda self, repo_id, folder_path, **kw: seen.setdefault("files", sorted(os.listdir(folder_path))))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, repo_id, folder_path, **kw:
+                        seen.setdefault("files", sorted(os.listdir(folder_path))))
     msrn.push_to_hub(tiny_msrn(), "tester/kept")
     assert seen["files"] == ["config.json", "model.safetensors"]
 

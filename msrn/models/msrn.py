@@ -17,7 +17,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models import (
+    PretrainedCfg, build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg,
+)
 
 from ..layers import LabelGroupEmbedding, MultiBranchBackbone, SemanticGuidedAttention, SemanticHead
 from ..layers.diffpool import compactness_loss
@@ -434,7 +436,9 @@ def _create_msrn(architecture: str, pretrained: bool = False, **kwargs: Any) -> 
     model_cls = functools.partial(MSRN, variant=kwargs.pop("variant", "paper"), pretrained_backbone=False)
     # Weights are loaded below, not by timm: a full checkpoint and an ImageNet backbone are both
     # MSRN-specific (timm would load a state dict into the whole model).
-    model = build_model_with_cfg(model_cls, architecture, pretrained=False, pretrained_cfg=_as_registry_cfg(cfg), **kwargs)
+    model = build_model_with_cfg(
+        model_cls, architecture, pretrained=False, pretrained_cfg=_as_registry_cfg(cfg), **kwargs
+    )
     if checkpoint is not None:
         hub._load_checkpoint_into(model, checkpoint, keep=keep)
     elif load_backbone:
