@@ -101,6 +101,15 @@ def _pretrained_cfg_of(model: torch.nn.Module, architecture: str) -> Dict[str, A
     return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
 
 
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The MSRN inside a ``torch.compile`` (``_orig_mod``) or DataParallel / DDP (``module``) wrapper."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+
+
 def _config_of(model: torch.nn.Module) -> Dict[str, Any]:
     from .models import MSRN
 
@@ -154,6 +163,7 @@ def save_pretrained(model: torch.nn.Module, directory: PathLike) -> pathlib.Path
     """
     from safetensors.torch import save_file
 
+    model = _unwrap(model)
     config = _config_of(model)
     directory = pathlib.Path(directory)
     if directory.exists() and not directory.is_dir():
@@ -451,8 +461,9 @@ def _load_backbone_weights(model: torch.nn.Module, cache_dir: Optional[PathLike]
         ) from error
     trunk_state = donor.state_dict()
     backbone.trunk.load_state_dict(trunk_state, strict=True)
-    initialised = sorted({key.split(".", 2)[1] if key.startswith("backbone.") else key.split(".", 1)[0]
-                          for key in model.state_dict() if not key.startswith("backbone.trunk.")})
+    initialised = sorted({".".join(key.split(".")[:2]) if key.startswith("backbone.") else key.split(".")[0]
+                          for key in model.state_dict()
+                          if not key.startswith("backbone.trunk.") and key != "label_graph"})
     _logger.info(
         "Loaded %d backbone tensors (backbone.trunk) of %s from %s; initialised from scratch: %s.",
         len(trunk_state), weights, where, ", ".join(initialised),
@@ -485,6 +496,7 @@ def model_card(
 ) -> str:
     """A Hugging Face model card (``README.md``) for an MSRN: the paper, the architecture, the labels,
     and, when given, the training data and the evaluation metrics (e.g. ``{"mAP": 94.2}``)."""
+    model = _unwrap(model)
     config = _config_of(model)
     args = config["model_args"]
     num_params = sum(p.numel() for p in model.parameters())
@@ -577,6 +589,7 @@ def push_to_hub(
 
     if not isinstance(repo_id, str) or not repo_id.strip():
         raise ValueError(f"repo_id must be a Hub repository id such as 'user/msrn-voc', got {repo_id!r}.")
+    model = _unwrap(model)
     _config_of(model)  # fail on a wrong model before touching the network
     api = HfApi(token=token, library_name="msrn", library_version=__version__)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
