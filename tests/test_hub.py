@@ -5,6 +5,7 @@ A Hugging Face cache is built in a temporary folder, in the real layout
 ``HF_HUB_OFFLINE=1``; the loading code resolves files through huggingface_hub as it would online.
 """
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -274,6 +275,17 @@ def test_hf_hub_loads_a_saved_model_through_the_cache(offline, tmp_path):
     assert torch.equal(tagged.eval()(images()), model(images()))
 
 
+def checked_against_real(name, fake):
+    """``fake`` in place of ``HfApi.<name>``, refusing calls the real method's signature would refuse."""
+    signature = inspect.signature(getattr(huggingface_hub.HfApi, name))
+
+    def method(self, *args, **kwargs):
+        signature.bind(self, *args, **kwargs)
+        return fake(self, *args, **kwargs)
+
+    return method
+
+
 def test_push_to_hub_uploads_safetensors_config_and_model_card(offline, tmp_path, monkeypatch):
     uploaded = tmp_path / "uploaded"
     calls = {}
@@ -290,9 +302,8 @@ def test_push_to_hub_uploads_safetensors_config_and_model_card(offline, tmp_path
         shutil.copytree(folder_path, uploaded)
         return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0")
 
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(huggingface_hub.HfApi, "file_exists", file_exists)
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    for name, fake in dict(create_repo=create_repo, file_exists=file_exists, upload_folder=upload_folder).items():
+        monkeypatch.setattr(huggingface_hub.HfApi, name, checked_against_real(name, fake))
 
     model = perturbed(tiny_msrn())
     result = msrn.push_to_hub(model, "tester/msrn-voc", dataset="VOC2007", metrics={"mAP": 93.456, "OF1": 88.0},
@@ -313,11 +324,14 @@ def test_push_to_hub_uploads_safetensors_config_and_model_card(offline, tmp_path
 
 def test_push_to_hub_keeps_an_existing_model_card(monkeypatch, tmp_path):
     seen = {}
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo",
-                        lambda self, repo_id, **kw: SimpleNamespace(repo_id=repo_id))
-    monkeypatch.setattr(huggingface_hub.HfApi, "file_exists", lambda self, repo_id, filename, **kw: True)
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, repo_id, folder_path, **kw:
-                        seen.setdefault("files", sorted(os.listdir(folder_path))))
+    fakes = dict(
+        create_repo=lambda self, repo_id, **kw: SimpleNamespace(repo_id=repo_id),
+        file_exists=lambda self, repo_id, filename, **kw: True,
+        upload_folder=lambda self, repo_id, folder_path, **kw: seen.setdefault("files",
+                                                                                sorted(os.listdir(folder_path))),
+    )
+    for name, fake in fakes.items():
+        monkeypatch.setattr(huggingface_hub.HfApi, name, checked_against_real(name, fake))
     msrn.push_to_hub(tiny_msrn(), "tester/kept")
     assert seen["files"] == ["config.json", "model.safetensors"]
 
