@@ -11,6 +11,7 @@ A saved model is a folder (or a Hub repository) holding
 from ``config.json`` and load ``model.safetensors`` (after ``import msrn``). Weights are only ever read
 from safetensors files: no weight file is unpickled.
 """
+import inspect
 import json
 import logging
 import math
@@ -263,7 +264,7 @@ def _validate_config(config: Any, path: str) -> Dict[str, Any]:
 
     if not isinstance(config, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}.")
-    hint = f"Write MSRN folders with msrn.save_pretrained(model, directory)."
+    hint = "Write MSRN folders with msrn.save_pretrained(model, directory)."
     missing = [key for key in ("architecture", "num_classes", "model_args", "msrn", "pretrained_cfg")
                if key not in config]
     if missing:
@@ -281,6 +282,15 @@ def _validate_config(config: Any, path: str) -> Dict[str, Any]:
     for key in ("model_args", "msrn", "pretrained_cfg"):
         if not isinstance(config[key], dict):
             raise ValueError(f"{path}: {key!r} must be a JSON object, got {type(config[key]).__name__}.")
+    from .models import MSRN
+
+    accepted = set(inspect.signature(MSRN.__init__).parameters) - {"self", "label_features", "label_graph"}
+    unknown = sorted(set(config["model_args"]) - accepted)
+    if unknown:
+        raise ValueError(
+            f"{path}: model_args holds {unknown}, which are not MSRN constructor arguments "
+            f"(written by a newer msrn, or edited by hand?)."
+        )
     section = config["msrn"]
     version = section.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -310,7 +320,9 @@ def _read_config(path: PathLike) -> Dict[str, Any]:
         with open(path, "r", encoding="utf-8") as handle:
             config = json.load(handle)
     except FileNotFoundError:
-        raise FileNotFoundError(f"No {CONFIG_NAME} at {path}: an MSRN folder holds {CONFIG_NAME} and {WEIGHTS_NAME}.")
+        raise FileNotFoundError(
+            f"No {CONFIG_NAME} at {path}: an MSRN folder holds {CONFIG_NAME} and {WEIGHTS_NAME}."
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error}).") from error
     return _validate_config(config, path)

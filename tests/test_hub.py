@@ -384,6 +384,12 @@ def test_config_that_is_not_json(saved):
         msrn.create_model(f"local-dir:{saved}")
 
 
+def test_config_with_unknown_model_args(saved):
+    path = edit_config(saved, lambda config: config["model_args"].update(attention_heads=8))
+    with pytest.raises(ValueError, match=rf"{path}: model_args holds \['attention_heads'\]"):
+        timm.create_model(f"local-dir:{saved}")
+
+
 def test_weights_that_do_not_fit_the_config(saved):
     path = edit_config(saved, lambda config: config["model_args"].update(hidden_dim=48))
     with pytest.raises(ValueError, match=r"do not fit the model built from .*config.json.*head.fc1.weight"):
