@@ -257,7 +257,7 @@ def _leading_size(key: str, value: Any) -> int:
 
 
 # --------------------------------------------------------------------------- restricted pickle
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
     """A pickle asked for something other than numpy arrays and plain containers."""
 
 
