@@ -109,6 +109,18 @@ def reference_sga(f, e):
     return (a * f[:, :, None, :]).sum(dim=1)  # [N, K, d]
 
 
+def reference_embeddings(state, glove, mask):
+    """Section 2, official variant: Linear 300->256, two GATs, then DiffPool on ReLU(E_l)."""
+    v = F.linear(torch.as_tensor(glove), state["fc_label.weight"], state["fc_label.bias"])
+    v = reference_gat(v, state["label_embed.layers.0.W"], state["label_embed.layers.0.a"], mask)
+    e_label = reference_gat(v, state["label_embed.layers.1.W"], state["label_embed.layers.1.a"], mask)
+    x = F.relu(e_label)
+    z = reference_gat(x, state["group_embed.layers.0.embed.W"], state["group_embed.layers.0.embed.a"], mask)
+    s = torch.softmax(reference_gat(x, state["group_embed.layers.0.assign_mat.W"],
+                                    state["group_embed.layers.0.assign_mat.a"], mask), dim=1)
+    return e_label, s.T @ z, s
+
+
 @torch.no_grad()
 def reference_forward(state, glove, mask, images, arch="resnet18"):
     trunk = getattr(torchvision.models, arch)(weights=None)
@@ -126,14 +138,7 @@ def reference_forward(state, glove, mask, images, arch="resnet18"):
                              state[f"resnet_101.conv_buffer{index + 1}.bias"])
         stage = F.max_pool2d(stage, 2, 2)
         branches.append(F.conv2d(stage, state[f"ProjectM.{index}.weight"], state[f"ProjectM.{index}.bias"]))
-    v = F.linear(torch.as_tensor(glove), state["fc_label.weight"], state["fc_label.bias"])
-    v = reference_gat(v, state["label_embed.layers.0.W"], state["label_embed.layers.0.a"], mask)
-    e_label = reference_gat(v, state["label_embed.layers.1.W"], state["label_embed.layers.1.a"], mask)
-    x = F.relu(e_label)
-    z = reference_gat(x, state["group_embed.layers.0.embed.W"], state["group_embed.layers.0.embed.a"], mask)
-    s = torch.softmax(reference_gat(x, state["group_embed.layers.0.assign_mat.W"],
-                                    state["group_embed.layers.0.assign_mat.a"], mask), dim=1)
-    e_group = s.T @ z
+    e_label, e_group, _ = reference_embeddings(state, glove, mask)
     o = torch.cat([reference_sga(f, e_label) for f in branches], dim=2)  # [N, n, 3d]
     q = torch.cat([reference_sga(f, e_group) for f in branches], dim=2)  # [N, m, 3d]
     features = torch.tanh(torch.cat([o, q], dim=1)).flatten(1)
@@ -187,6 +192,11 @@ def test_converted_logits_equal_the_reference_forward():
     assert int(model.label_graph.sum()) > N_LABELS  # the graph has real edges to get right
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)
     assert logits.std() > 1e-2  # not a degenerate constant output
+    # official compactness loss: 1e-4 * sum_i ||E_l[i] - E_g[argmax_k S[i, k]]|| (not squared)
+    with torch.no_grad():
+        e_label, e_group, s = reference_embeddings(state, glove, reference_mask(adj["adj"], adj["nums"], 0.3))
+        expected_loss = 1e-4 * (e_label - e_group[s.argmax(dim=1)]).norm(dim=1).sum()
+        torch.testing.assert_close(model.compactness_loss(weighted=True), expected_loss)
 
 
 def test_cli_end_to_end_with_the_authors_files(tmp_path, capsys):
