@@ -380,7 +380,7 @@ def convert_official(
     return model
 
 
-def official_config(model: MSRN) -> Dict[str, Any]:
+def _converted_config(model: MSRN) -> Dict[str, Any]:
     """``config.json`` content for a converted model (timm's hub layout)."""
     backbone = model.backbone.backbone_name
     architecture = _ARCHITECTURES.get(backbone, "msrn_custom")
@@ -408,4 +408,4 @@ def save_converted(model: MSRN, directory: PathLike) -> None:
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as handle:
-        json.dump(official_config(model), handle, indent=2, default=list)
+        json.dump(_converted_config(model), handle, indent=2, default=list)

@@ -113,9 +113,12 @@ def _open_text(path: PathLike) -> io.TextIOBase:
     return open(path, "rt", encoding="utf-8", errors="replace")
 
 
-def _read_glove_vectors(path: PathLike, wanted: Set[str]) -> Tuple[Dict[str, np.ndarray], int]:
-    """Stream ``path`` once and keep the vectors of the tokens in ``wanted`` (first occurrence)."""
+def _read_glove_vectors(path: PathLike, wanted: Set[str], sufficient: Set[str]) -> Tuple[Dict[str, np.ndarray], int]:
+    """Stream ``path`` once and keep the vectors of the tokens in ``wanted`` (first occurrence).
+    Reading stops early once every token of ``sufficient`` is found (nothing later can change the
+    result then)."""
     vectors: Dict[str, np.ndarray] = {}
+    pending = set(sufficient)
     dim = 0
     with _open_text(path) as lines:
         for line_number, line in enumerate(lines, start=1):
@@ -141,7 +144,8 @@ def _read_glove_vectors(path: PathLike, wanted: Set[str]) -> Tuple[Dict[str, np.
                     f"{os.fspath(path)!r} line {line_number}: the vector of {parts[0]!r} is not {dim} numbers "
                     f"({error}); is this a GloVe text file?"
                 ) from None
-            if len(vectors) == len(wanted):
+            pending.discard(parts[0])
+            if not pending:
                 break
     if not dim:
         raise ValueError(f"GloVe file {os.fspath(path)!r} is empty.")
@@ -198,10 +202,12 @@ def label_features_from_glove(path: PathLike, names: Sequence[str],
         raise ValueError("label_features_from_glove needs at least one label name.")
     aliases = dict(aliases or {})
     wanted: Set[str] = set()
+    as_written: Set[str] = set()  # once these are all found, rule 2 never looks further
     for name in names:
         for word in _name_words(aliases.get(name, name)):
             wanted |= _candidate_tokens(word)
-    vectors, dim = _read_glove_vectors(path, wanted)
+            as_written.add(word)
+    vectors, dim = _read_glove_vectors(path, wanted, as_written)
     words = glove_words(names, vectors, aliases)
     features = np.stack([np.mean([vectors[w] for w in ws], axis=0) for ws in words]).astype(np.float32)
     for name, ws in zip(names, words):

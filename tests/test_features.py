@@ -192,3 +192,30 @@ def test_other_objects_are_refused(tmp_path):
     (tmp_path / "junk.pkl").write_bytes(b"not a pickle at all")
     with pytest.raises(ValueError, match="not a readable pickle"):
         load_official_pickle(tmp_path / "junk.pkl")
+
+
+def test_glove_stops_reading_once_every_word_is_found(tmp_path, glove_vectors, monkeypatch):
+    import msrn.features as features
+
+    stored = _write_glove(tmp_path / "glove.txt", glove_vectors)
+    lines = (tmp_path / "glove.txt").read_text().splitlines(keepends=True)
+    person = next(i for i, line in enumerate(lines) if line.startswith("person "))
+
+    class Stream:  # the file as a stream that must not be read past the last needed word
+        def __init__(self):
+            self.lines = iter(lines[: person + 1])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def __iter__(self):
+            for line in self.lines:
+                yield line
+            raise AssertionError("read past the last needed word")
+
+    monkeypatch.setattr(features, "_open_text", lambda path: Stream())
+    result = label_features_from_glove(tmp_path / "glove.txt", ["person", "the"])
+    torch.testing.assert_close(result, torch.from_numpy(np.stack([stored["person"], stored["the"]])))
