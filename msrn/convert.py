@@ -29,6 +29,7 @@ import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import timm
 import torch
 
 from .features import load_label_features, load_label_graph_npz, load_label_statistics
@@ -371,7 +372,10 @@ def convert_official(
     if graph.shape[0] != model_args["num_classes"]:
         raise ValueError(f"The label statistics cover {graph.shape[0]} labels, the checkpoint {model_args['num_classes']}.")
     build_args = {k: v for k, v in model_args.items() if k != "label_feature_dim"}
-    model = MSRN(**build_args, label_features=features, label_graph=graph, label_names=label_names)
+    # Through timm's registry, so the model carries its pretrained_cfg like any timm model.
+    architecture = _ARCHITECTURES.get(model_args["backbone"], "msrn_custom")
+    model = timm.create_model(architecture, pretrained=False, **build_args, label_features=features,
+                              label_graph=graph, label_names=label_names)
     model.load_state_dict({**convert_official_state_dict(state_dict, model),
                            "label_features": model.label_features, "label_graph": model.label_graph})
     model.eval()
