@@ -3,7 +3,7 @@
 Three file formats are read:
 
 * a GloVe text file (``word v1 ... vD`` per line, e.g. ``glove.6B.300d.txt`` or
-  ``glove.840B.300d.txt``, optionally gzip-compressed): streamed line by line, only the vectors of
+  ``glove.840B.300d.txt``, optionally gzip-compressed; a word2vec ``count dim`` header is skipped): streamed line by line, only the vectors of
   the label words are kept, so even the 5.6 GB Common Crawl file costs a few megabytes of memory;
 * our ``.npz`` layout (``names``, ``label_counts``, ``cooccurrence``, ``glove``), as in
   ``shared/data/official/*_label_graph.npz``; read with ``allow_pickle=False``;
@@ -124,6 +124,10 @@ def _read_glove_vectors(path: PathLike, wanted: Set[str], sufficient: Set[str]) 
         for line_number, line in enumerate(lines, start=1):
             head, _, _ = line.partition(" ")
             if not dim:
+                fields = line.split()
+                if len(fields) == 2 and all(field.isdigit() for field in fields):
+                    dim = int(fields[1])  # word2vec text format: a "count dim" header line
+                    continue
                 dim = len(line.rstrip().split(" ")) - 1
                 if dim < 1:
                     raise ValueError(f"{os.fspath(path)!r} line 1 is not 'word v1 ... vD': not a GloVe text file.")

@@ -83,6 +83,12 @@ def test_glove_missing_word_is_named(tmp_path, glove_vectors):
         load_label_features(tmp_path / "glove.txt")
 
 
+def test_word2vec_text_header_is_skipped(tmp_path):
+    (tmp_path / "vectors.txt").write_text("2 3\ncar 1 2 3\nperson 4 5 6\n")
+    features = label_features_from_glove(tmp_path / "vectors.txt", ["person", "car"])
+    assert features.tolist() == [[4.0, 5.0, 6.0], [1.0, 2.0, 3.0]]
+
+
 def test_glove_bad_vector_is_reported(tmp_path):
     (tmp_path / "glove.txt").write_text("person 1 2 3\ncar 1 x 3\n")
     with pytest.raises(ValueError, match="line 2.*'car'"):
