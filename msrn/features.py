@@ -184,8 +184,7 @@ def glove_words(names: Sequence[str], vocabulary: Iterable[str],
     if missing:
         raise ValueError(
             f"No GloVe vector for {', '.join(missing)}: the word is not in the file and cannot be split into "
-            f"words that are. Spell the label differently with aliases={{'label': 'other words'}} "
-            f"(CLI: a names file with the replacement words)."
+            f"words that are. Spell the label differently with aliases={{'label': 'other words'}}."
         )
     return result
 
