@@ -149,6 +149,8 @@ def _infer_resnet(state_dict: Mapping[str, torch.Tensor]) -> str:
         pattern = re.compile(rf"^{re.escape(_TRUNK)}layer{stage}\.(\d+)\.")
         indices = {int(m.group(1)) for m in map(pattern.match, state_dict) if m}
         blocks.append(max(indices) + 1 if indices else 0)
+    if not any(blocks):
+        raise ValueError(f"Not an MSRN checkpoint of the authors' layout: missing keys {_TRUNK}layer1..4.* (the trunk).")
     bottleneck = f"{_TRUNK}layer1.0.conv3.weight" in state_dict
     name = _RESNETS.get((bottleneck, tuple(blocks)))
     if name is None:

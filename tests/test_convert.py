@@ -282,6 +282,12 @@ def test_inconsistent_label_inputs_are_clear_errors():
         convert_official(state, glove, (adj["adj"], adj["nums"]))
     with pytest.raises(ValueError, match="Not an MSRN checkpoint"):
         convert_official({"fc.weight": torch.zeros(2, 2)}, glove, (adj["adj"], adj["nums"]))
+    no_trunk = {k: v for k, v in state.items() if not k.startswith("resnet_101.layer")}
+    with pytest.raises(ValueError, match=r"missing keys resnet_101.layer1..4"):
+        convert_official(no_trunk, glove, (adj["adj"], adj["nums"]), names=list("abcde"))
+    odd_trunk = {k: v for k, v in state.items() if not k.startswith("resnet_101.layer3.1.")}
+    with pytest.raises(ValueError, match=r"\[2, 2, 1, 2\] basic blocks.*--backbone"):
+        convert_official(odd_trunk, glove, (adj["adj"], adj["nums"]), names=list("abcde"))
 
 
 def test_hostile_files_are_refused_by_the_cli(tmp_path, capsys):
