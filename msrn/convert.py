@@ -59,7 +59,8 @@ OFFICIAL_LABEL_NAMES: Dict[str, Tuple[str, ...]] = {
     ),
     "coco": (
         "airplane", "apple", "backpack", "banana", "baseball bat", "baseball glove", "bear", "bed", "bench",
-        "bicycle", "bird", "boat", "book", "bottle", "bowl", "broccoli", "bus", "cake", "car", "carrot", "cat",
+        "bicycle", "bird", "boat", "book", "bottle", "bowl", "broccoli", "bus", "cake", "car", "carrot",
+        "cat",
         "cell phone", "chair", "clock", "couch", "cow", "cup", "dining table", "dog", "donut", "elephant",
         "fire hydrant", "fork", "frisbee", "giraffe", "hair drier", "handbag", "horse", "hot dog", "keyboard",
         "kite", "knife", "laptop", "microwave", "motorcycle", "mouse", "orange", "oven", "parking meter",
@@ -103,7 +104,8 @@ _BAKED_KEYS = ("label_features", "label_graph")
 
 # ------------------------------------------------------------------------------ checkpoint IO
 def _strip_module_prefix(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
-    return {key[len("module."):] if key.startswith("module.") else key: value for key, value in state_dict.items()}
+    prefix = "module."
+    return {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state_dict.items()}
 
 
 def load_official_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
@@ -119,8 +121,9 @@ def load_official_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise ValueError(
-            f"{path!r} cannot be read with torch.load(weights_only=True): it holds objects other than tensors "
-            f"and plain containers, which are not loaded because unpickling them could run code. ({error})"
+            f"{path!r} cannot be read with torch.load(weights_only=True): it holds objects other than "
+            f"tensors and plain containers, which are not loaded because unpickling them could run code. "
+            f"({error})"
         ) from None
     except (RuntimeError, EOFError) as error:
         raise ValueError(f"{path!r} is not a readable PyTorch checkpoint ({error}).") from None
@@ -131,7 +134,9 @@ def _unwrap_state_dict(checkpoint: Any, source: str) -> Dict[str, torch.Tensor]:
     if isinstance(checkpoint, Mapping) and "state_dict" in checkpoint:
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping) or not checkpoint:
-        raise ValueError(f"{source}: expected a state dict or {{'state_dict': ...}}, got {type(checkpoint).__name__}.")
+        raise ValueError(
+            f"{source}: expected a state dict or {{'state_dict': ...}}, got {type(checkpoint).__name__}."
+        )
     not_tensors = sorted(str(k) for k, v in checkpoint.items() if not isinstance(v, torch.Tensor))
     if not_tensors:
         raise ValueError(f"{source}: these state-dict entries are not tensors: {not_tensors}.")
@@ -150,7 +155,7 @@ def _infer_resnet(state_dict: Mapping[str, torch.Tensor]) -> str:
         indices = {int(m.group(1)) for m in map(pattern.match, state_dict) if m}
         blocks.append(max(indices) + 1 if indices else 0)
     if not any(blocks):
-        raise ValueError(f"Not an MSRN checkpoint of the authors' layout: missing keys {_TRUNK}layer1..4.* (the trunk).")
+        raise ValueError(f"Not an MSRN checkpoint of the authors' layout: missing keys {_TRUNK}layer1..4.*")
     bottleneck = f"{_TRUNK}layer1.0.conv3.weight" in state_dict
     name = _RESNETS.get((bottleneck, tuple(blocks)))
     if name is None:
@@ -162,7 +167,9 @@ def _infer_resnet(state_dict: Mapping[str, torch.Tensor]) -> str:
     return name
 
 
-def official_model_args(state_dict: Mapping[str, torch.Tensor], backbone: Optional[str] = None) -> Dict[str, Any]:
+def official_model_args(
+    state_dict: Mapping[str, torch.Tensor], backbone: Optional[str] = None
+) -> Dict[str, Any]:
     """The :class:`~msrn.models.MSRN` arguments (official variant) that fit an authors' state dict.
 
     Sizes come from the tensors: ``n`` from ``fc2``, ``m`` from the assignment GAT, ``d`` from the
@@ -181,12 +188,13 @@ def official_model_args(state_dict: Mapping[str, torch.Tensor], backbone: Option
             f"fc_label maps {feature_dim} -> {input_proj_dim}, but the official variant's input layer is "
             f"{feature_dim} -> 256."
         )
-    projections = sorted(int(m.group(1)) for m in map(re.compile(r"^ProjectM\.(\d+)\.weight$").match, state_dict) if m)
+    projection = re.compile(r"^ProjectM\.(\d+)\.weight$")
+    num_branches = sum(1 for key in state_dict if projection.match(key))
     return dict(
         num_classes=_shape(state_dict, "fc2.weight")[0],
         num_groups=_shape(state_dict, "group_embed.layers.0.assign_mat.W")[1],
         embed_dim=_shape(state_dict, "ProjectM.0.weight")[0],
-        num_branches=len(projections),
+        num_branches=num_branches,
         hidden_dim=_shape(state_dict, "fc1.weight")[0],
         gat_hidden_dim=_shape(state_dict, "label_embed.layers.0.W")[1],
         label_feature_dim=feature_dim,
@@ -228,16 +236,19 @@ def _official_source(key: str) -> Tuple[str, Callable[[torch.Tensor], torch.Tens
     raise KeyError(key)
 
 
-def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor], model: MSRN) -> Dict[str, torch.Tensor]:
+def convert_official_state_dict(
+    state_dict: Mapping[str, torch.Tensor], model: MSRN
+) -> Dict[str, torch.Tensor]:
     """Map an authors' state dict onto ``model``'s keys (official variant, same sizes).
 
     Returns a state dict with every key of ``model.state_dict()`` but the baked-in ``label_features``
-    and ``label_graph``; its tensors may share memory with ``state_dict``'s (``load_state_dict`` copies). Raises ``ValueError`` listing the missing keys, the unexpected keys and the
-    keys whose shapes differ, if any.
+    and ``label_graph``; its tensors may share memory with ``state_dict``'s (``load_state_dict``
+    copies). Raises ``ValueError`` listing the missing keys, the unexpected keys and the keys whose
+    shapes differ, if any.
     """
     state_dict = _strip_module_prefix(state_dict)
     if model.variant != "official" or model.lge is None or model.lge.diffpool is None:
-        raise ValueError("Official checkpoints convert into MSRN(variant='official', embeddings='both') only.")
+        raise ValueError("Official checkpoints convert into MSRN(variant='official', embeddings='both').")
     targets = model.state_dict()
     converted: Dict[str, torch.Tensor] = {}
     used = set()
@@ -304,7 +315,7 @@ def resolve_label_names(names: Optional[Union[str, Sequence[str]]], num_classes:
     elif isinstance(names, (str, os.PathLike)):
         if not os.path.isfile(names):
             raise FileNotFoundError(
-                f"Label names {os.fspath(names)!r}: not 'voc', 'coco' or an existing file (one name per line)."
+                f"Label names {os.fspath(names)!r}: not 'voc', 'coco' or an existing file (one name a line)."
             )
         with open(names, encoding="utf-8") as handle:
             resolved = [line.strip() for line in handle if line.strip()]
@@ -347,7 +358,8 @@ def convert_official(
 
     Args:
         checkpoint: path of the authors' ``.pth.tar`` (read with ``weights_only=True``) or a state dict.
-        glove: label features: ``*_glove_word2vec.pkl``, our ``.npz``, a GloVe text file, or a ``[n, F]`` array.
+        glove: label features: ``*_glove_word2vec.pkl``, our ``.npz``, a GloVe text file, or an
+            ``[n, F]`` array.
         adj: co-occurrence statistics: ``*_adj.pkl``, our ``.npz``, or a ``(cooccurrence, counts)`` pair.
         threshold: edge threshold ``t`` of the label graph (DESIGN.md section 1; the authors use 0.4).
         names: ``"voc"``, ``"coco"``, a names file or a list (see :func:`resolve_label_names`).
@@ -372,7 +384,9 @@ def convert_official(
         )
     graph = _label_graph(adj, label_names, threshold)
     if graph.shape[0] != model_args["num_classes"]:
-        raise ValueError(f"The label statistics cover {graph.shape[0]} labels, the checkpoint {model_args['num_classes']}.")
+        raise ValueError(
+            f"The label statistics cover {graph.shape[0]} labels, the checkpoint {model_args['num_classes']}."
+        )
     build_args = {k: v for k, v in model_args.items() if k != "label_feature_dim"}
     # Through timm's registry, so the model carries its pretrained_cfg like any timm model.
     architecture = _ARCHITECTURES.get(model_args["backbone"], "msrn_custom")
@@ -400,7 +414,8 @@ def _converted_config(model: MSRN) -> Dict[str, Any]:
         from timm.models import get_pretrained_cfg
 
         pretrained_cfg = get_pretrained_cfg(architecture).to_dict()
-    pretrained_cfg.update(architecture=architecture, num_classes=model.num_classes, label_names=model.label_names)
+    pretrained_cfg.update(architecture=architecture, num_classes=model.num_classes,
+                          label_names=model.label_names)
     return dict(architecture=architecture, num_classes=model.num_classes, num_features=model.num_features,
                 label_names=model.label_names, model_args=model_args, pretrained_cfg=pretrained_cfg)
 

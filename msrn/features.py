@@ -3,8 +3,9 @@
 Three file formats are read:
 
 * a GloVe text file (``word v1 ... vD`` per line, e.g. ``glove.6B.300d.txt`` or
-  ``glove.840B.300d.txt``, optionally gzip-compressed; a word2vec ``count dim`` header is skipped): streamed line by line, only the vectors of
-  the label words are kept, so even the 5.6 GB Common Crawl file costs a few megabytes of memory;
+  ``glove.840B.300d.txt``, optionally gzip-compressed; a word2vec ``count dim`` header is skipped):
+  streamed line by line, only the vectors of the label words are kept, so even the 5.6 GB Common
+  Crawl file costs a few megabytes of memory;
 * our ``.npz`` layout (``names``, ``label_counts``, ``cooccurrence``, ``glove``), as in
   ``shared/data/official/*_label_graph.npz``; read with ``allow_pickle=False``;
 * the authors' pickles: ``*_glove_word2vec.pkl`` (a numpy array ``[n, 300]``) and ``*_adj.pkl``
@@ -113,7 +114,9 @@ def _open_text(path: PathLike) -> io.TextIOBase:
     return open(path, "rt", encoding="utf-8", errors="replace")
 
 
-def _read_glove_vectors(path: PathLike, wanted: Set[str], sufficient: Set[str]) -> Tuple[Dict[str, np.ndarray], int]:
+def _read_glove_vectors(
+    path: PathLike, wanted: Set[str], sufficient: Set[str]
+) -> Tuple[Dict[str, np.ndarray], int]:
     """Stream ``path`` once and keep the vectors of the tokens in ``wanted`` (first occurrence).
     Reading stops early once every token of ``sufficient`` is found (nothing later can change the
     result then)."""
@@ -130,7 +133,7 @@ def _read_glove_vectors(path: PathLike, wanted: Set[str], sufficient: Set[str]) 
                     continue
                 dim = len(line.rstrip().split(" ")) - 1
                 if dim < 1:
-                    raise ValueError(f"{os.fspath(path)!r} line 1 is not 'word v1 ... vD': not a GloVe text file.")
+                    raise ValueError(f"{os.fspath(path)!r} line 1 is not 'word v1 ... vD': not GloVe text.")
             if head not in wanted or head in vectors:
                 # glove.840B has a few tokens with spaces in them; their first field is never a
                 # label word on its own, so this shortcut skips them as it should.
@@ -145,8 +148,8 @@ def _read_glove_vectors(path: PathLike, wanted: Set[str], sufficient: Set[str]) 
                 vectors[parts[0]] = np.asarray(parts[1:], dtype=np.float32)
             except ValueError as error:
                 raise ValueError(
-                    f"{os.fspath(path)!r} line {line_number}: the vector of {parts[0]!r} is not {dim} numbers "
-                    f"({error}); is this a GloVe text file?"
+                    f"{os.fspath(path)!r} line {line_number}: the vector of {parts[0]!r} is not "
+                    f"{dim} numbers ({error}); is this a GloVe text file?"
                 ) from None
             pending.discard(parts[0])
             if not pending:
@@ -234,7 +237,8 @@ def load_label_graph_npz(path: PathLike) -> Dict[str, Any]:
         with np.load(path, allow_pickle=False) as archive:
             content = {key: archive[key] for key in archive.files}
     except ValueError as error:
-        raise ValueError(f"{path!r} is not a plain .npz archive (object arrays are refused): {error}") from None
+        raise ValueError(f"{path!r} is not a plain .npz archive (object arrays are refused): {error}") \
+            from None
     unknown = sorted(set(content) - set(_NPZ_KEYS))
     if unknown:
         _logger.info("%s: ignoring keys %s", path, unknown)
@@ -252,8 +256,9 @@ def load_label_graph_npz(path: PathLike) -> Dict[str, Any]:
         raise ValueError(f"{path!r} has none of the keys {list(_NPZ_KEYS)}.")
     if len(set(sizes.values())) > 1:
         raise ValueError(f"{path!r}: the arrays disagree on the number of labels: {sizes}.")
-    if result["cooccurrence"] is not None and result["cooccurrence"].shape[:2] != (sizes["cooccurrence"],) * 2:
-        raise ValueError(f"{path!r}: cooccurrence must be [n, n], got {list(result['cooccurrence'].shape)}.")
+    cooccurrence = result["cooccurrence"]
+    if cooccurrence is not None and cooccurrence.shape != (sizes["cooccurrence"],) * 2:
+        raise ValueError(f"{path!r}: cooccurrence must be [n, n], got {list(cooccurrence.shape)}.")
     return result
 
 
@@ -305,13 +310,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
         allowed = _safe_globals().get((module, name))
         if allowed is None:
             raise UnsafePickleError(
-                f"refusing to load {module}.{name}: this pickle asks for an object other than numpy arrays and "
-                f"plain containers (loading it could run code). Convert the file to .npz where it came from."
+                f"refusing to load {module}.{name}: this pickle asks for an object other than numpy "
+                f"arrays and plain containers (loading it could run code). Convert the file to .npz "
+                f"where it came from."
             )
         return allowed
 
     def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError("refusing a pickle with persistent ids: it is not a plain numpy/container pickle.")
+        raise UnsafePickleError("refusing a pickle with persistent ids: not a plain numpy/container pickle.")
 
 
 def _check_plain(value: Any, where: str = "the pickle") -> None:
@@ -326,7 +332,7 @@ def _check_plain(value: Any, where: str = "the pickle") -> None:
         for item in value:
             _check_plain(item, where)
     elif not isinstance(value, (str, bytes, int, float, complex, bool, type(None), np.generic)):
-        raise UnsafePickleError(f"{where} holds a {type(value).__name__}; only arrays and containers are accepted.")
+        raise UnsafePickleError(f"{where} holds a {type(value).__name__}; only arrays and containers load.")
 
 
 def load_official_pickle(path: PathLike) -> Any:
@@ -345,8 +351,9 @@ def load_official_pickle(path: PathLike) -> Any:
         except UnsafePickleError as error:
             raise UnsafePickleError(f"{path}: {error}") from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
-            raise ValueError(f"{path!r} is not a readable pickle of numpy arrays ({type(error).__name__}: {error}).") \
-                from None
+            raise ValueError(
+                f"{path!r} is not a readable pickle of numpy arrays ({type(error).__name__}: {error})."
+            ) from None
     _check_plain(value, os.path.basename(path))
     return value
 
@@ -389,7 +396,7 @@ def load_label_features(path: PathLike, names: Optional[Sequence[str]] = None,
     kind = _kind(path)
     if kind == "glove":
         if names is None:
-            raise ValueError(f"Reading label features from the GloVe text file {path!r} needs the label names.")
+            raise ValueError(f"Reading label features from the GloVe text file {path!r} needs label names.")
         return label_features_from_glove(path, names, aliases)
     if kind == "npz":
         content = load_label_graph_npz(path)
@@ -405,7 +412,9 @@ def load_label_features(path: PathLike, names: Optional[Sequence[str]] = None,
             )
         features = np.asarray(features)
         if features.ndim != 2 or not np.issubdtype(features.dtype, np.number):
-            raise ValueError(f"{path!r} must hold a numeric [n, F] matrix, got {features.dtype} {list(features.shape)}.")
+            raise ValueError(
+                f"{path!r} must hold a numeric [n, F] matrix, got {features.dtype} {list(features.shape)}."
+            )
         features = _select_rows(features, None, names, path)
     features = np.asarray(features, dtype=np.float32)
     if not np.isfinite(features).all():
@@ -423,7 +432,7 @@ def load_label_statistics(path: PathLike, names: Optional[Sequence[str]] = None
     if kind == "npz":
         content = load_label_graph_npz(path)
         if content["cooccurrence"] is None or content["label_counts"] is None:
-            raise ValueError(f"{path!r} needs both 'cooccurrence' and 'label_counts' arrays for a label graph.")
+            raise ValueError(f"{path!r} needs both 'cooccurrence' and 'label_counts' for a label graph.")
         cooccurrence, counts, file_names = content["cooccurrence"], content["label_counts"], content["names"]
         if names is not None and file_names is not None:
             index = [file_names.index(n) for n in _checked_names(names, file_names, path)]
@@ -432,17 +441,20 @@ def load_label_statistics(path: PathLike, names: Optional[Sequence[str]] = None
         content = load_official_pickle(path)
         if not isinstance(content, dict) or not {"adj", "nums"} <= set(content):
             found = sorted(map(str, content)) if isinstance(content, dict) else type(content).__name__
-            raise ValueError(f"{path!r} must hold a dict with 'adj' and 'nums' (the authors' *_adj.pkl), got {found}.")
+            raise ValueError(
+                f"{path!r} must hold a dict with 'adj' and 'nums' (the authors' *_adj.pkl), got {found}."
+            )
         cooccurrence, counts, file_names = np.asarray(content["adj"]), np.asarray(content["nums"]), None
     else:
         raise ValueError(f"{path!r}: label statistics come from an .npz or an authors' *_adj.pkl file.")
     counts = counts.reshape(-1)
     if cooccurrence.ndim != 2 or cooccurrence.shape != (counts.shape[0],) * 2:
         raise ValueError(
-            f"{path!r}: co-occurrence {list(cooccurrence.shape)} and counts {list(counts.shape)} must be [n, n] and [n]."
+            f"{path!r}: co-occurrence {list(cooccurrence.shape)} and counts {list(counts.shape)} must be "
+            f"[n, n] and [n]."
         )
     if names is not None and len(names) != counts.shape[0]:
-        raise ValueError(f"{path!r} has statistics for {counts.shape[0]} labels but {len(names)} names were given.")
+        raise ValueError(f"{path!r} has statistics for {counts.shape[0]} labels but {len(names)} names.")
     return cooccurrence, counts, file_names
 
 

@@ -93,7 +93,8 @@ def reference_mask(cooccurrence, counts, threshold):
 
 
 def reference_gat(x, W, a, mask):
-    """Section 2: h = x W; e_ij = LeakyReLU_0.2(a_src.h_i + a_dst.h_j); h'_i = ELU(sum_j alpha_ij h_j + h_i)."""
+    """Section 2: h = x W; e_ij = LeakyReLU_0.2(a_src.h_i + a_dst.h_j);
+    h'_i = ELU(sum_j alpha_ij h_j + h_i) over the neighbourhood of i."""
     h = x @ W
     out = W.shape[1]
     e = F.leaky_relu(h @ a[:out] + (h @ a[out:]).T, 0.2)
@@ -163,9 +164,11 @@ def test_every_tensor_lands_where_the_spec_says():
             assert torch.equal(ours["backbone.trunk." + key[len("resnet_101."):]], value), key
     for index in range(3):
         for name in ("weight", "bias"):
-            assert torch.equal(ours[f"backbone.projections.{index}.{name}"], state[f"ProjectM.{index}.{name}"])
+            projection = ours[f"backbone.projections.{index}.{name}"]
+            assert torch.equal(projection, state[f"ProjectM.{index}.{name}"])
     assert torch.equal(ours["lge.input_proj.weight"], state["fc_label.weight"])
-    for ours_prefix, official in [("lge.gats.0", "label_embed.layers.0"), ("lge.gats.1", "label_embed.layers.1"),
+    for ours_prefix, official in [("lge.gats.0", "label_embed.layers.0"),
+                                  ("lge.gats.1", "label_embed.layers.1"),
                                   ("lge.diffpool.embed", "group_embed.layers.0.embed"),
                                   ("lge.diffpool.assign", "group_embed.layers.0.assign_mat")]:
         W, a = state[f"{official}.W"], state[f"{official}.a"]
@@ -211,8 +214,9 @@ def test_cli_end_to_end_with_the_authors_files(tmp_path, capsys):
         pickle.dump(adj, handle, protocol=2)
     (tmp_path / "names.txt").write_text("a\nb\nc\nd\ne\n")
     out = tmp_path / "converted"
-    argv = ["convert-official", str(tmp_path / "checkpoint.pth.tar"), "--glove", str(tmp_path / "voc_glove_word2vec.pkl"),
-            "--adj", str(tmp_path / "voc_adj.pkl"), "--out", str(out), "--names", str(tmp_path / "names.txt")]
+    argv = ["convert-official", str(tmp_path / "checkpoint.pth.tar"),
+            "--glove", str(tmp_path / "voc_glove_word2vec.pkl"), "--adj", str(tmp_path / "voc_adj.pkl"),
+            "--out", str(out), "--names", str(tmp_path / "names.txt")]
     assert main(argv) == 0
     assert "5 labels" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
@@ -251,7 +255,8 @@ def test_missing_extra_and_misshaped_keys_are_listed():
     state = official_state_dict()
     del state["fc1.bias"], state["resnet_101.layer3.1.bn2.running_var"]
     message = error(state)
-    assert "missing keys" in message and "'fc1.bias'" in message and "'resnet_101.layer3.1.bn2.running_var'" in message
+    assert "missing keys" in message and "'fc1.bias'" in message
+    assert "'resnet_101.layer3.1.bn2.running_var'" in message
 
     state = official_state_dict()
     state["resnet_101.fc.weight"] = torch.zeros(1000, 512)
@@ -262,7 +267,8 @@ def test_missing_extra_and_misshaped_keys_are_listed():
     state["label_embed.layers.1.a"] = torch.zeros(2 * EMBED + 2, 1)
     state["ProjectM.1.bias"] = torch.zeros(EMBED + 1)
     message = error(state)
-    assert "wrong shapes" in message and "label_embed.layers.1.a [66, 1]" in message and "ProjectM.1.bias" in message
+    assert "wrong shapes" in message and "label_embed.layers.1.a [66, 1]" in message
+    assert "ProjectM.1.bias [33]" in message
 
     # the same check guards the user-level converter (missing keys before any weight is loaded)
     state = official_state_dict()
@@ -305,7 +311,8 @@ def test_hostile_files_are_refused_by_the_cli(tmp_path, capsys):
     torch.save(official_state_dict(), tmp_path / "ckpt.pth")
     (tmp_path / "names.txt").write_text("a\nb\nc\nd\ne\n")
     argv = ["convert-official", str(tmp_path / "ckpt.pth"), "--glove", str(tmp_path / "glove.pkl"),
-            "--adj", str(tmp_path / "adj.pkl"), "--out", str(tmp_path / "out"), "--names", str(tmp_path / "names.txt")]
+            "--adj", str(tmp_path / "adj.pkl"), "--out", str(tmp_path / "out"),
+            "--names", str(tmp_path / "names.txt")]
     assert main(argv) == 2
     assert "refusing to load builtins.eval" in capsys.readouterr().err
     assert not marker.exists()
@@ -334,7 +341,9 @@ def test_full_size_voc_checkpoint_converts_with_the_official_parameter_count(sha
     assert model.label_names == list(OFFICIAL_LABEL_NAMES["voc"])
     assert int(model.label_graph.sum()) - 20 == 6  # DESIGN.md section 1
     ours = model.state_dict()
-    assert torch.equal(ours["backbone.trunk.layer3.22.conv3.weight"], state["resnet_101.layer3.22.conv3.weight"])
+    deep_block = "layer3.22.conv3.weight"
+    assert torch.equal(ours["backbone.trunk." + deep_block], state["resnet_101." + deep_block])
     assert torch.equal(ours["lge.gats.1.weight"], state["label_embed.layers.1.W"].T)
-    assert torch.equal(ours["lge.diffpool.assign.att_neighbor"], state["group_embed.layers.0.assign_mat.a"][4:, 0])
+    assign_a = state["group_embed.layers.0.assign_mat.a"]
+    assert torch.equal(ours["lge.diffpool.assign.att_neighbor"], assign_a[4:, 0])
     assert torch.equal(ours["head.fc1.weight"], state["fc1.weight"])

@@ -105,7 +105,8 @@ def test_threshold_is_inclusive_and_validated():
     counts = np.array([10, 8])  # P(1 | 0) = 0.4 exactly, P(0 | 1) = 0.5
     edges = edges_from_statistics(cooccurrence, counts, threshold=0.4)
     assert edges.tolist() == [[False, True], [True, False]]
-    assert edges_from_statistics(cooccurrence, counts, threshold=0.45).tolist() == [[False, False], [True, False]]
+    edges = edges_from_statistics(cooccurrence, counts, threshold=0.45)
+    assert edges.tolist() == [[False, False], [True, False]]
     for bad in (0.0, -0.1, 1.5):
         with pytest.raises(ValueError, match="threshold must be in"):
             edges_from_statistics(cooccurrence, counts, threshold=bad)

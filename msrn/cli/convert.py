@@ -11,13 +11,15 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         "convert-official",
         help="convert the authors' MSRN checkpoint (+ GloVe and adjacency files) into a model folder",
         description=(
-            "Convert an authors' MSRN checkpoint into DIR/model.safetensors + DIR/config.json, with the label "
-            "features, the label graph and the label names baked in, so that "
-            "timm.create_model('local-dir:DIR') (after `import msrn`) rebuilds it. The checkpoint is read with "
-            "torch.load(weights_only=True); the pickles through a loader that only rebuilds numpy arrays."
+            "Convert an authors' MSRN checkpoint into DIR/model.safetensors + DIR/config.json, with the "
+            "label features, the label graph and the label names baked in, so that "
+            "timm.create_model('local-dir:DIR') (after `import msrn`) rebuilds it. The checkpoint is read "
+            "with torch.load(weights_only=True); the pickles through a loader that only rebuilds numpy "
+            "arrays."
         ),
     )
-    parser.add_argument("checkpoint", metavar="CKPT", help="authors' checkpoint (.pth.tar or a bare state dict)")
+    parser.add_argument("checkpoint", metavar="CKPT",
+                        help="authors' checkpoint (.pth.tar or a bare state dict)")
     parser.add_argument("--glove", required=True, metavar="FILE",
                         help="label features: *_glove_word2vec.pkl, our .npz, or a GloVe text file")
     parser.add_argument("--adj", required=True, metavar="FILE",
@@ -39,13 +41,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..convert import convert_official, save_converted
 
-    existing = [name for name in ("model.safetensors", "config.json") if os.path.exists(os.path.join(args.out, name))]
+    outputs = ("model.safetensors", "config.json")
+    existing = [name for name in outputs if os.path.exists(os.path.join(args.out, name))]
     if existing and not args.force:
         raise CommandError(f"{args.out} already holds {existing}; pick another --out or pass --force.")
     if not 0.0 < args.threshold <= 1.0:
         raise CommandError(f"--threshold must be in (0, 1], got {args.threshold}.")
-    model = convert_official(args.checkpoint, args.glove, args.adj, threshold=args.threshold, names=args.names,
-                             backbone=args.backbone)
+    model = convert_official(args.checkpoint, args.glove, args.adj, threshold=args.threshold,
+                             names=args.names, backbone=args.backbone)
     save_converted(model, args.out)
     num_params = sum(p.numel() for p in model.parameters())
     edges = int(model.label_graph.sum()) - model.num_classes
