@@ -12,7 +12,7 @@ Registered architectures sit at the bottom of this file (timm's layout).
 import dataclasses
 import functools
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
