@@ -265,8 +265,7 @@ def _validate_config(config: Any, path: str) -> Dict[str, Any]:
     if not isinstance(config, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}.")
     hint = "Write MSRN folders with msrn.save_pretrained(model, directory)."
-    missing = [key for key in ("architecture", "num_classes", "model_args", "msrn", "pretrained_cfg")
-               if key not in config]
+    missing = [key for key in ("architecture", "num_classes", "model_args", "pretrained_cfg") if key not in config]
     if missing:
         raise ValueError(f"{path} is missing the key(s) {missing}. {hint}")
     architecture = config["architecture"]
@@ -279,7 +278,7 @@ def _validate_config(config: Any, path: str) -> Dict[str, Any]:
     num_classes = config["num_classes"]
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"{path}: num_classes must be an integer >= 1, got {num_classes!r}.")
-    for key in ("model_args", "msrn", "pretrained_cfg"):
+    for key in ("model_args", "pretrained_cfg"):
         if not isinstance(config[key], dict):
             raise ValueError(f"{path}: {key!r} must be a JSON object, got {type(config[key]).__name__}.")
     from .models import MSRN
@@ -291,6 +290,13 @@ def _validate_config(config: Any, path: str) -> Dict[str, Any]:
             f"{path}: model_args holds {unknown}, which are not MSRN constructor arguments "
             f"(written by a newer msrn, or edited by hand?)."
         )
+    if "msrn" not in config:
+        # A timm-layout config from another writer: the label features in the weights are taken as
+        # fixed inputs (as GloVe vectors are); the values, and so the logits, are the same either way.
+        _logger.info("%s has no 'msrn' section; its label features load as a fixed buffer.", path)
+        config["msrn"] = {"format_version": _FORMAT_VERSION, "label_features": "fixed"}
+    if not isinstance(config["msrn"], dict):
+        raise ValueError(f"{path}: 'msrn' must be a JSON object, got {type(config['msrn']).__name__}.")
     section = config["msrn"]
     version = section.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:

@@ -359,17 +359,28 @@ def edit_config(folder: pathlib.Path, edit) -> pathlib.Path:
     return path
 
 
-@pytest.mark.parametrize("key", ["architecture", "model_args", "msrn", "num_classes"])
+@pytest.mark.parametrize("key", ["architecture", "model_args", "pretrained_cfg", "num_classes"])
 def test_config_missing_keys_name_the_file(saved, key):
     path = edit_config(saved, lambda config: config.pop(key))
     with pytest.raises(ValueError, match=rf"{path} is missing the key\(s\) \['{key}'\]"):
         msrn.create_model(f"local-dir:{saved}")
 
 
-def test_config_missing_msrn_section_through_timm(saved):
-    path = edit_config(saved, lambda config: config.pop("msrn"))
-    with pytest.raises(ValueError, match=rf"{path} is missing the key\(s\) \['msrn'\]"):
+def test_config_missing_model_args_through_timm(saved):
+    path = edit_config(saved, lambda config: config.pop("model_args"))
+    with pytest.raises(ValueError, match=rf"{path} is missing the key\(s\) \['model_args'\]"):
         timm.create_model(f"local-dir:{saved}")
+
+
+def test_timm_layout_config_without_msrn_section(tmp_path):
+    # Written by another tool: the label features load as fixed inputs, values and logits unchanged.
+    model = perturbed(tiny_msrn())
+    folder = msrn.save_pretrained(model, tmp_path / "foreign")
+    edit_config(folder, lambda config: config.pop("msrn"))
+    loaded = timm.create_model(f"local-dir:{folder}").eval()
+    assert "label_features" in dict(loaded.named_buffers())
+    assert torch.equal(loaded.label_features, model.label_features)
+    assert torch.equal(loaded(images()), model(images()))
 
 
 def test_config_with_unknown_architecture(saved):
