@@ -223,6 +223,11 @@ def _checkpoint_location(pretrained_cfg: Mapping[str, Any], pretrained: bool) ->
         return "hf-hub", str(pretrained_cfg["hf_hub_id"])
     if not pretrained:
         return None
+    if pretrained_cfg.get("state_dict") is not None:
+        raise ValueError(
+            "MSRN does not take weights as pretrained_cfg['state_dict']; create the model with "
+            "pretrained=False and call model.load_state_dict(state_dict), or load a folder with 'local-dir:'."
+        )
     if pretrained_cfg.get("file"):
         return "local-dir", str(pretrained_cfg["file"])
     if pretrained_cfg.get("hf_hub_id"):

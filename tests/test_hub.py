@@ -411,6 +411,12 @@ def test_weights_that_do_not_fit_the_config(saved):
         timm.create_model(f"local-dir:{saved}")
 
 
+def test_in_memory_state_dict_source_is_refused():
+    with pytest.raises(ValueError, match=r"pretrained_cfg\['state_dict'\].*load_state_dict"):
+        timm.create_model("msrn_custom", backbone="test_resnet", pretrained=True,
+                          pretrained_cfg_overlay=dict(state_dict={"x": torch.zeros(1)}))
+
+
 def test_pickled_weights_are_refused(saved):
     (saved / "model.safetensors").rename(saved / "pytorch_model.bin")
     with pytest.raises(FileNotFoundError, match=r"No model.safetensors.*pytorch_model.bin not read"):
