@@ -21,7 +21,6 @@ The label features and the co-occurrence statistics are not in the checkpoint; t
 authors' ``*_glove_word2vec.pkl`` and ``*_adj.pkl`` (or our ``.npz``) and are baked into the model with
 the label names, so the saved directory rebuilds the model with no other input.
 """
-import json
 import logging
 import os
 import pickle
@@ -400,33 +399,10 @@ def convert_official(
     return model
 
 
-def _converted_config(model: MSRN) -> Dict[str, Any]:
-    """``config.json`` content for a converted model (timm's hub layout)."""
-    backbone = model.backbone.backbone_name
-    architecture = _ARCHITECTURES.get(backbone, "msrn_custom")
-    model_args = dict(
-        backbone=backbone, variant=model.variant, num_groups=model.num_groups, embed_dim=model.embed_dim,
-        num_branches=model.num_branches, gat_hidden_dim=model.gat_hidden_dim, hidden_dim=model.hidden_dim,
-        label_feature_dim=int(model.label_features.shape[1]), label_names=model.label_names,
-    )
-    pretrained_cfg = {k: v for k, v in getattr(model, "pretrained_cfg", {}).items() if k != "state_dict"}
-    if not pretrained_cfg:
-        from timm.models import get_pretrained_cfg
-
-        pretrained_cfg = get_pretrained_cfg(architecture).to_dict()
-    pretrained_cfg.update(architecture=architecture, num_classes=model.num_classes,
-                          label_names=model.label_names)
-    return dict(architecture=architecture, num_classes=model.num_classes, num_features=model.num_features,
-                label_names=model.label_names, model_args=model_args, pretrained_cfg=pretrained_cfg)
-
-
 def save_converted(model: MSRN, directory: PathLike) -> None:
     """Write ``DIR/model.safetensors`` (every tensor, label features and graph included) and
-    ``DIR/config.json`` (timm's hub layout: architecture, label names, ``model_args``)."""
-    from safetensors.torch import save_file
+    ``DIR/config.json`` with :func:`msrn.hub.save_pretrained`, so that
+    ``timm.create_model("local-dir:DIR")`` rebuilds the converted model with no other input."""
+    from .hub import save_pretrained
 
-    os.makedirs(directory, exist_ok=True)
-    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as handle:
-        json.dump(_converted_config(model), handle, indent=2, default=list)
+    save_pretrained(model, directory)
