@@ -38,7 +38,9 @@ _LABEL_FEATURE_KINDS = ("fixed", "learnable")
 # M = [O || Q] (labels + groups), so it goes with the labels as a whole, bias included.
 _LABEL_SIZED_PREFIXES = ("label_features", "label_graph", "head.fc1.", "head.fc2.")
 # pretrained_cfg entries that describe input tensors (JSON turns their tuples into lists).
-_TUPLE_CFG_KEYS = ("input_size", "test_input_size", "min_input_size", "mean", "std", "pool_size", "test_pool_size")
+_TUPLE_CFG_KEYS = (
+    "input_size", "test_input_size", "min_input_size", "mean", "std", "pool_size", "test_pool_size",
+)
 # pretrained_cfg entries that describe where weights come from, not the saved model itself.
 _SOURCE_CFG_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "tag", "notes",
                     "description", "label_names", "label_descriptions", "label_offset", "architecture")
@@ -171,9 +173,11 @@ def save_pretrained(model: torch.nn.Module, directory: PathLike) -> pathlib.Path
         raise NotADirectoryError(f"save_pretrained needs a folder, but {directory} is a file.")
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
-    _write_atomically(directory / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
     text = json.dumps(config, indent=2) + "\n"
-    _write_atomically(directory / CONFIG_NAME, lambda path: pathlib.Path(path).write_text(text, encoding="utf-8"))
+    _write_atomically(directory / WEIGHTS_NAME,
+                      lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+    _write_atomically(directory / CONFIG_NAME,
+                      lambda path: pathlib.Path(path).write_text(text, encoding="utf-8"))
     _logger.info("Saved %s (%d tensors) to %s", config["architecture"], len(tensors), directory)
     return directory
 
@@ -219,6 +223,11 @@ def _checkpoint_location(pretrained_cfg: Mapping[str, Any], pretrained: bool) ->
         return "hf-hub", str(pretrained_cfg["hf_hub_id"])
     if not pretrained:
         return None
+    if pretrained_cfg.get("state_dict") is not None:
+        raise ValueError(
+            "MSRN does not take weights as pretrained_cfg['state_dict']; create the model with "
+            "pretrained=False and call model.load_state_dict(state_dict), or load a folder with 'local-dir:'."
+        )
     if pretrained_cfg.get("file"):
         return "local-dir", str(pretrained_cfg["file"])
     if pretrained_cfg.get("hf_hub_id"):
@@ -249,13 +258,14 @@ def _hub_file(hub_id: str, filename: str, cache_dir: Optional[PathLike] = None) 
     except (EntryNotFoundError, HfHubHTTPError, OSError) as error:
         where = cache_dir or constants.HF_HUB_CACHE
         hint = (
-            f"Hugging Face Hub offline mode is on (HF_HUB_OFFLINE=1) and the file is not in the cache at {where}: "
-            f"download it once with network access, or point HF_HUB_CACHE at a cache that holds it."
+            f"Hugging Face Hub offline mode is on (HF_HUB_OFFLINE=1) and the file is not in the cache at "
+            f"{where}: download it once with network access, or point HF_HUB_CACHE at a cache that holds it."
             if constants.is_offline_mode()
             else f"Check the repository id, your network and your access token (cache: {where})."
         )
         raise FileNotFoundError(
-            f"Cannot resolve {filename} of Hub repository {hub_id!r} ({type(error).__name__}: {error}). {hint}"
+            f"Cannot resolve {filename} of Hub repository {hub_id!r} "
+            f"({type(error).__name__}: {error}). {hint}"
         ) from error
 
 
@@ -265,12 +275,13 @@ def _validate_config(config: Any, path: str) -> Dict[str, Any]:
     if not isinstance(config, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}.")
     hint = "Write MSRN folders with msrn.save_pretrained(model, directory)."
-    missing = [key for key in ("architecture", "num_classes", "model_args", "msrn", "pretrained_cfg")
-               if key not in config]
+    required = ("architecture", "num_classes", "model_args", "pretrained_cfg")
+    missing = [key for key in required if key not in config]
     if missing:
         raise ValueError(f"{path} is missing the key(s) {missing}. {hint}")
     architecture = config["architecture"]
-    if not (isinstance(architecture, str) and architecture.startswith("msrn_") and timm.is_model(architecture)):
+    if not (isinstance(architecture, str) and architecture.startswith("msrn_")
+            and timm.is_model(architecture)):
         known = ", ".join(timm.list_models("msrn*"))
         raise ValueError(
             f"{path} names the architecture {architecture!r}, which is not a registered MSRN architecture "
@@ -279,7 +290,7 @@ def _validate_config(config: Any, path: str) -> Dict[str, Any]:
     num_classes = config["num_classes"]
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"{path}: num_classes must be an integer >= 1, got {num_classes!r}.")
-    for key in ("model_args", "msrn", "pretrained_cfg"):
+    for key in ("model_args", "pretrained_cfg"):
         if not isinstance(config[key], dict):
             raise ValueError(f"{path}: {key!r} must be a JSON object, got {type(config[key]).__name__}.")
     from .models import MSRN
@@ -291,6 +302,13 @@ def _validate_config(config: Any, path: str) -> Dict[str, Any]:
             f"{path}: model_args holds {unknown}, which are not MSRN constructor arguments "
             f"(written by a newer msrn, or edited by hand?)."
         )
+    if "msrn" not in config:
+        # A timm-layout config from another writer: the label features in the weights are taken as
+        # fixed inputs (as GloVe vectors are); the values, and so the logits, are the same either way.
+        _logger.info("%s has no 'msrn' section; its label features load as a fixed buffer.", path)
+        config["msrn"] = {"format_version": _FORMAT_VERSION, "label_features": "fixed"}
+    if not isinstance(config["msrn"], dict):
+        raise ValueError(f"{path}: 'msrn' must be a JSON object, got {type(config['msrn']).__name__}.")
     section = config["msrn"]
     version = section.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -357,7 +375,8 @@ def _read_checkpoint(kind: str, location: str, cache_dir: Optional[PathLike] = N
         config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
         if not weights_path.is_file():
             pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pth", ".pt", ".ckpt"))
-            refused = f" ({', '.join(pickles)} not read: MSRN loads weights only from safetensors)" if pickles else ""
+            refused = (f" ({', '.join(pickles)} not read: MSRN loads weights only from safetensors)"
+                       if pickles else "")
             raise FileNotFoundError(f"No {WEIGHTS_NAME} in {folder}{refused}.")
         source = f"local-dir:{folder}"
     elif kind == "hf-hub":
@@ -404,7 +423,8 @@ def _load_checkpoint_into(
         expected = {key: value for key, value in expected.items() if not _is_label_sized(key)}
         _logger.warning(
             "%s was trained for %d labels but the model has %d: %s start from their init; everything "
-            "else is loaded.", checkpoint.source, checkpoint.num_classes, model.num_classes, ", ".join(reinitialised),
+            "else is loaded.", checkpoint.source, checkpoint.num_classes, model.num_classes,
+            ", ".join(reinitialised),
         )
     for key in keep:
         state_dict.pop(key, None)
@@ -458,8 +478,9 @@ def _load_backbone_weights(model: torch.nn.Module, cache_dir: Optional[PathLike]
     where = f"hf-hub:{cfg.hf_hub_id}" if cfg.hf_hub_id else str(cfg.url or cfg.file)
     try:
         donor = timm.create_model(
-            weights, pretrained=True, features_only=True, out_indices=tuple(backbone.trunk.feature_info.out_indices),
-            in_chans=backbone.in_chans, pretrained_cfg_overlay=overlay, cache_dir=cache_dir,
+            weights, pretrained=True, features_only=True,
+            out_indices=tuple(backbone.trunk.feature_info.out_indices), in_chans=backbone.in_chans,
+            pretrained_cfg_overlay=overlay, cache_dir=cache_dir,
             **dict(getattr(model, "backbone_kwargs", None) or {}),
         )
     except FileNotFoundError as error:
@@ -512,8 +533,8 @@ def model_card(
     config = _config_of(model)
     args = config["model_args"]
     num_params = sum(p.numel() for p in model.parameters())
-    front = ["---", "tags:", "- image-classification", "- multi-label-image-classification", "- timm", "- msrn",
-             "library_name: timm", "pipeline_tag: image-classification", "license: apache-2.0"]
+    front = ["---", "tags:", "- image-classification", "- multi-label-image-classification", "- timm",
+             "- msrn", "library_name: timm", "pipeline_tag: image-classification", "license: apache-2.0"]
     if dataset:
         front += ["datasets:", f"- {json.dumps(str(dataset))}"]
     front.append("---")

@@ -20,7 +20,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import msrn
-from msrn import hub
 
 TINY = dict(embed_dim=16, hidden_dim=32, gat_hidden_dim=12, num_groups=2)
 LABELS = ["cat", "dog", "person", "sofa"]
@@ -138,8 +137,8 @@ def test_pretrained_loads_the_imagenet_backbone_from_the_hub_cache(offline, capl
     assert not torch.equal(fresh.backbone.trunk.conv1.weight, model.backbone.trunk.conv1.weight)
     message = "\n".join(r.getMessage() for r in caplog.records)
     assert "timm/resnet18.tv_in1k" in message
-    assert "initialised from scratch: backbone.buffer_convs, backbone.projections, head, label_features, lge" \
-        in message
+    initialised = "backbone.buffer_convs, backbone.projections, head, label_features, lge"
+    assert f"initialised from scratch: {initialised}" in message
     assert model(images()).shape == (2, 3)
 
 
@@ -169,16 +168,17 @@ def test_missing_backbone_weights_offline_is_a_clear_error(offline):
 
 # --------------------------------------------------------------------------- save_pretrained / local-dir
 def test_save_pretrained_writes_config_and_safetensors(tmp_path):
-    model = perturbed(tiny_msrn(label_graph=torch.tensor([[0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])))
+    graph = torch.tensor([[0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
+    model = perturbed(tiny_msrn(label_graph=graph))
     folder = msrn.save_pretrained(model, tmp_path / "out")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
     assert config["architecture"] == "msrn_custom" and config["num_classes"] == 4
     assert config["label_names"] == LABELS
     assert config["model_args"] == dict(
-        backbone="test_resnet", num_groups=2, embed_dim=16, num_branches=3, variant="paper", label_feature_dim=300,
-        embeddings="both", compactness_weight=1e-3, compactness_squared=True, gat_hidden_dim=12, hidden_dim=32,
-        drop_rate=0.0, in_chans=3)
+        backbone="test_resnet", num_groups=2, embed_dim=16, num_branches=3, variant="paper",
+        label_feature_dim=300, embeddings="both", compactness_weight=1e-3, compactness_squared=True,
+        gat_hidden_dim=12, hidden_dim=32, drop_rate=0.0, in_chans=3)
     assert config["msrn"] == {"format_version": 1, "label_features": "learnable"}
     assert config["pretrained_cfg"]["input_size"] == [3, 448, 448]
     stored = load_file(str(folder / "model.safetensors"))
@@ -268,8 +268,8 @@ def test_hf_hub_loads_a_saved_model_through_the_cache(offline, tmp_path):
     at_revision = timm.create_model("hf-hub:tester/msrn-tiny@main").eval()
     assert torch.equal(at_revision(images()), model(images()))
 
-    # A registry tag (or pretrained_cfg) with a Hub repository loads the whole checkpoint with pretrained=True,
-    # as a trained VOC / COCO tag will.
+    # A registry tag (or pretrained_cfg) with a Hub repository loads the whole checkpoint with
+    # pretrained=True, as a trained VOC / COCO tag will.
     tagged = timm.create_model("msrn_custom", pretrained=True,
                                pretrained_cfg_overlay=dict(hf_hub_id="tester/msrn-tiny"))
     assert torch.equal(tagged.eval()(images()), model(images()))
@@ -297,17 +297,18 @@ def test_push_to_hub_uploads_safetensors_config_and_model_card(offline, tmp_path
     def file_exists(self, repo_id, filename, revision=None, **kwargs):
         return False
 
-    def upload_folder(self, repo_id, folder_path, revision=None, create_pr=False, commit_message="", **kwargs):
+    def upload_folder(self, repo_id, folder_path, commit_message="", **kwargs):
         calls["upload_folder"] = (repo_id, commit_message)
         shutil.copytree(folder_path, uploaded)
         return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0")
 
-    for name, fake in dict(create_repo=create_repo, file_exists=file_exists, upload_folder=upload_folder).items():
+    fakes = dict(create_repo=create_repo, file_exists=file_exists, upload_folder=upload_folder)
+    for name, fake in fakes.items():
         monkeypatch.setattr(huggingface_hub.HfApi, name, checked_against_real(name, fake))
 
     model = perturbed(tiny_msrn())
-    result = msrn.push_to_hub(model, "tester/msrn-voc", dataset="VOC2007", metrics={"mAP": 93.456, "OF1": 88.0},
-                              private=True)
+    result = msrn.push_to_hub(model, "tester/msrn-voc", dataset="VOC2007",
+                              metrics={"mAP": 93.456, "OF1": 88.0}, private=True)
     assert result.commit_url.endswith("tester/msrn-voc/commit/0")
     assert calls["create_repo"] == ("tester/msrn-voc", True, True)
     assert sorted(p.name for p in uploaded.iterdir()) == ["README.md", "config.json", "model.safetensors"]
@@ -327,8 +328,8 @@ def test_push_to_hub_keeps_an_existing_model_card(monkeypatch, tmp_path):
     fakes = dict(
         create_repo=lambda self, repo_id, **kw: SimpleNamespace(repo_id=repo_id),
         file_exists=lambda self, repo_id, filename, **kw: True,
-        upload_folder=lambda self, repo_id, folder_path, **kw: seen.setdefault("files",
-                                                                                sorted(os.listdir(folder_path))),
+        upload_folder=lambda self, repo_id, folder_path, **kw: seen.setdefault(
+            "files", sorted(os.listdir(folder_path))),
     )
     for name, fake in fakes.items():
         monkeypatch.setattr(huggingface_hub.HfApi, name, checked_against_real(name, fake))
@@ -346,7 +347,8 @@ def saved(tmp_path) -> pathlib.Path:
 def test_corrupt_weights_name_the_file(saved, damage):
     path = saved / "model.safetensors"
     data = path.read_bytes()
-    path.write_bytes(b"\x13\x00\x00\x00not a safetensors file" if damage == "garbage" else data[: len(data) // 2])
+    garbage = b"\x13\x00\x00\x00not a safetensors file"
+    path.write_bytes(garbage if damage == "garbage" else data[: len(data) // 2])
     with pytest.raises(ValueError, match=rf"{path}.*not a readable safetensors file"):
         timm.create_model(f"local-dir:{saved}")
 
@@ -359,22 +361,34 @@ def edit_config(folder: pathlib.Path, edit) -> pathlib.Path:
     return path
 
 
-@pytest.mark.parametrize("key", ["architecture", "model_args", "msrn", "num_classes"])
+@pytest.mark.parametrize("key", ["architecture", "model_args", "pretrained_cfg", "num_classes"])
 def test_config_missing_keys_name_the_file(saved, key):
     path = edit_config(saved, lambda config: config.pop(key))
     with pytest.raises(ValueError, match=rf"{path} is missing the key\(s\) \['{key}'\]"):
         msrn.create_model(f"local-dir:{saved}")
 
 
-def test_config_missing_msrn_section_through_timm(saved):
-    path = edit_config(saved, lambda config: config.pop("msrn"))
-    with pytest.raises(ValueError, match=rf"{path} is missing the key\(s\) \['msrn'\]"):
+def test_config_missing_model_args_through_timm(saved):
+    path = edit_config(saved, lambda config: config.pop("model_args"))
+    with pytest.raises(ValueError, match=rf"{path} is missing the key\(s\) \['model_args'\]"):
         timm.create_model(f"local-dir:{saved}")
+
+
+def test_timm_layout_config_without_msrn_section(tmp_path):
+    # Written by another tool: the label features load as fixed inputs, values and logits unchanged.
+    model = perturbed(tiny_msrn())
+    folder = msrn.save_pretrained(model, tmp_path / "foreign")
+    edit_config(folder, lambda config: config.pop("msrn"))
+    loaded = timm.create_model(f"local-dir:{folder}").eval()
+    assert "label_features" in dict(loaded.named_buffers())
+    assert torch.equal(loaded.label_features, model.label_features)
+    assert torch.equal(loaded(images()), model(images()))
 
 
 def test_config_with_unknown_architecture(saved):
     path = edit_config(saved, lambda config: config.update(architecture="msrn_nonexistent"))
-    with pytest.raises(ValueError, match=rf"{path} names the architecture 'msrn_nonexistent'.*msrn_resnet101"):
+    unknown = rf"{path} names the architecture 'msrn_nonexistent'.*msrn_resnet101"
+    with pytest.raises(ValueError, match=unknown):
         msrn.create_model(f"local-dir:{saved}")
 
 
@@ -392,8 +406,15 @@ def test_config_with_unknown_model_args(saved):
 
 def test_weights_that_do_not_fit_the_config(saved):
     path = edit_config(saved, lambda config: config["model_args"].update(hidden_dim=48))
-    with pytest.raises(ValueError, match=r"do not fit the model built from .*config.json.*head.fc1.weight"):
+    fit = rf"model.safetensors .* do not fit the model built from {path}.*head.fc1.weight"
+    with pytest.raises(ValueError, match=fit):
         timm.create_model(f"local-dir:{saved}")
+
+
+def test_in_memory_state_dict_source_is_refused():
+    with pytest.raises(ValueError, match=r"pretrained_cfg\['state_dict'\].*load_state_dict"):
+        timm.create_model("msrn_custom", backbone="test_resnet", pretrained=True,
+                          pretrained_cfg_overlay=dict(state_dict={"x": torch.zeros(1)}))
 
 
 def test_pickled_weights_are_refused(saved):
