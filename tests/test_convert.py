@@ -223,15 +223,15 @@ def test_cli_end_to_end_with_the_authors_files(tmp_path, capsys):
     assert config["architecture"] == "msrn_resnet18" and config["label_names"] == list("abcde")
     assert config["model_args"]["variant"] == "official"
 
-    # rebuild from the folder alone: architecture from config.json, every tensor from the safetensors
-    from safetensors.torch import load_file
-
+    # rebuild from the folder alone: timm reads config.json and loads model.safetensors
     import timm
 
-    rebuilt = timm.create_model(f"local-dir:{out}")
-    rebuilt.load_state_dict(load_file(out / "model.safetensors"))
-    rebuilt.eval()
-    assert rebuilt.label_names == list("abcde")
+    rebuilt = timm.create_model(f"local-dir:{out}").eval()
+    assert rebuilt.label_names == list("abcde") and rebuilt.variant == "official"
+    assert "label_features" in dict(rebuilt.named_buffers())  # fixed features, as converted
+    converted = convert_official(state, glove, (adj["adj"], adj["nums"]), names=list("abcde"))
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in converted.parameters())
+    assert torch.equal(rebuilt.label_graph, reference_mask(adj["adj"], adj["nums"], 0.4))
     images = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         logits = rebuilt(images)
