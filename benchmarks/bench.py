@@ -132,13 +132,15 @@ def run_worker(name: str, args: argparse.Namespace) -> None:
         if repeat >= args.warmup:
             times.append(time.perf_counter() - start)
     peak_mib = (_peak_kib() - baseline_kib) / 1024
-    print(json.dumps({"case": name, "times": times, "peak_mib": peak_mib, "threads": torch.get_num_threads()}))
+    report = {"case": name, "times": times, "peak_mib": peak_mib, "threads": torch.get_num_threads()}
+    print(json.dumps(report))
 
 
 # ---------------------------------------------------------------------------------- parent side
 def _worker_command(name: str, args: argparse.Namespace) -> List[str]:
     command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", name]
-    for option in ("batch", "image_size", "sga_size", "num_classes", "num_groups", "embed_dim", "warmup", "sgd"):
+    for option in ("batch", "image_size", "sga_size", "num_classes", "num_groups", "embed_dim", "warmup",
+                   "sgd"):
         command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     command += ["--repeats", str(args.sga_repeats if name.startswith("sga") else args.repeats)]
     return command
@@ -179,7 +181,8 @@ def run_all(args: argparse.Namespace) -> Dict[str, object]:
     for pair in pairs:
         for name in pair:
             times = sorted(results[name]["times"])
-            print(f"{name:14s} {best(name):8.3f} {times[len(times) // 2]:9.3f} {peak(name):9.0f}   {len(times)}")
+            median = times[len(times) // 2]
+            print(f"{name:14s} {best(name):8.3f} {median:9.3f} {peak(name):9.0f}   {len(times)}")
     print()
     if "sga" in args.only:
         summary["sga_speedup"] = round(best("sga_naive") / best("sga_ours"), 2)
@@ -215,7 +218,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=sorted(PAIRS), default=["sga", "train", "eval"])
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of every case")
     parser.add_argument("--repeats", type=int, default=1, help="timed model steps per case and round")
-    parser.add_argument("--sga-repeats", type=int, default=3, help="timed attention passes per case and round")
+    parser.add_argument("--sga-repeats", type=int, default=3,
+                        help="timed attention passes per case and round")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=448)
