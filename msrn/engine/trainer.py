@@ -373,7 +373,7 @@ def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> Di
 def _save_epoch(output: pathlib.Path, model: nn.Module, model_config: Dict[str, Any], record: Dict[str, Any],
                 is_best: bool, optimizer, scheduler, scaler, best_map: float, config: TrainConfig,
                 rng_states: List[Any]) -> None:
-    metadata = {"epoch": str(record["epoch"]), "mAP": f"{record['mAP']:.4f}"}
+    metadata = {"epoch": str(record["epoch"]), "mAP": f"{record['mAP']:.4f}", "image_size": str(config.image_size)}
     save_model_weights(model, output / "last.safetensors", model_config, metadata)
     if is_best:
         save_model_weights(model, output / "best.safetensors", model_config, metadata)
