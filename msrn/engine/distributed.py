@@ -41,6 +41,17 @@ class DistributedContext:
         if self.distributed:
             dist.barrier()
 
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Copy rank 0's buffers (BatchNorm running statistics) to every process.
+
+        DistributedDataParallel broadcasts buffers at the start of each forward, but the forward then
+        updates them locally, so after the last training step the ranks disagree. Evaluation and the
+        saved checkpoint must use one model: rank 0's.
+        """
+        if self.distributed:
+            for buffer in module.buffers():
+                dist.broadcast(buffer.data, src=0)
+
     def all_reduce_max(self, value: float) -> float:
         """The largest ``value`` over all processes (the value itself when not distributed)."""
         if not self.distributed:

@@ -123,9 +123,9 @@ def cpu_config(**overrides: Any) -> TrainConfig:
     settings = dict(
         model="msrn_resnet18", backbone_kwargs=dict(_CPU_BACKBONE_KWARGS), pretrained=False, variant="official",
         embed_dim=64, hidden_dim=256, gat_hidden_dim=64, label_feature_dim=64,
-        image_size=96, crop_scales=(1.0, 0.9, 0.8), batch_size=32, workers=1,
+        image_size=64, crop_scales=(1.0, 0.9, 0.8), batch_size=32, workers=1,
         optimizer="sgd", lr=0.05, backbone_lr_scale=1.0, weight_decay=1e-4,
-        epochs=12, schedule="cosine", lr_steps=(), warmup_epochs=1, device="cpu",
+        epochs=10, schedule="cosine", lr_steps=(), warmup_epochs=1, device="cpu",
         output_dir="output/train_voc_cpu",
     )
     settings.update(overrides)
@@ -344,6 +344,7 @@ def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> Di
                                 amp=config.amp, scaler=scaler, channels_last=config.channels_last,
                                 max_steps=config.max_steps_per_epoch, progress=config.progress)
         scheduler.step()
+        context.broadcast_buffers(model)
         scores, targets, difficult = predict(model, test_loader, context, len(test_set), amp=config.amp,
                                              channels_last=config.channels_last, progress=config.progress)
         metrics = multilabel_metrics(scores, targets, ignore=difficult, top_k=3)

@@ -1,0 +1,162 @@
+import importlib.util
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import msrn
+from msrn.cli import main as cli_main
+from msrn.data import VOCDataset, eval_transform, generate_synthetic_voc
+from msrn.engine import (EvalShardSampler, NonFiniteLossError, cpu_config, evaluate_checkpoint, gather_predictions,
+                         load_model, train)
+from msrn.engine.distributed import DistributedContext
+from msrn.graph import label_graph_from_targets
+from msrn.metrics import multilabel_metrics
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = dict(synthetic_trainval=24, synthetic_test=13, image_size=64, embed_dim=32, hidden_dim=64, gat_hidden_dim=32,
+            label_feature_dim=32, batch_size=8, workers=0, epochs=2, max_steps_per_epoch=2, progress=False)
+TINY_ARGS = ["--synthetic-trainval", "24", "--synthetic-test", "13", "--image-size", "64", "--embed-dim", "32",
+             "--hidden-dim", "64", "--batch-size", "8", "--workers", "0", "--max-steps-per-epoch", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def _config(cache_dir, output_dir, **overrides):
+    return cpu_config(cache_dir=str(cache_dir), output_dir=str(output_dir), **{**TINY, **overrides})
+
+
+def _example_main():
+    spec = importlib.util.spec_from_file_location("train_voc", REPO / "examples" / "train_voc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, capsys):
+    output = tmp_path / "run"
+    argv = ["--cache-dir", str(cache_dir), "--output-dir", str(output), "--epochs", "2"] + TINY_ARGS
+    assert _example_main()(argv) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 2/2" in printed and "top-3" in printed and "OF1" in printed
+    records = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "CP_top3", "OF1_top3", "train_loss", "images_per_s"):
+        assert np.isfinite(records[-1][key]), key
+    assert records[-1]["test_images"] == 13
+    assert records[-1]["best_mAP"] == max(r["mAP"] for r in records)
+
+    # The weights file alone rebuilds the model; its scores reproduce the logged test mAP.
+    model, metadata = load_model(output / "last.safetensors")
+    assert int(metadata["epoch"]) == 2 and model.num_classes == 20 and model.label_names[0] == "aeroplane"
+    state = load_file(output / "last.safetensors")
+    fresh = msrn.create_model("msrn_resnet18", **metadata["config"]["kwargs"])
+    fresh.load_state_dict(state)  # plain load_state_dict works too
+    test_set = VOCDataset(cache_dir / "synthetic-voc-24-13-s0" / "VOCdevkit", "test", transform=eval_transform(64))
+    model.eval()
+    with torch.no_grad():
+        batch = torch.stack([test_set[i][0] for i in range(len(test_set))])
+        scores = torch.sigmoid(model(batch)).numpy()
+    expected = multilabel_metrics(scores, test_set.targets, ignore=test_set.difficult)["mAP"]
+    assert records[-1]["mAP"] == pytest.approx(expected, abs=1e-3)
+    # The label graph is the training split's (difficult labels counted as positive).
+    train_set = VOCDataset(cache_dir / "synthetic-voc-24-13-s0" / "VOCdevkit", "trainval")
+    assert torch.equal(model.label_graph, label_graph_from_targets(train_set.targets))
+
+    # `msrn evaluate` prints the same mAP and a per-class table.
+    assert cli_main(["evaluate", str(output / "last.safetensors"), "--data", str(test_set.root.parent),
+                     "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{records[-1]['mAP']:8.2f}" in printed and "aeroplane" in printed and "tvmonitor" in printed
+    assert cli_main(["evaluate", str(tmp_path / "missing.safetensors"), "--data", str(tmp_path)]) == 2
+
+
+def test_resume_reproduces_an_uninterrupted_run(cache_dir, tmp_path):
+    train(_config(cache_dir, tmp_path / "straight"))
+    train(_config(cache_dir, tmp_path / "split", stop_after_epoch=1))
+    assert json.loads((tmp_path / "split" / "log.jsonl").read_text().splitlines()[-1])["epoch"] == 1
+    train(_config(cache_dir, tmp_path / "split", resume=str(tmp_path / "split")))
+    straight = load_file(tmp_path / "straight" / "last.safetensors")
+    resumed = load_file(tmp_path / "split" / "last.safetensors")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    log_straight = (tmp_path / "straight" / "log.jsonl").read_text().splitlines()
+    log_split = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(a)["mAP"] for a in log_straight] == [json.loads(b)["mAP"] for b in log_split]
+
+
+def test_resume_refuses_a_different_model(cache_dir, tmp_path):
+    train(_config(cache_dir, tmp_path / "run", stop_after_epoch=1))
+    with pytest.raises(ValueError, match="different model"):
+        train(_config(cache_dir, tmp_path / "run", resume=str(tmp_path / "run"), hidden_dim=128))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(cache_dir, tmp_path, monkeypatch):
+    output = tmp_path / "run"
+    train(_config(cache_dir, output, stop_after_epoch=1))
+    before = {name: (output / name).read_bytes() for name in ("last.safetensors", "train_state.pt")}
+
+    def exploding(self, logits, targets):
+        return logits.sum() * float("nan")
+
+    monkeypatch.setattr(msrn.loss.MSRNLoss, "forward", exploding)
+    with pytest.raises(NonFiniteLossError, match="non-finite.*epoch 2"):
+        train(_config(cache_dir, output, resume=str(output)))
+    assert {name: (output / name).read_bytes() for name in before} == before
+
+
+def test_pretrained_failure_offline_names_the_fix(cache_dir, tmp_path, monkeypatch):
+    import msrn.engine.trainer as trainer
+
+    def offline(*args, **kwargs):
+        raise OSError("cannot reach huggingface.co")
+
+    monkeypatch.setattr(trainer, "create_model", offline)
+    with pytest.raises(RuntimeError, match="--no-pretrained"):
+        train(_config(cache_dir, tmp_path / "run", pretrained=True))
+
+
+def test_eval_shards_cover_each_image_once():
+    length, world = 13, 3
+    shards = [list(EvalShardSampler(length, rank, world)) for rank in range(world)]
+    assert sorted(sum(shards, [])) == list(range(length)) and [len(s) for s in shards] == [5, 4, 4]
+    scores = np.random.default_rng(0).random((length, 2))
+    indices = np.array(shards[0] + shards[1] + shards[2])
+    gathered, _, _ = gather_predictions(DistributedContext(), indices, scores[indices], scores[indices],
+                                        scores[indices] > 2, length)
+    np.testing.assert_array_equal(gathered, scores)
+    with pytest.raises(RuntimeError, match="exactly once"):
+        gather_predictions(DistributedContext(), indices[:-1], scores[:-1], scores[:-1], scores[:-1] > 2, length)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_evaluate_each_image_once(cache_dir, tmp_path):
+    generate_synthetic_voc(cache_dir / "synthetic-voc-24-13-s0", 24, 13, 0)  # shared by both processes
+    output = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(REPO / "examples" / "train_voc.py"),
+               "--cache-dir", str(cache_dir), "--output-dir", str(output), "--epochs", "1", "--device", "cpu"] + TINY_ARGS
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((output / "log.jsonl").read_text().splitlines()[-1])
+    assert record["test_images"] == 13  # 7 + 6 images, no padding duplicate, none dropped
+    metrics, _, _ = evaluate_checkpoint(output / "last.safetensors", cache_dir / "synthetic-voc-24-13-s0" / "VOCdevkit",
+                                        image_size=64, workers=0)
+    assert record["mAP"] == pytest.approx(metrics["mAP"], abs=1e-3)
