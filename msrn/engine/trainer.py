@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import pathlib
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -35,7 +34,7 @@ from ..loss import MSRNLoss
 from ..metrics import average_precision, multilabel_metrics
 from .checkpoint import load_training_state, rng_state, save_model_weights, save_training_state, set_rng_state
 from .distributed import DistributedContext, EvalShardSampler, init_distributed
-from .loop import NonFiniteLossError, predict, train_one_epoch
+from .loop import predict, train_one_epoch
 
 __all__ = ["TrainConfig", "paper_config", "cpu_config", "train", "build_datasets", "default_cache_dir"]
 
