@@ -167,3 +167,11 @@ def test_torchrun_two_processes_evaluate_each_image_once(cache_dir, tmp_path):
     metrics, _, _ = evaluate_checkpoint(output / "last.safetensors", cache_dir / "synthetic-voc-24-13-s0" / "VOCdevkit",
                                         image_size=64, workers=0)
     assert record["mAP"] == pytest.approx(metrics["mAP"], abs=1e-3)
+
+
+def test_bf16_channels_last_run(cache_dir, tmp_path):
+    record = train(_config(cache_dir, tmp_path / "bf16", epochs=1, max_steps_per_epoch=1, amp="bf16",
+                           channels_last=True))
+    assert record["test_images"] == 13 and np.isfinite(record["train_loss"]) and np.isfinite(record["mAP"])
+    with pytest.raises(ValueError, match="fp16 mixed precision needs a CUDA device"):
+        train(_config(cache_dir, tmp_path / "fp16", epochs=1, max_steps_per_epoch=1, amp="fp16"))

@@ -275,6 +275,8 @@ def train(config: TrainConfig, on_epoch_end: Optional[Callable[[Dict[str, Any]],
 
 
 def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> Dict[str, Any]:
+    if config.amp == "fp16" and context.device.type != "cuda":
+        raise ValueError("fp16 mixed precision needs a CUDA device; use --amp bf16 on CPU.")
     output = pathlib.Path(config.output_dir)
     if context.is_main:
         output.mkdir(parents=True, exist_ok=True)
