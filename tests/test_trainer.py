@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import msrn
+import timm
 from msrn.cli import main as cli_main
 from msrn.data import VOCDataset, eval_transform, generate_synthetic_voc
 from msrn.engine import (EvalShardSampler, NonFiniteLossError, cpu_config, evaluate_checkpoint, gather_predictions,
@@ -66,13 +67,14 @@ def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, cap
     assert records[-1]["test_images"] == 13
     assert records[-1]["best_mAP"] == max(r["mAP"] for r in records)
 
-    # The weights file alone rebuilds the model; its scores reproduce the logged test mAP.
-    model, metadata = load_model(output / "last.safetensors")
-    assert int(metadata["epoch"]) == 2 and model.num_classes == 20 and model.label_names[0] == "aeroplane"
-    state = load_file(output / "last.safetensors")
-    fresh = msrn.create_model("msrn_resnet18", **metadata["config"]["kwargs"])
-    fresh.load_state_dict(state)  # plain load_state_dict works too
-    test_set = VOCDataset(cache_dir / "synthetic-voc-24-13-s0" / "VOCdevkit", "test", transform=eval_transform(64))
+    # The saved folder alone rebuilds the model; its scores reproduce the logged test mAP.
+    model, info = load_model(output / "last")
+    assert info["epoch"] == 2 and info["image_size"] == 64
+    assert model.num_classes == 20 and model.label_names[0] == "aeroplane"
+    same = timm.create_model(f"local-dir:{output / 'last'}")
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), model.state_dict().values()))
+    assert (output / "best" / "model.safetensors").is_file()
+    test_set = VOCDataset(cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", "test", transform=eval_transform(64))
     model.eval()
     with torch.no_grad():
         batch = torch.stack([test_set[i][0] for i in range(len(test_set))])
@@ -80,15 +82,15 @@ def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, cap
     expected = multilabel_metrics(scores, test_set.targets, ignore=test_set.difficult)["mAP"]
     assert records[-1]["mAP"] == pytest.approx(expected, abs=1e-3)
     # The label graph is the training split's (difficult labels counted as positive).
-    train_set = VOCDataset(cache_dir / "synthetic-voc-24-13-s0" / "VOCdevkit", "trainval")
+    train_set = VOCDataset(cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", "trainval")
     assert torch.equal(model.label_graph, label_graph_from_targets(train_set.targets))
 
     # `msrn evaluate` prints the same mAP and a per-class table.
-    assert cli_main(["evaluate", str(output / "last.safetensors"), "--data", str(test_set.root.parent),
+    assert cli_main(["evaluate", str(output / "last"), "--data", str(test_set.root.parent),
                      "--workers", "0"]) == 0
     printed = capsys.readouterr().out
     assert f"{records[-1]['mAP']:8.2f}" in printed and "aeroplane" in printed and "tvmonitor" in printed
-    assert cli_main(["evaluate", str(tmp_path / "missing.safetensors"), "--data", str(tmp_path)]) == 2
+    assert cli_main(["evaluate", str(tmp_path / "missing"), "--data", str(tmp_path)]) == 2
 
 
 def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(cache_dir, tmp_path, monkeypatch):
@@ -97,8 +99,8 @@ def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(c
     assert json.loads((tmp_path / "split" / "log.jsonl").read_text().splitlines()[-1])["epoch"] == 1
     shutil.copytree(tmp_path / "split", tmp_path / "crash")
     train(_config(cache_dir, tmp_path / "split", resume=str(tmp_path / "split")))
-    straight = load_file(tmp_path / "straight" / "last.safetensors")
-    resumed = load_file(tmp_path / "split" / "last.safetensors")
+    straight = load_file(tmp_path / "straight" / "last" / "model.safetensors")
+    resumed = load_file(tmp_path / "split" / "last" / "model.safetensors")
     assert straight.keys() == resumed.keys()
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
@@ -112,7 +114,7 @@ def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(c
         train(_config(cache_dir, crash, resume=str(crash), hidden_dim=128))
 
     # A NaN loss stops the run on its first step; the checkpoints of epoch 1 stay as they were.
-    before = {name: (crash / name).read_bytes() for name in ("last.safetensors", "train_state.pt")}
+    before = {name: (crash / name).read_bytes() for name in ("last/model.safetensors", "train_state.pt")}
 
     def exploding(self, logits, targets):
         return logits.sum() * float("nan")
@@ -154,7 +156,7 @@ def _free_port() -> int:
 
 
 def test_torchrun_two_processes_evaluate_each_image_once(cache_dir, tmp_path):
-    generate_synthetic_voc(cache_dir / "synthetic-voc-24-13-s0", 24, 13, 0)  # shared by both processes
+    generate_synthetic_voc(cache_dir / "synthetic-voc-v2-24-13-s0", 24, 13, 0)  # shared by both processes
     output = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
@@ -164,8 +166,7 @@ def test_torchrun_two_processes_evaluate_each_image_once(cache_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((output / "log.jsonl").read_text().splitlines()[-1])
     assert record["test_images"] == 13  # 7 + 6 images, no padding duplicate, none dropped
-    metrics, _, _ = evaluate_checkpoint(output / "last.safetensors", cache_dir / "synthetic-voc-24-13-s0" / "VOCdevkit",
-                                        image_size=64, workers=0)
+    metrics, _, _ = evaluate_checkpoint(output / "last", cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", workers=0)
     assert record["mAP"] == pytest.approx(metrics["mAP"], abs=1e-3)
 
 

@@ -8,15 +8,15 @@ __all__ = ["register"]
 def register(subparsers: "argparse._SubParsersAction") -> None:
     parser = subparsers.add_parser(
         "evaluate", help="evaluate a checkpoint of examples/train_voc.py on a test set",
-        description="Load a .safetensors checkpoint written by the trainer (best.safetensors or "
-                    "last.safetensors) and print mAP, CP, CR, CF1, OP, OR, OF1 (and top-3) and the AP of each class.",
+        description="Load a model folder written by the trainer (best/ or last/, or any save_pretrained "
+                    "folder) and print mAP, CP, CR, CF1, OP, OR, OF1 (and top-3) and the AP of each class.",
     )
-    parser.add_argument("checkpoint", help="best.safetensors or last.safetensors of a training run")
+    parser.add_argument("checkpoint", help="the best/ or last/ folder of a training run")
     parser.add_argument("--data", required=True, help="VOCdevkit folder, COCO root, or test CSV file")
     parser.add_argument("--dataset", choices=("voc", "coco", "csv"), default="voc")
     parser.add_argument("--split", help="voc: test (default); coco: val (default)")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="test resize (default: the size recorded in the checkpoint, else 448)")
+                        help="test resize (default: the size the model was trained at)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -32,11 +32,10 @@ def run(args: argparse.Namespace) -> int:
 
     from . import CommandError
     from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table
-    from ..engine.checkpoint import read_metadata
 
-    if not os.path.isfile(args.checkpoint):
-        raise CommandError(f"checkpoint not found: {args.checkpoint}")
-    image_size = args.image_size or int(read_metadata(args.checkpoint).get("image_size", 448))
+    if not os.path.isfile(os.path.join(args.checkpoint, "config.json")):
+        raise CommandError(f"no saved model in {args.checkpoint}: pass the best/ or last/ folder of a training run")
+    image_size = args.image_size
     metrics, class_ap, classes = evaluate_checkpoint(
         args.checkpoint, args.data, dataset=args.dataset, split=args.split, image_size=image_size,
         batch_size=args.batch_size, workers=args.workers, device=args.device, amp=args.amp,

@@ -27,7 +27,7 @@ __all__ = ["generate_synthetic_voc", "SYNTHETIC_SCENES", "SYNTHETIC_COMPANIONS"]
 
 _logger = logging.getLogger(__name__)
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 _SHAPES = ("disk", "square", "triangle", "ring")
 _COLOURS = ((225, 40, 40), (40, 175, 60), (45, 85, 225), (235, 205, 35), (195, 55, 205))
 # Class c is drawn as shape c % 4 in colour c // 4: all 20 (shape, colour) pairs are distinct.
@@ -35,11 +35,11 @@ _APPEARANCE = {name: (_SHAPES[i % 4], _COLOURS[i // 4]) for i, name in enumerate
 
 # (scene probability, {class: probability of appearing in that scene})
 SYNTHETIC_SCENES: Tuple[Tuple[float, Dict[str, float]], ...] = (
-    (0.3, {"person": 0.6, "car": 0.55, "bus": 0.25, "bicycle": 0.3, "motorbike": 0.25}),
-    (0.3, {"chair": 0.45, "diningtable": 0.3, "sofa": 0.35, "tvmonitor": 0.3, "pottedplant": 0.3,
-           "bottle": 0.3, "cat": 0.25, "person": 0.35}),
-    (0.2, {"horse": 0.35, "cow": 0.4, "sheep": 0.4, "dog": 0.35, "person": 0.25, "bird": 0.2}),
-    (0.2, {"aeroplane": 0.35, "boat": 0.4, "train": 0.35, "bird": 0.35, "person": 0.2}),
+    (0.25, {"person": 0.5, "car": 0.5, "bus": 0.4, "bicycle": 0.4, "motorbike": 0.4}),
+    (0.25, {"chair": 0.5, "diningtable": 0.4, "sofa": 0.45, "tvmonitor": 0.4, "pottedplant": 0.45,
+            "bottle": 0.4, "cat": 0.4, "person": 0.3}),
+    (0.25, {"horse": 0.45, "cow": 0.5, "sheep": 0.5, "dog": 0.45, "person": 0.2, "bird": 0.3}),
+    (0.25, {"aeroplane": 0.5, "boat": 0.5, "train": 0.5, "bird": 0.45, "person": 0.2}),
 )
 # class -> (companion class, probability that the companion is added when the class is present)
 SYNTHETIC_COMPANIONS: Dict[str, Tuple[str, float]] = {
@@ -76,7 +76,7 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Tuple[int, int, int,
     elif shape == "triangle":
         draw.polygon([((x0 + x1) // 2, y0), (x1, y1), (x0, y1)], fill=colour)
     else:  # ring
-        width = max(2, (x1 - x0) // 5)
+        width = max(3, (x1 - x0) // 4)
         draw.ellipse(box, outline=colour, width=width)
 
 
@@ -96,7 +96,7 @@ def _render(rng: np.random.Generator) -> Tuple[Image.Image, List[Tuple[str, Tupl
     objects, boxes = [], []
     for name in _sample_labels(rng):
         difficult = rng.random() < _DIFFICULT_RATE
-        side = int(rng.integers(9, 13)) if difficult else int(rng.integers(20, 33))
+        side = int(rng.integers(12, 17)) if difficult else int(rng.integers(26, 41))
         # Keep objects off the outer 10% so that the multi-scale crop rarely cuts one away entirely.
         margin_x, margin_y = int(0.1 * width), int(0.1 * height)
         for _ in range(20):

@@ -1,8 +1,8 @@
 """Checkpoint files of the trainer, all written atomically (temporary file, then ``os.replace``).
 
-- ``<name>.safetensors``: the model's weights alone, with the model's construction arguments as
-  JSON in the file's metadata (key ``msrn_config``), so :func:`load_model` rebuilds the model from the
-  file alone (no training code, no data set).
+- ``last/`` and ``best/``: :func:`msrn.save_pretrained` folders (``config.json`` +
+  ``model.safetensors``) that rebuild the model alone: ``timm.create_model("local-dir:DIR")`` or
+  :func:`load_model`; plus ``checkpoint.json`` (epoch, test mAP, image size).
 - ``train_state.pt``: everything ``--resume`` needs (model, optimizer, scheduler, grad scaler, epoch,
   best mAP, RNG states); it holds only tensors and plain Python values and is read with
   ``torch.load(weights_only=True)``.
@@ -14,20 +14,16 @@ import os
 import pathlib
 import random
 import tempfile
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 __all__ = [
-    "atomic_write", "save_model_weights", "load_model", "save_training_state", "load_training_state",
+    "atomic_write", "save_model", "load_model", "save_training_state", "load_training_state",
     "rng_state", "set_rng_state",
 ]
-
-_CONFIG_KEY = "msrn_config"
 
 
 def atomic_write(path: "os.PathLike[str] | str", write: Callable[[str], None]) -> None:
@@ -47,43 +43,36 @@ def atomic_write(path: "os.PathLike[str] | str", write: Callable[[str], None]) -
         raise
 
 
-def save_model_weights(model: nn.Module, path: "os.PathLike[str] | str", config: Dict[str, Any],
-                       extra_metadata: Optional[Dict[str, str]] = None) -> None:
-    """Write ``model``'s state dict as safetensors with ``config`` (``{"architecture", "kwargs"}``)."""
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    metadata = {_CONFIG_KEY: json.dumps(config), **(extra_metadata or {})}
-    atomic_write(path, lambda temporary: save_file(state, temporary, metadata=metadata))
+def save_model(model: nn.Module, directory: "os.PathLike[str] | str", info: Dict[str, Any]) -> None:
+    """Write ``model`` with :func:`msrn.save_pretrained` into ``directory``, and ``info`` as
+    ``checkpoint.json``. Each file is replaced atomically; ``config.json`` never changes during a run,
+    so the folder is consistent even if a crash falls between two files."""
+    from ..hub import save_pretrained
+
+    save_pretrained(model, directory)
+    text = json.dumps(info, indent=2) + "\n"
+    atomic_write(pathlib.Path(directory) / "checkpoint.json", lambda path: pathlib.Path(path).write_text(text))
 
 
-def read_metadata(path: "os.PathLike[str] | str") -> Dict[str, str]:
-    with safe_open(os.fspath(path), framework="pt") as handle:
-        return dict(handle.metadata() or {})
+def load_model(directory: "os.PathLike[str] | str") -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild a model saved by the trainer (a ``last/`` or ``best/`` folder) in eval mode.
 
-
-def load_model(path: "os.PathLike[str] | str", map_location: str = "cpu") -> Tuple[nn.Module, Dict[str, Any]]:
-    """Rebuild the model saved by :func:`save_model_weights` and load its weights.
-
-    Returns ``(model, metadata)``; ``metadata["config"]`` is the construction config.
+    Returns ``(model, info)``; ``info`` is the folder's ``checkpoint.json`` (empty when absent), with
+    ``image_size`` defaulting to the model's configured input size.
     """
-    from safetensors.torch import load_file
-
     from .. import create_model
 
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}")
-    metadata = read_metadata(path)
-    if _CONFIG_KEY not in metadata:
-        raise ValueError(f"{path} has no '{_CONFIG_KEY}' metadata: it was not written by the msrn trainer.")
-    config = json.loads(metadata.pop(_CONFIG_KEY))
-    state = load_file(os.fspath(path), device=map_location)
-    kwargs = dict(config["kwargs"])
-    if config.get("fixed_label_features"):
-        kwargs["label_features"] = torch.zeros_like(state["label_features"], dtype=torch.float32)
-    model = create_model(config["architecture"], pretrained=False, **kwargs)
-    model.load_state_dict(state)
-    metadata["config"] = config
-    return model, metadata
+    directory = pathlib.Path(directory)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(
+            f"No saved model in {directory}: expected a folder with config.json and model.safetensors "
+            f"(the best/ or last/ folder of a training run)."
+        )
+    model = create_model(f"local-dir:{directory}")
+    info_file = directory / "checkpoint.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    info.setdefault("image_size", int(model.pretrained_cfg.get("input_size", (3, 448, 448))[-1]))
+    return model.eval(), info
 
 
 def rng_state() -> Dict[str, Any]:

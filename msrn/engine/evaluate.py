@@ -19,7 +19,7 @@ def evaluate_checkpoint(
     data: "os.PathLike[str] | str",
     dataset: str = "voc",
     split: Optional[str] = None,
-    image_size: int = 448,
+    image_size: Optional[int] = None,
     batch_size: int = 16,
     workers: int = 2,
     device: str = "cpu",
@@ -28,9 +28,11 @@ def evaluate_checkpoint(
     skip_bad_images: bool = False,
     progress: bool = False,
 ) -> Tuple[Dict[str, float], np.ndarray, list]:
-    """Load ``checkpoint`` (a ``.safetensors`` file of the trainer) and score it on a test set.
+    """Load ``checkpoint`` (a ``best/`` or ``last/`` folder of the trainer, or any
+    :func:`msrn.save_pretrained` folder) and score it on a test set.
 
     Args:
+        image_size: test resize; default: the size the model was trained at.
         data: VOCdevkit folder (``dataset="voc"``, split default ``test``), COCO root (``"coco"``,
             split default ``val``) or a CSV file (``"csv"``; ``split`` unused).
 
@@ -38,9 +40,9 @@ def evaluate_checkpoint(
         ``(metrics, per_class_ap [n], classes)``; metrics as :func:`msrn.metrics.multilabel_metrics`
         with ``top_k=3``, all in percent.
     """
-    model, _ = load_model(checkpoint)
+    model, info = load_model(checkpoint)
     classes = list(model.label_names or [])
-    transform = eval_transform(image_size)
+    transform = eval_transform(image_size or info["image_size"])
     if dataset == "voc":
         kwargs: Dict[str, Any] = {"classes": classes} if classes else {}
         test_set = VOCDataset(data, split or "test", transform=transform, skip_bad_images=skip_bad_images, **kwargs)

@@ -6,9 +6,8 @@ runs single-process or under ``torchrun`` unchanged.
 
 Output folder:
 
-- ``last.safetensors`` / ``best.safetensors``: model weights after the last epoch / at the best test
-  mAP, loadable with :func:`msrn.engine.load_model` (or any code that builds the model and calls
-  ``load_state_dict``);
+- ``last/`` / ``best/``: the model after the last epoch / at the best test mAP, as
+  :func:`msrn.save_pretrained` folders (``timm.create_model("local-dir:output/best")`` rebuilds it);
 - ``train_state.pt``: what ``resume`` needs to continue the run as if it had not stopped;
 - ``log.jsonl``: one JSON line per epoch (loss, learning rate, speed, every metric).
 """
@@ -32,7 +31,7 @@ from ..data.transforms import PAPER_CROP_SCALES
 from ..graph import label_graph_from_targets
 from ..loss import MSRNLoss
 from ..metrics import average_precision, multilabel_metrics
-from .checkpoint import load_training_state, rng_state, save_model_weights, save_training_state, set_rng_state
+from .checkpoint import load_training_state, rng_state, save_model, save_training_state, set_rng_state
 from .distributed import DistributedContext, EvalShardSampler, init_distributed
 from .loop import predict, train_one_epoch
 
@@ -122,9 +121,9 @@ def cpu_config(**overrides: Any) -> TrainConfig:
     settings = dict(
         model="msrn_resnet18", backbone_kwargs=dict(_CPU_BACKBONE_KWARGS), pretrained=False, variant="official",
         embed_dim=64, hidden_dim=256, gat_hidden_dim=64, label_feature_dim=64,
-        image_size=64, crop_scales=(1.0, 0.9, 0.8), batch_size=32, workers=1,
-        optimizer="sgd", lr=0.05, backbone_lr_scale=1.0, weight_decay=1e-4,
-        epochs=10, schedule="cosine", lr_steps=(), warmup_epochs=1, device="cpu",
+        image_size=64, crop_scales=(1.0, 0.9, 0.8), batch_size=16, workers=1,
+        optimizer="adamw", lr=2e-3, backbone_lr_scale=1.0, weight_decay=1e-4,
+        epochs=14, schedule="cosine", lr_steps=(), warmup_epochs=1, device="cpu",
         output_dir="output/train_voc_cpu",
     )
     settings.update(overrides)
@@ -145,7 +144,7 @@ def build_datasets(config: TrainConfig, context: Optional[DistributedContext] = 
         if config.dataset != "voc":
             raise ValueError("Without --data only the generated VOC-format set is available; pass --data.")
         cache = pathlib.Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        folder = cache / f"synthetic-voc-{config.synthetic_trainval}-{config.synthetic_test}-s{config.synthetic_seed}"
+        folder = cache / f"synthetic-voc-v2-{config.synthetic_trainval}-{config.synthetic_test}-s{config.synthetic_seed}"
         if context.is_main:  # one process writes; the others wait and then reuse it
             generate_synthetic_voc(folder, config.synthetic_trainval, config.synthetic_test, config.synthetic_seed)
         context.barrier()
@@ -289,6 +288,9 @@ def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> Di
     label_features = _label_features(config, classes)
     model_config = _model_config(config, classes, fixed_features=label_features is not None)
     model = _create_model(config, model_config, label_features, label_graph).to(context.device)
+    # Saved with the model, so that evaluation resizes test images to the size it was trained at.
+    size = (3, config.image_size, config.image_size)
+    model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "input_size": size, "test_input_size": size}
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     _logger.info("%s: %d labels, %d graph edges, %.2fM parameters, %d train / %d test images", config.model,
@@ -375,10 +377,10 @@ def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> Di
 def _save_epoch(output: pathlib.Path, model: nn.Module, model_config: Dict[str, Any], record: Dict[str, Any],
                 is_best: bool, optimizer, scheduler, scaler, best_map: float, config: TrainConfig,
                 rng_states: List[Any]) -> None:
-    metadata = {"epoch": str(record["epoch"]), "mAP": f"{record['mAP']:.4f}", "image_size": str(config.image_size)}
-    save_model_weights(model, output / "last.safetensors", model_config, metadata)
+    info = {"epoch": record["epoch"], "mAP": record["mAP"], "image_size": config.image_size}
+    save_model(model, output / "last", info)
     if is_best:
-        save_model_weights(model, output / "best.safetensors", model_config, metadata)
+        save_model(model, output / "best", info)
     save_training_state(output / "train_state.pt", {
         "epoch": record["epoch"], "best_map": best_map, "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
