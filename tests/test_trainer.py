@@ -176,3 +176,14 @@ def test_bf16_channels_last_run(cache_dir, tmp_path):
     assert record["test_images"] == 13 and np.isfinite(record["train_loss"]) and np.isfinite(record["mAP"])
     with pytest.raises(ValueError, match="fp16 mixed precision needs a CUDA device"):
         train(_config(cache_dir, tmp_path / "fp16", epochs=1, max_steps_per_epoch=1, amp="fp16"))
+
+
+def test_glove_label_features_from_npz(cache_dir, tmp_path, shared_dir):
+    npz = shared_dir / "data/official/voc_label_graph.npz"
+    output = tmp_path / "glove"
+    train(_config(cache_dir, output, epochs=1, max_steps_per_epoch=1, glove=str(npz)))
+    model, _ = load_model(output / "last")
+    official = np.load(npz)
+    assert [str(n) for n in official["names"]] == model.label_names
+    assert not isinstance(model.label_features, torch.nn.Parameter)  # fixed features, not learned
+    np.testing.assert_allclose(model.label_features.numpy(), official["glove"], rtol=0, atol=1e-6)
