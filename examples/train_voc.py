@@ -22,6 +22,7 @@ except ImportError:  # running from a checkout without installing: use the repos
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from msrn.engine import NonFiniteLossError, cpu_config, format_metrics_table, paper_config, train
+from msrn.engine.trainer import PretrainedWeightsUnavailable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +100,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except NonFiniteLossError as error:
         print(f"train_voc: stopped: {error}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, PretrainedWeightsUnavailable) as error:
         print(f"train_voc: error: {error}", file=sys.stderr)
         return 2
     if last:

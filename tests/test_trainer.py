@@ -132,7 +132,7 @@ def test_pretrained_failure_offline_names_the_fix(cache_dir, tmp_path, monkeypat
         raise OSError("cannot reach huggingface.co")
 
     monkeypatch.setattr(trainer, "create_model", offline)
-    with pytest.raises(RuntimeError, match="--no-pretrained"):
+    with pytest.raises(trainer.PretrainedWeightsUnavailable, match="--no-pretrained"):
         train(_config(cache_dir, tmp_path / "run", pretrained=True))
 
 

@@ -35,9 +35,14 @@ from .checkpoint import load_training_state, rng_state, save_model, save_trainin
 from .distributed import DistributedContext, EvalShardSampler, init_distributed
 from .loop import predict, train_one_epoch
 
-__all__ = ["TrainConfig", "paper_config", "cpu_config", "train", "build_datasets", "default_cache_dir"]
+__all__ = ["TrainConfig", "PretrainedWeightsUnavailable", "paper_config", "cpu_config", "train", "build_datasets", "default_cache_dir"]
 
 _logger = logging.getLogger(__name__)
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """The backbone's ImageNet weights could not be loaded (no network and no cached copy)."""
+
 
 DATASET_KINDS = ("voc", "coco", "csv")
 
@@ -169,13 +174,8 @@ def build_datasets(config: TrainConfig, context: Optional[DistributedContext] = 
 def _label_features(config: TrainConfig, classes: Sequence[str]) -> Optional[torch.Tensor]:
     if config.glove is None:
         return None
-    try:
-        from ..features import load_label_features
-    except ImportError as error:
-        raise RuntimeError(
-            "--glove needs msrn.features.load_label_features, which this installation lacks; update msrn, "
-            "or train without --glove (learnable label features)."
-        ) from error
+    from ..features import load_label_features
+
     return torch.as_tensor(load_label_features(config.glove, list(classes)), dtype=torch.float32)
 
 
@@ -203,7 +203,7 @@ def _create_model(config: TrainConfig, model_config: Dict[str, Any], label_featu
     except (OSError, RuntimeError, ConnectionError) as error:
         if not config.pretrained:
             raise
-        raise RuntimeError(
+        raise PretrainedWeightsUnavailable(
             f"Could not load the ImageNet weights of the backbone of {config.model} ({type(error).__name__}: "
             f"{error}). Connect to the internet (or fill the Hugging Face cache), or pass --no-pretrained "
             f"to train from random initialisation."
