@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dataset", choices=("voc", "coco", "csv"), help="format of --data (default: voc)")
     d.add_argument("--train-split", help="voc: trainval (default); coco: train")
     d.add_argument("--test-split", help="voc: test (default); coco: val; csv: path of the test CSV")
-    d.add_argument("--cache-dir", help="where the generated set is written (default: $MSRN_CACHE or ~/.cache/msrn)")
+    d.add_argument("--cache-dir",
+                   help="where the generated set is written (default: $MSRN_CACHE or ~/.cache/msrn)")
     d.add_argument("--synthetic-trainval", type=int, help="training images of the generated set")
     d.add_argument("--synthetic-test", type=int, help="test images of the generated set")
     d.add_argument("--synthetic-seed", type=int, help="seed of the generated set")
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--weight-decay", type=float)
     r.add_argument("--epochs", type=int)
     r.add_argument("--schedule", choices=("step", "cosine"))
-    r.add_argument("--lr-steps", type=int, nargs="*", help="epochs where the step schedule multiplies lr by --lr-gamma")
+    r.add_argument("--lr-steps", type=int, nargs="*",
+                   help="epochs where the step schedule multiplies lr by --lr-gamma")
     r.add_argument("--lr-gamma", type=float)
     r.add_argument("--warmup-epochs", type=int)
     x = p.add_argument_group("execution")
@@ -73,16 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seed", type=int)
     x.add_argument("--output-dir", help="checkpoints and log.jsonl go here")
     x.add_argument("--resume", help="output folder (or train_state.pt) of a run to continue")
-    x.add_argument("--stop-after-epoch", type=int, help="end after this epoch as if interrupted (--resume continues)")
+    x.add_argument("--stop-after-epoch", type=int,
+                   help="end after this epoch as if interrupted (--resume continues)")
     x.add_argument("--max-steps-per-epoch", type=int, help="cap the steps of each epoch (smoke tests)")
-    x.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    x.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bars")
     x.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(message)s")
     overrides = {k: v for k, v in vars(args).items() if v is not None and k != "verbose"}
     for key in ("lr_steps",):
         if key in overrides:

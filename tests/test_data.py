@@ -50,7 +50,8 @@ def test_voc_labels_and_difficult(voc_root):
     expected[1, VOC_CLASSES.index("cat")] = 1
     np.testing.assert_array_equal(train.targets, expected)
     assert train.difficult[1, VOC_CLASSES.index("cat")] and train.difficult.sum() == 1
-    test = VOCDataset(voc_root / "VOC2007", "test", transform=eval_transform(32))  # the VOC2007 folder works too
+    test = VOCDataset(voc_root / "VOC2007", "test",
+                      transform=eval_transform(32))  # the VOC2007 folder works too
     image, target, difficult = test[0]
     assert image.shape == (3, 32, 32) and target.dtype == torch.float32
     assert target[VOC_CLASSES.index("chair")] == 1 and not difficult[VOC_CLASSES.index("chair")]
@@ -203,7 +204,8 @@ def test_multiscale_crop_boxes_follow_the_recipe():
         w, h = right - left, bottom - top
         assert w in allowed and h in allowed and abs(allowed.index(w) - allowed.index(h)) <= 2
         step_w, step_h = (width - w) // 4, (height - h) // 4
-        assert (left, top) in {(0, 0), (4 * step_w, 0), (0, 4 * step_h), (4 * step_w, 4 * step_h), (2 * step_w, 2 * step_h)}
+        assert (left, top) in {(0, 0), (4 * step_w, 0), (0, 4 * step_h), (4 * step_w, 4 * step_h),
+                               (2 * step_w, 2 * step_h)}
         if step_w and step_h:
             seen_positions.add((left // step_w, top // step_h))
     assert len(seen_positions) == 5

@@ -73,7 +73,8 @@ def test_perfect_and_reversed_rankings():
     targets = np.array([[1], [1], [0], [0]])
     assert average_precision(np.array([[0.9], [0.8], [0.2], [0.1]]), targets)[0] == pytest.approx(100)
     # positives ranked last: precisions 1/3 and 2/4
-    assert average_precision(np.array([[0.1], [0.2], [0.8], [0.9]]), targets)[0] == pytest.approx(100 * (1 / 3 + 2 / 4) / 2)
+    assert average_precision(np.array([[0.1], [0.2], [0.8], [0.9]]),
+                             targets)[0] == pytest.approx(100 * (1 / 3 + 2 / 4) / 2)
 
 
 def _reference_threshold_metrics(scores, targets, ignore, threshold, top_k=None):

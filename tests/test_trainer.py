@@ -16,16 +16,19 @@ import msrn
 import timm
 from msrn.cli import main as cli_main
 from msrn.data import VOCDataset, eval_transform, generate_synthetic_voc
-from msrn.engine import (EvalShardSampler, NonFiniteLossError, cpu_config, evaluate_checkpoint, gather_predictions,
+from msrn.engine import (EvalShardSampler, NonFiniteLossError, cpu_config, evaluate_checkpoint,
+                         gather_predictions,
                          load_model, train)
 from msrn.engine.distributed import DistributedContext
 from msrn.graph import label_graph_from_targets
 from msrn.metrics import multilabel_metrics
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = dict(synthetic_trainval=24, synthetic_test=13, image_size=64, embed_dim=32, hidden_dim=64, gat_hidden_dim=32,
+TINY = dict(synthetic_trainval=24, synthetic_test=13, image_size=64, embed_dim=32, hidden_dim=64,
+            gat_hidden_dim=32,
             label_feature_dim=32, batch_size=8, workers=0, epochs=2, max_steps_per_epoch=2, progress=False)
-TINY_ARGS = ["--synthetic-trainval", "24", "--synthetic-test", "13", "--image-size", "64", "--embed-dim", "32",
+TINY_ARGS = ["--synthetic-trainval", "24", "--synthetic-test", "13", "--image-size", "64", "--embed-dim",
+             "32",
              "--hidden-dim", "64", "--batch-size", "8", "--workers", "0", "--max-steps-per-epoch", "2", "--no-progress"]
 
 
@@ -62,7 +65,8 @@ def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, cap
     assert "epoch 2/2" in printed and "top-3" in printed and "OF1" in printed
     records = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
-    for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "CP_top3", "OF1_top3", "train_loss", "images_per_s"):
+    for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "CP_top3", "OF1_top3", "train_loss",
+                "images_per_s"):
         assert np.isfinite(records[-1][key]), key
     assert records[-1]["test_images"] == 13
     assert records[-1]["best_mAP"] == max(r["mAP"] for r in records)
@@ -74,7 +78,8 @@ def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, cap
     same = timm.create_model(f"local-dir:{output / 'last'}")
     assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), model.state_dict().values()))
     assert (output / "best" / "model.safetensors").is_file()
-    test_set = VOCDataset(cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", "test", transform=eval_transform(64))
+    test_set = VOCDataset(cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", "test",
+                          transform=eval_transform(64))
     model.eval()
     with torch.no_grad():
         batch = torch.stack([test_set[i][0] for i in range(len(test_set))])
@@ -93,7 +98,8 @@ def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, cap
     assert cli_main(["evaluate", str(tmp_path / "missing"), "--data", str(tmp_path)]) == 2
 
 
-def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(cache_dir, tmp_path, monkeypatch):
+def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(cache_dir, tmp_path,
+                                                                               monkeypatch):
     train(_config(cache_dir, tmp_path / "straight"))
     train(_config(cache_dir, tmp_path / "split", stop_after_epoch=1))
     assert json.loads((tmp_path / "split" / "log.jsonl").read_text().splitlines()[-1])["epoch"] == 1
@@ -146,7 +152,8 @@ def test_eval_shards_cover_each_image_once():
                                         scores[indices] > 2, length)
     np.testing.assert_array_equal(gathered, scores)
     with pytest.raises(RuntimeError, match="exactly once"):
-        gather_predictions(DistributedContext(), indices[:-1], scores[:-1], scores[:-1], scores[:-1] > 2, length)
+        gather_predictions(DistributedContext(), indices[:-1], scores[:-1], scores[:-1], scores[:-1] > 2,
+                           length)
 
 
 def _free_port() -> int:
@@ -166,7 +173,8 @@ def test_torchrun_two_processes_evaluate_each_image_once(cache_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((output / "log.jsonl").read_text().splitlines()[-1])
     assert record["test_images"] == 13  # 7 + 6 images, no padding duplicate, none dropped
-    metrics, _, _ = evaluate_checkpoint(output / "last", cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", workers=0)
+    metrics, _, _ = evaluate_checkpoint(output / "last",
+                                        cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", workers=0)
     assert record["mAP"] == pytest.approx(metrics["mAP"], abs=1e-3)
 
 

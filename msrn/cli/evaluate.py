@@ -21,7 +21,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold of CP/CR/... (0.5)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="probability threshold of CP/CR/... (0.5)")
     parser.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.set_defaults(func=run)

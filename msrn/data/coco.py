@@ -97,4 +97,5 @@ class COCODataset(MultiLabelDataset):
         paths = [str(image_dir / im["file_name"]) for im, k in zip(images, keep) if k]
         if not paths:
             raise ValueError(f"COCO annotation file {annotation_file} lists no image with annotations.")
-        super().__init__(paths, targets[keep], None, classes, transform=transform, skip_bad_images=skip_bad_images)
+        super().__init__(paths, targets[keep], None, classes, transform=transform,
+                         skip_bad_images=skip_bad_images)

@@ -87,7 +87,10 @@ def _overlap(a, b) -> float:
     return ix * iy / max(1, smaller)
 
 
-def _render(rng: np.random.Generator) -> Tuple[Image.Image, List[Tuple[str, Tuple[int, int, int, int], bool]]]:
+_Object = Tuple[str, Tuple[int, int, int, int], bool]  # (class name, box, difficult)
+
+
+def _render(rng: np.random.Generator) -> Tuple[Image.Image, List[_Object]]:
     width, height = _SIZES[rng.integers(len(_SIZES))]
     base = rng.uniform(70, 190, size=3)
     pixels = base + rng.normal(0, 14, size=(height, width, 3))
@@ -183,7 +186,8 @@ def generate_synthetic_voc(
                 rng = np.random.default_rng([seed, split_number, k])
                 image, objects = _render(rng)
                 image.save(voc / "JPEGImages" / f"{image_id}.jpg", quality=92)
-                (voc / "Annotations" / f"{image_id}.xml").write_text(_annotation_xml(image_id, image.size, objects))
+                (voc / "Annotations" / f"{image_id}.xml").write_text(_annotation_xml(image_id, image.size,
+                                                                                     objects))
                 ids.append(image_id)
             splits[split] = ids
         half = len(splits["trainval"]) // 2
@@ -194,5 +198,6 @@ def generate_synthetic_voc(
         os.replace(staging / "VOCdevkit", devkit)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _logger.info("Generated a synthetic VOC set (%d trainval, %d test images) in %s", num_trainval, num_test, devkit)
+    _logger.info("Generated a synthetic VOC set (%d trainval, %d test images) in %s", num_trainval, num_test,
+                 devkit)
     return devkit

@@ -50,11 +50,13 @@ class MultiScaleCrop:
         """A random ``(left, top, right, bottom)`` box for an image of the given size."""
         short = min(width, height)
         sides = [max(1, self._snap(int(short * s))) for s in self.scales]
-        pairs = [(w, h) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= self.max_distort]
+        pairs = [(w, h) for i, h in enumerate(sides) for j,
+                 w in enumerate(sides) if abs(i - j) <= self.max_distort]
         crop_w, crop_h = pairs[int(torch.randint(len(pairs), ()).item())]
         crop_w, crop_h = min(crop_w, width), min(crop_h, height)
         step_w, step_h = (width - crop_w) // 4, (height - crop_h) // 4
-        offsets = [(0, 0), (4 * step_w, 0), (0, 4 * step_h), (4 * step_w, 4 * step_h), (2 * step_w, 2 * step_h)]
+        offsets = [(0, 0), (4 * step_w, 0), (0, 4 * step_h), (4 * step_w, 4 * step_h), (2 * step_w,
+                                                                                        2 * step_h)]
         left, top = offsets[int(torch.randint(len(offsets), ()).item())]
         return left, top, left + crop_w, top + crop_h
 

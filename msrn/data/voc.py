@@ -52,7 +52,9 @@ def _read_split(split_file: pathlib.Path) -> List[str]:
     return ids
 
 
-def _parse_annotation(xml_file: pathlib.Path, class_index: dict) -> Tuple[Optional[str], List[Tuple[int, bool]]]:
+def _parse_annotation(
+    xml_file: pathlib.Path, class_index: dict
+) -> Tuple[Optional[str], List[Tuple[int, bool]]]:
     if not xml_file.is_file():
         raise FileNotFoundError(
             f"Annotation file not found: {xml_file} (its image id is listed in the split file)."
@@ -112,7 +114,8 @@ class VOCDataset(MultiLabelDataset):
                 targets[row, label] = 1
                 easy[row, label] |= not is_difficult
         difficult = (targets == 1) & ~easy
-        super().__init__(paths, targets, difficult, classes, transform=transform, skip_bad_images=skip_bad_images)
+        super().__init__(paths, targets, difficult, classes, transform=transform,
+                         skip_bad_images=skip_bad_images)
         if self.skipped_images:
             kept = set(self.image_paths)
             self.image_ids = [i for i, p in zip(self.image_ids, paths) if p in kept]

@@ -51,7 +51,8 @@ def save_model(model: nn.Module, directory: "os.PathLike[str] | str", info: Dict
 
     save_pretrained(model, directory)
     text = json.dumps(info, indent=2) + "\n"
-    atomic_write(pathlib.Path(directory) / "checkpoint.json", lambda path: pathlib.Path(path).write_text(text))
+    atomic_write(pathlib.Path(directory) / "checkpoint.json",
+                 lambda path: pathlib.Path(path).write_text(text))
 
 
 def load_model(directory: "os.PathLike[str] | str") -> Tuple[nn.Module, Dict[str, Any]]:

@@ -45,11 +45,13 @@ def evaluate_checkpoint(
     transform = eval_transform(image_size or info["image_size"])
     if dataset == "voc":
         kwargs: Dict[str, Any] = {"classes": classes} if classes else {}
-        test_set = VOCDataset(data, split or "test", transform=transform, skip_bad_images=skip_bad_images, **kwargs)
+        test_set = VOCDataset(data, split or "test", transform=transform, skip_bad_images=skip_bad_images,
+                              **kwargs)
     elif dataset == "coco":
         test_set = COCODataset(data, split or "val", transform=transform, skip_bad_images=skip_bad_images)
     elif dataset == "csv":
-        test_set = CSVDataset(data, classes=classes or None, transform=transform, skip_bad_images=skip_bad_images)
+        test_set = CSVDataset(data, classes=classes or None, transform=transform,
+                              skip_bad_images=skip_bad_images)
     else:
         raise ValueError(f"dataset must be 'voc', 'coco' or 'csv', got {dataset!r}.")
     if classes and list(test_set.classes) != classes:

@@ -86,7 +86,8 @@ def train_one_epoch(
         steps += 1
         images += images_batch.shape[0]
         elapsed = time.perf_counter() - start
-        bar.set_postfix(loss=f"{total_loss / steps:.4f}", img_s=f"{images * context.world_size / elapsed:.1f}")
+        bar.set_postfix(loss=f"{total_loss / steps:.4f}",
+                        img_s=f"{images * context.world_size / elapsed:.1f}")
     bar.close()
     elapsed = time.perf_counter() - start
     mean_loss = context.all_reduce_sum(total_loss) / max(1, context.all_reduce_sum(steps))

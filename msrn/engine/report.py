@@ -11,7 +11,8 @@ __all__ = ["format_metrics_table", "format_class_ap_table"]
 def format_metrics_table(metrics: Dict[str, float], top_k: int = 3) -> str:
     """Rows ``all`` and ``top-k`` (when present) under the columns mAP, CP, CR, CF1, OP, OR, OF1."""
     header = f"{'':6}" + "".join(f"{name:>8}" for name in METRIC_NAMES)
-    lines = [header, f"{'all':6}" + "".join(f"{metrics.get(name, float('nan')):8.2f}" for name in METRIC_NAMES)]
+    lines = [header,
+             f"{'all':6}" + "".join(f"{metrics.get(name, float('nan')):8.2f}" for name in METRIC_NAMES)]
     if f"CP_top{top_k}" in metrics:
         cells = [f"{'':>8}"] + [f"{metrics[f'{name}_top{top_k}']:8.2f}" for name in METRIC_NAMES[1:]]
         lines.append(f"{f'top-{top_k}':6}" + "".join(cells))

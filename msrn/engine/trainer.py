@@ -35,7 +35,8 @@ from .checkpoint import load_training_state, rng_state, save_model, save_trainin
 from .distributed import DistributedContext, EvalShardSampler, init_distributed
 from .loop import predict, train_one_epoch
 
-__all__ = ["TrainConfig", "PretrainedWeightsUnavailable", "paper_config", "cpu_config", "train", "build_datasets", "default_cache_dir"]
+__all__ = ["TrainConfig", "PretrainedWeightsUnavailable", "paper_config", "cpu_config", "train",
+           "build_datasets", "default_cache_dir"]
 
 _logger = logging.getLogger(__name__)
 
@@ -151,7 +152,8 @@ def build_datasets(config: TrainConfig, context: Optional[DistributedContext] = 
         cache = pathlib.Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         folder = cache / f"synthetic-voc-v2-{config.synthetic_trainval}-{config.synthetic_test}-s{config.synthetic_seed}"
         if context.is_main:  # one process writes; the others wait and then reuse it
-            generate_synthetic_voc(folder, config.synthetic_trainval, config.synthetic_test, config.synthetic_seed)
+            generate_synthetic_voc(folder, config.synthetic_trainval, config.synthetic_test,
+                                   config.synthetic_seed)
         context.barrier()
         data = str(generate_synthetic_voc(folder, config.synthetic_trainval, config.synthetic_test,
                                           config.synthetic_seed))
@@ -194,7 +196,8 @@ def _model_config(config: TrainConfig, classes: Sequence[str], fixed_features: b
     return {"architecture": config.model, "fixed_label_features": fixed_features, "kwargs": kwargs}
 
 
-def _create_model(config: TrainConfig, model_config: Dict[str, Any], label_features, label_graph) -> nn.Module:
+def _create_model(config: TrainConfig, model_config: Dict[str, Any], label_features,
+                  label_graph) -> nn.Module:
     kwargs = dict(model_config["kwargs"], label_graph=label_graph)
     if label_features is not None:
         kwargs["label_features"] = label_features
@@ -255,7 +258,9 @@ def _loader(dataset, batch_size: int, sampler, workers: int, generator: Optional
                                        pin_memory=pin, drop_last=False, generator=generator)
 
 
-def train(config: TrainConfig, on_epoch_end: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+def train(
+    config: TrainConfig, on_epoch_end: Optional[Callable[[Dict[str, Any]], None]] = None
+) -> Dict[str, Any]:
     """Run the training described by ``config``; returns the last epoch's record.
 
     ``on_epoch_end(record)`` is called on the main process after each epoch with the record that is
@@ -290,7 +295,8 @@ def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> Di
     model = _create_model(config, model_config, label_features, label_graph).to(context.device)
     # Saved with the model, so that evaluation resizes test images to the size it was trained at.
     size = (3, config.image_size, config.image_size)
-    model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "input_size": size, "test_input_size": size}
+    model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "input_size": size,
+                            "test_input_size": size}
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     _logger.info("%s: %d labels, %d graph edges, %.2fM parameters, %d train / %d test images", config.model,
@@ -299,7 +305,8 @@ def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> Di
 
     criterion = MSRNLoss(model)
     optimizer = _build_optimizer(config, model)
-    schedule = _LRSchedule(config.epochs, config.schedule, config.lr_steps, config.lr_gamma, config.warmup_epochs)
+    schedule = _LRSchedule(config.epochs, config.schedule, config.lr_steps, config.lr_gamma,
+                           config.warmup_epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
 
@@ -334,7 +341,8 @@ def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> Di
                           pin=context.device.type == "cuda")
 
     record: Dict[str, Any] = {}
-    last_epoch = config.epochs if config.stop_after_epoch is None else min(config.epochs, config.stop_after_epoch)
+    last_epoch = config.epochs if config.stop_after_epoch is None else min(config.epochs,
+                                                                           config.stop_after_epoch)
     for epoch in range(start_epoch, last_epoch):
         train_sampler.set_epoch(epoch)
         # Worker seeds come from this generator: the data order and augmentation of an epoch depend
