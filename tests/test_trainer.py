@@ -195,3 +195,20 @@ def test_glove_label_features_from_npz(cache_dir, tmp_path, shared_dir):
     assert [str(n) for n in official["names"]] == model.label_names
     assert not isinstance(model.label_features, torch.nn.Parameter)  # fixed features, not learned
     np.testing.assert_allclose(model.label_features.numpy(), official["glove"], rtol=0, atol=1e-6)
+
+
+def test_csv_data_trains_with_the_same_trainer(cache_dir, tmp_path):
+    devkit = generate_synthetic_voc(cache_dir / "synthetic-voc-v2-24-13-s0", 24, 13, 0)
+    train_voc = VOCDataset(devkit, "trainval")  # one-hot layout: the header gives all 20 classes
+    rows = [",".join([path] + [str(t) for t in target]) for path, target in zip(train_voc.image_paths,
+                                                                               train_voc.targets)]
+    (tmp_path / "train.csv").write_text(",".join(["image"] + train_voc.classes) + "\n" + "\n".join(rows) + "\n")
+    test_voc = VOCDataset(devkit, "test")  # list layout, checked against the training classes
+    rows = [f"{path},{';'.join(c for c, t in zip(test_voc.classes, target) if t)}"
+            for path, target in zip(test_voc.image_paths, test_voc.targets)]
+    (tmp_path / "test.csv").write_text("image,labels\n" + "\n".join(rows) + "\n")
+    record = train(_config(cache_dir, tmp_path / "csv", dataset="csv", data=str(tmp_path / "train.csv"),
+                           test_split=str(tmp_path / "test.csv"), epochs=1, max_steps_per_epoch=1))
+    assert record["test_images"] == 13 and np.isfinite(record["mAP"])
+    model, _ = load_model(tmp_path / "csv" / "last")
+    assert model.label_names == train_voc.classes
