@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--amp", choices=("none", "bf16", "fp16"), help="mixed precision (bf16 on CPU)")
     x.add_argument("--channels-last", action="store_true", default=None)
     x.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    x.add_argument("--threads", type=int, help="torch CPU threads per process (CPU profile: 1)")
     x.add_argument("--seed", type=int)
     x.add_argument("--output-dir", help="checkpoints and log.jsonl go here")
     x.add_argument("--resume", help="output folder (or train_state.pt) of a run to continue")

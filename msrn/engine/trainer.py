@@ -101,6 +101,7 @@ class TrainConfig:
     amp: str = "none"                          # none | bf16 | fp16
     channels_last: bool = False
     compile: bool = False
+    threads: Optional[int] = None              # torch CPU threads (None: torch's default)
     seed: int = 0
     output_dir: str = "output/train_voc"
     resume: Optional[str] = None
@@ -131,6 +132,9 @@ def cpu_config(**overrides: Any) -> TrainConfig:
         optimizer="adamw", lr=2e-3, backbone_lr_scale=1.0, weight_decay=1e-4,
         epochs=14, schedule="cosine", lr_steps=(), warmup_epochs=1, device="cpu",
         output_dir="output/train_voc_cpu",
+        # One compute thread plus one data-loading process fills two cores; with more threads
+        # OpenMP spin-waits badly whenever the cores are shared with other work.
+        threads=1,
     )
     settings.update(overrides)
     return TrainConfig(**settings)
@@ -270,6 +274,8 @@ def train(
         NonFiniteLossError: the loss became NaN/inf; the checkpoints of the last finished epoch stay.
     """
     _check_config(config)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     context = init_distributed(config.device)
     try:
         return _train(config, context, on_epoch_end)
