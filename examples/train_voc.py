@@ -10,6 +10,7 @@ Without --data a VOC-format data set is generated into a cache folder and a CPU-
 used; with --data the defaults are the paper's (see docs/training.md). Every default can be overridden.
 """
 import argparse
+import json
 import logging
 import sys
 from typing import List, Optional
@@ -51,11 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--embed-dim", type=int)
     m.add_argument("--hidden-dim", type=int)
     m.add_argument("--num-groups", type=int)
+    m.add_argument("--gat-hidden-dim", type=int, help="output width of the first GAT (paper: 300)")
+    m.add_argument("--label-feature-dim", type=int, help="width of learnable label features (without --glove)")
+    m.add_argument("--backbone-kwargs", type=json.loads,
+                   help='JSON arguments of the timm backbone, e.g. \'{"channels": [16, 32, 64, 128]}\'')
     m.add_argument("--glove", help="label features: a GloVe text file or a .npz with 'names' and 'glove'")
     m.add_argument("--graph-threshold", type=float, help="co-occurrence threshold of the label graph (0.4)")
     r = p.add_argument_group("recipe")
     r.add_argument("--image-size", type=int)
     r.add_argument("--batch-size", type=int, help="per process")
+    r.add_argument("--eval-batch-size", type=int, help="per process (default: --batch-size)")
+    r.add_argument("--crop-scales", type=float, nargs="+", help="multi-scale crop scales (paper: 1 .9 .8 .7 .6)")
     r.add_argument("--optimizer", choices=("sgd", "adamw"))
     r.add_argument("--lr", type=float)
     r.add_argument("--backbone-lr-scale", type=float, help="backbone lr = lr x this (paper: 0.1)")
@@ -90,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(message)s")
     overrides = {k: v for k, v in vars(args).items() if v is not None and k != "verbose"}
-    for key in ("lr_steps",):
+    for key in ("lr_steps", "crop_scales"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
     config = paper_config(**overrides) if args.data else cpu_config(**overrides)
