@@ -212,3 +212,20 @@ def test_csv_data_trains_with_the_same_trainer(cache_dir, tmp_path):
     assert record["test_images"] == 13 and np.isfinite(record["mAP"])
     model, _ = load_model(tmp_path / "csv" / "last")
     assert model.label_names == train_voc.classes
+
+
+def test_atomic_write_keeps_the_previous_file_when_a_write_fails(tmp_path):
+    from msrn.engine.checkpoint import atomic_write
+
+    target = tmp_path / "train_state.pt"
+    atomic_write(target, lambda path: torch.save({"epoch": 1}, path))
+
+    def crash(path):
+        with open(path, "wb") as handle:
+            handle.write(b"half a checkpoint")
+        raise KeyboardInterrupt("killed mid-write")
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, crash)
+    assert torch.load(target, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["train_state.pt"]  # no temporary file left behind
