@@ -1,0 +1,51 @@
+"""``msrn evaluate``: score a trained checkpoint on a test set; print the metrics and per-class AP."""
+import argparse
+import json
+
+__all__ = ["register"]
+
+
+def register(subparsers: "argparse._SubParsersAction") -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="evaluate a checkpoint of examples/train_voc.py on a test set",
+        description="Load a model folder written by the trainer (best/ or last/, or any save_pretrained "
+                    "folder) and print mAP, CP, CR, CF1, OP, OR, OF1 (and top-3) and the AP of each class.",
+    )
+    parser.add_argument("checkpoint", help="the best/ or last/ folder of a training run")
+    parser.add_argument("--data", required=True, help="VOCdevkit folder, COCO root, or test CSV file")
+    parser.add_argument("--dataset", choices=("voc", "coco", "csv"), default="voc")
+    parser.add_argument("--split", help="voc: test (default); coco: val (default)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="test resize (default: the size the model was trained at)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="probability threshold of CP/CR/... (0.5)")
+    parser.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from . import CommandError
+    from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table
+
+    if not os.path.isfile(os.path.join(args.checkpoint, "config.json")):
+        raise CommandError(f"no saved model in {args.checkpoint}: pass the best/ or last/ folder of a training run")
+    image_size = args.image_size
+    metrics, class_ap, classes = evaluate_checkpoint(
+        args.checkpoint, args.data, dataset=args.dataset, split=args.split, image_size=image_size,
+        batch_size=args.batch_size, workers=args.workers, device=args.device, amp=args.amp,
+        threshold=args.threshold, skip_bad_images=args.skip_bad_images,
+    )
+    if args.json:
+        print(json.dumps({"metrics": metrics, "class_ap": dict(zip(classes, class_ap.tolist()))}))
+        return 0
+    print(format_metrics_table(metrics))
+    print()
+    print(format_class_ap_table(classes, class_ap))
+    return 0

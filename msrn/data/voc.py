@@ -1,0 +1,121 @@
+"""PASCAL VOC 2007 classification labels read from the dataset's own on-disk layout.
+
+Expected tree (``root`` may be the ``VOCdevkit`` folder or the ``VOC2007`` folder itself)::
+
+    VOCdevkit/VOC2007/Annotations/<id>.xml
+    VOCdevkit/VOC2007/JPEGImages/<id>.jpg
+    VOCdevkit/VOC2007/ImageSets/Main/{train,val,trainval,test}.txt
+
+A label is present in an image when the XML has an object of that class. A label whose objects are
+all marked ``<difficult>1</difficult>`` is positive for training but ignored by evaluation
+(DESIGN.md sections 6-7).
+"""
+import os
+import pathlib
+import xml.etree.ElementTree as ET
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._base import MultiLabelDataset
+
+__all__ = ["VOC_CLASSES", "VOCDataset", "resolve_voc_root"]
+
+VOC_CLASSES: Tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+
+
+def resolve_voc_root(root: "os.PathLike[str] | str", year: str = "2007") -> pathlib.Path:
+    """The ``VOC<year>`` folder under ``root`` (a VOCdevkit folder, or that folder itself)."""
+    root = pathlib.Path(root).expanduser()
+    for candidate in (root / f"VOC{year}", root / "VOCdevkit" / f"VOC{year}", root):
+        if (candidate / "Annotations").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"No PASCAL VOC {year} tree under {root}: expected {root / f'VOC{year}' / 'Annotations'} "
+        f"(pass the VOCdevkit folder, the one that contains VOC{year}/)."
+    )
+
+
+def _read_split(split_file: pathlib.Path) -> List[str]:
+    if not split_file.is_file():
+        available = sorted(p.stem for p in split_file.parent.glob("*.txt")) if split_file.parent.is_dir() else []
+        raise FileNotFoundError(
+            f"Split file not found: {split_file}. Available splits in {split_file.parent}: {available or 'none'}."
+        )
+    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"Split file {split_file} is empty: it must list one image id per line.")
+    return ids
+
+
+def _parse_annotation(
+    xml_file: pathlib.Path, class_index: dict
+) -> Tuple[Optional[str], List[Tuple[int, bool]]]:
+    if not xml_file.is_file():
+        raise FileNotFoundError(
+            f"Annotation file not found: {xml_file} (its image id is listed in the split file)."
+        )
+    try:
+        tree = ET.parse(xml_file)
+    except ET.ParseError as error:
+        raise ValueError(f"Annotation file {xml_file} is not valid XML: {error}.") from error
+    objects = []
+    for obj in tree.getroot().iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in class_index:
+            raise ValueError(
+                f"Annotation file {xml_file} names an unknown class {name!r}; known classes: "
+                f"{', '.join(class_index)}."
+            )
+        difficult_text = (obj.findtext("difficult") or "0").strip()
+        objects.append((class_index[name], difficult_text not in ("0", "")))
+    return tree.getroot().findtext("filename"), objects
+
+
+class VOCDataset(MultiLabelDataset):
+    """PASCAL VOC (2007 by default) as a multi-label classification set.
+
+    Args:
+        root: the ``VOCdevkit`` folder (or the ``VOC2007`` folder).
+        split: name of a file in ``ImageSets/Main`` (``trainval``, ``test``, ``train``, ``val``).
+        year: the ``VOC<year>`` sub-folder.
+        transform: applied to the RGB PIL image.
+        classes: label names, in target order (default: the 20 VOC classes in the standard order).
+        skip_bad_images: leave out missing or undecodable images (reported in ``skipped_images``)
+            instead of raising.
+
+    Each sample is ``(image, target [n], difficult [n])``; see :class:`MultiLabelDataset`.
+    """
+
+    def __init__(
+        self,
+        root: "os.PathLike[str] | str",
+        split: str = "trainval",
+        year: str = "2007",
+        transform: Optional[Callable] = None,
+        classes: Sequence[str] = VOC_CLASSES,
+        skip_bad_images: bool = False,
+    ) -> None:
+        self.root = resolve_voc_root(root, year)
+        self.split = split
+        class_index = {name: i for i, name in enumerate(classes)}
+        self.image_ids = _read_split(self.root / "ImageSets" / "Main" / f"{split}.txt")
+        targets = np.zeros((len(self.image_ids), len(classes)), dtype=np.int64)
+        easy = np.zeros((len(self.image_ids), len(classes)), dtype=bool)
+        paths = []
+        for row, image_id in enumerate(self.image_ids):
+            filename, objects = _parse_annotation(self.root / "Annotations" / f"{image_id}.xml", class_index)
+            paths.append(str(self.root / "JPEGImages" / (filename or f"{image_id}.jpg")))
+            for label, is_difficult in objects:
+                targets[row, label] = 1
+                easy[row, label] |= not is_difficult
+        difficult = (targets == 1) & ~easy
+        super().__init__(paths, targets, difficult, classes, transform=transform,
+                         skip_bad_images=skip_bad_images)
+        if self.skipped_images:
+            kept = set(self.image_paths)
+            self.image_ids = [i for i, p in zip(self.image_ids, paths) if p in kept]

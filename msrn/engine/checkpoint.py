@@ -1,0 +1,116 @@
+"""Checkpoint files of the trainer, all written atomically (temporary file, then ``os.replace``).
+
+- ``last/`` and ``best/``: :func:`msrn.save_pretrained` folders (``config.json`` +
+  ``model.safetensors``) that rebuild the model alone: ``timm.create_model("local-dir:DIR")`` or
+  :func:`load_model`; plus ``checkpoint.json`` (epoch, test mAP, image size).
+- ``train_state.pt``: everything ``--resume`` needs (model, optimizer, scheduler, grad scaler, epoch,
+  best mAP, RNG states); it holds only tensors and plain Python values and is read with
+  ``torch.load(weights_only=True)``.
+
+A crash in the middle of a write leaves the previous file untouched.
+"""
+import json
+import os
+import pathlib
+import random
+import tempfile
+from typing import Any, Callable, Dict, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "atomic_write", "save_model", "load_model", "save_training_state", "load_training_state",
+    "rng_state", "set_rng_state",
+]
+
+
+def atomic_write(path: "os.PathLike[str] | str", write: Callable[[str], None]) -> None:
+    """Call ``write(temporary_path)`` and move the result onto ``path`` in one ``os.replace``."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        with open(temporary, "rb") as flushed:
+            os.fsync(flushed.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def save_model(model: nn.Module, directory: "os.PathLike[str] | str", info: Dict[str, Any]) -> None:
+    """Write ``model`` with :func:`msrn.save_pretrained` into ``directory``, and ``info`` as
+    ``checkpoint.json``. Each file is replaced atomically; ``config.json`` never changes during a run,
+    so the folder is consistent even if a crash falls between two files."""
+    from ..hub import save_pretrained
+
+    save_pretrained(model, directory)
+    text = json.dumps(info, indent=2) + "\n"
+    atomic_write(pathlib.Path(directory) / "checkpoint.json",
+                 lambda path: pathlib.Path(path).write_text(text))
+
+
+def load_model(directory: "os.PathLike[str] | str") -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild a model saved by the trainer (a ``last/`` or ``best/`` folder) in eval mode.
+
+    Returns ``(model, info)``; ``info`` is the folder's ``checkpoint.json`` (empty when absent), with
+    ``image_size`` defaulting to the model's configured input size.
+    """
+    from .. import create_model
+
+    directory = pathlib.Path(directory)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(
+            f"No saved model in {directory}: expected a folder with config.json and model.safetensors "
+            f"(the best/ or last/ folder of a training run)."
+        )
+    model = create_model(f"local-dir:{directory}")
+    info_file = directory / "checkpoint.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    info.setdefault("image_size", int(model.pretrained_cfg.get("input_size", (3, 448, 448))[-1]))
+    return model.eval(), info
+
+
+def rng_state() -> Dict[str, Any]:
+    """The RNG states of torch (CPU and CUDA), numpy and Python, as tensors and plain values."""
+    numpy_state = np.random.get_state()
+    python_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2]),
+                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
+        "python": {"version": python_state[0], "state": list(python_state[1])},
+    }
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    random.setstate((state["python"]["version"], tuple(state["python"]["state"]), None))
+
+
+def save_training_state(path: "os.PathLike[str] | str", state: Dict[str, Any]) -> None:
+    """Write the resumable training state (tensors and plain values only)."""
+    atomic_write(path, lambda temporary: torch.save(state, temporary))
+
+
+def load_training_state(path: "os.PathLike[str] | str", map_location: str = "cpu") -> Dict[str, Any]:
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = path / "train_state.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No training state at {path}: --resume takes the output folder of an earlier run "
+            f"(the one with train_state.pt) or the train_state.pt file itself."
+        )
+    return torch.load(path, map_location=map_location, weights_only=True)

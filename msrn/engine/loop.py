@@ -1,0 +1,136 @@
+"""One training epoch and one evaluation pass (single process or ``torchrun``)."""
+import contextlib
+import logging
+import math
+import time
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from .distributed import DistributedContext, gather_predictions
+
+__all__ = ["NonFiniteLossError", "autocast_context", "train_one_epoch", "predict"]
+
+_logger = logging.getLogger(__name__)
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def autocast_context(device: torch.device, amp: Optional[str]):
+    """``torch.autocast`` for ``amp`` in ``{None, "bf16", "fp16"}`` (fp16 only on CUDA)."""
+    if amp in (None, "none"):
+        return contextlib.nullcontext()
+    if amp not in _AMP_DTYPES:
+        raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {amp!r}.")
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 mixed precision needs a CUDA device; use --amp bf16 on CPU.")
+    return torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp])
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    optimizer: torch.optim.Optimizer,
+    context: DistributedContext,
+    epoch: int,
+    amp: Optional[str] = None,
+    scaler: Optional[torch.amp.GradScaler] = None,
+    channels_last: bool = False,
+    max_steps: Optional[int] = None,
+    progress: bool = True,
+) -> Dict[str, float]:
+    """Train for one pass over ``loader``; returns ``{"loss", "images_per_s", "time_s", "steps"}``.
+
+    ``loss`` is the mean over steps and processes. A NaN or infinite loss on any process raises
+    :class:`NonFiniteLossError` on every process before the weights are touched.
+    """
+    model.train()
+    total_loss, steps, images = 0.0, 0, 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not (progress and context.is_main), leave=False,
+               dynamic_ncols=True)
+    for images_batch, targets, _difficult in bar:
+        if max_steps is not None and steps >= max_steps:
+            break
+        images_batch = images_batch.to(context.device, non_blocking=True)
+        if channels_last:
+            images_batch = images_batch.contiguous(memory_format=torch.channels_last)
+        targets = targets.to(context.device, non_blocking=True)
+        with autocast_context(context.device, amp):
+            logits = model(images_batch)
+            loss = criterion(logits.float(), targets)
+        value = float(loss.detach())
+        if context.all_reduce_max(0.0 if math.isfinite(value) else 1.0) > 0:
+            raise NonFiniteLossError(
+                f"The training loss became non-finite ({value} on rank {context.rank}) at epoch {epoch}, "
+                f"step {steps}. The weights were not updated by this step; lower --lr, or try --amp none, "
+                f"then --resume from the last checkpoint."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        total_loss += value
+        steps += 1
+        images += images_batch.shape[0]
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(loss=f"{total_loss / steps:.4f}",
+                        img_s=f"{images * context.world_size / elapsed:.1f}")
+    bar.close()
+    elapsed = time.perf_counter() - start
+    mean_loss = context.all_reduce_sum(total_loss) / max(1, context.all_reduce_sum(steps))
+    return {"loss": mean_loss, "images_per_s": images * context.world_size / max(elapsed, 1e-9),
+            "time_s": elapsed, "steps": steps}
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    context: DistributedContext,
+    length: int,
+    amp: Optional[str] = None,
+    channels_last: bool = False,
+    progress: bool = True,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities, targets and difficult masks ``[length, n]`` of the whole evaluation set.
+
+    ``loader`` must iterate a sampler that yields this process's share of ``range(length)`` without
+    repeats (:class:`msrn.engine.EvalShardSampler`); the shards are gathered on every process and
+    checked to cover each image exactly once.
+    """
+    model.eval()
+    indices = np.asarray(list(iter(loader.sampler)), dtype=np.int64)
+    scores, targets, difficult = [], [], []
+    for images_batch, target, hard in tqdm(loader, desc="eval", disable=not (progress and context.is_main),
+                                           leave=False, dynamic_ncols=True):
+        images_batch = images_batch.to(context.device, non_blocking=True)
+        if channels_last:
+            images_batch = images_batch.contiguous(memory_format=torch.channels_last)
+        with autocast_context(context.device, amp):
+            logits = model(images_batch)
+        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
+        targets.append(target.numpy())
+        difficult.append(hard.numpy())
+    num_classes = loader.dataset.num_classes if hasattr(loader.dataset, "num_classes") else 0
+    local = (
+        np.concatenate(scores) if scores else np.zeros((0, num_classes), np.float32),
+        np.concatenate(targets) if targets else np.zeros((0, num_classes), np.float32),
+        np.concatenate(difficult) if difficult else np.zeros((0, num_classes), bool),
+    )
+    if len(indices) != len(local[0]):
+        raise RuntimeError(f"The evaluation loader yielded {len(local[0])} images for {len(indices)} indices; "
+                           f"use drop_last=False.")
+    return gather_predictions(context, indices, *local, length=length)

@@ -1,0 +1,137 @@
+"""Multi-label classification metrics of the paper's tables (ML-GCN definitions, DESIGN.md section 7).
+
+All results are in percent. ``scores`` are probabilities (sigmoid of the logits) ``[N, n]``,
+``targets`` 0/1 ``[N, n]``, ``ignore`` an optional bool ``[N, n]`` marking VOC "difficult" entries.
+
+- AP of a class (:func:`average_precision`): rank the class's non-ignored examples by score; AP is
+  the mean over its positives of the precision at the positive's rank. Equal scores form one
+  threshold (as in scikit-learn's ``average_precision_score``), so AP does not depend on how ties
+  happen to be ordered; without ties this is exactly the ML-GCN definition. A class without any
+  (non-ignored) positive has no AP: it is NaN and left out of the mAP.
+- At a threshold (:func:`multilabel_metrics`), a label is predicted when its score is
+  ``>= threshold`` (and, with ``top_k``, it is among the image's ``top_k`` best scores); ignored
+  entries count as negatives. Per class: ``Nc`` correct, ``Np`` predicted, ``Ng`` true positives.
+  ``CP = mean(Nc / Np)`` (``Np = 0`` counts as 1), ``CR = mean(Nc / Ng)`` over the classes that have
+  positives, ``CF1 = 2 CP CR / (CP + CR)``; ``OP = sum Nc / sum Np``, ``OR = sum Nc / sum Ng``,
+  ``OF1`` likewise.
+"""
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+__all__ = ["average_precision", "mean_average_precision", "multilabel_metrics", "METRIC_NAMES"]
+
+METRIC_NAMES = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
+
+
+def _to_numpy(array: Any, name: str) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().float().cpu().numpy() if array.is_floating_point() else array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def _check_inputs(scores: Any, targets: Any, ignore: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    scores = _to_numpy(scores, "scores").astype(np.float64)
+    targets = _to_numpy(targets, "targets")
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be an [N, n] matrix (images x classes), got shape {list(scores.shape)}.")
+    if targets.shape != scores.shape:
+        raise ValueError(f"targets {list(targets.shape)} must have the shape of scores {list(scores.shape)}.")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contains NaN or infinite values.")
+    if not np.isin(targets, (0, 1)).all():
+        raise ValueError("targets must hold only 0 and 1 (mark VOC difficult entries with ignore=, not -1 or 0.5).")
+    if ignore is None:
+        ignore = np.zeros(scores.shape, dtype=bool)
+    else:
+        ignore = _to_numpy(ignore, "ignore").astype(bool)
+        if ignore.shape != scores.shape:
+            raise ValueError(f"ignore {list(ignore.shape)} must have the shape of scores {list(scores.shape)}.")
+    return scores, targets.astype(bool), ignore
+
+
+def _class_ap(scores: np.ndarray, positives: np.ndarray) -> float:
+    num_positives = int(positives.sum())
+    if num_positives == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, hits = scores[order], positives[order]
+    # Close each group of equal scores at its last element: one threshold per distinct score.
+    group_ends = np.r_[np.nonzero(np.diff(sorted_scores))[0], len(sorted_scores) - 1]
+    true_positives = np.cumsum(hits)[group_ends]
+    precision = true_positives / (group_ends + 1)
+    new_positives = np.diff(np.r_[0, true_positives])
+    return float((new_positives * precision).sum() / num_positives)
+
+
+def average_precision(scores: Any, targets: Any, ignore: Optional[Any] = None) -> np.ndarray:
+    """Per-class average precision in percent, ``[n]`` (NaN for a class without positives).
+
+    Args:
+        scores: ``[N, n]`` scores (probabilities or logits: only their order matters).
+        targets: ``[N, n]`` 0/1 ground truth.
+        ignore: optional ``[N, n]`` bool; True entries (VOC difficult) are dropped from the ranking.
+    """
+    scores, targets, ignore = _check_inputs(scores, targets, ignore)
+    keep = ~ignore
+    return np.array([
+        100.0 * _class_ap(scores[keep[:, c], c], targets[keep[:, c], c]) for c in range(scores.shape[1])
+    ])
+
+
+def mean_average_precision(scores: Any, targets: Any, ignore: Optional[Any] = None) -> float:
+    """mAP in percent: the mean of :func:`average_precision` over classes that have positives
+    (NaN when no class has one)."""
+    per_class = average_precision(scores, targets, ignore)
+    return float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
+
+
+def _threshold_metrics(predicted: np.ndarray, targets: np.ndarray) -> Dict[str, float]:
+    correct = (predicted & targets).sum(axis=0).astype(np.float64)
+    num_predicted = predicted.sum(axis=0).astype(np.float64)
+    num_true = targets.sum(axis=0).astype(np.float64)
+    has_true = num_true > 0
+    cp = float(np.mean(correct / np.maximum(num_predicted, 1)))
+    cr = float(np.mean(correct[has_true] / num_true[has_true])) if has_true.any() else float("nan")
+    op = float(correct.sum() / max(num_predicted.sum(), 1))
+    orr = float(correct.sum() / num_true.sum()) if num_true.sum() > 0 else float("nan")
+
+    def f1(p: float, r: float) -> float:
+        return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+    return {"CP": 100 * cp, "CR": 100 * cr, "CF1": 100 * f1(cp, cr), "OP": 100 * op, "OR": 100 * orr,
+            "OF1": 100 * f1(op, orr)}
+
+
+def multilabel_metrics(
+    scores: Any,
+    targets: Any,
+    ignore: Optional[Any] = None,
+    threshold: float = 0.5,
+    top_k: Optional[int] = None,
+) -> Dict[str, float]:
+    """``mAP, CP, CR, CF1, OP, OR, OF1`` in percent (see the module docstring).
+
+    Args:
+        scores: ``[N, n]`` probabilities (sigmoid of the logits); the threshold applies to them.
+        targets: ``[N, n]`` 0/1 ground truth.
+        ignore: optional ``[N, n]`` bool of difficult entries: left out of AP, negatives at the threshold.
+        threshold: a label is predicted when its score is ``>= threshold``.
+        top_k: when given, also return the top-k variants ``CP_top3, ..., OF1_top3`` (for ``top_k=3``):
+            a label is then predicted only when it is also among the image's ``top_k`` best scores.
+    """
+    scores_np, targets_np, ignore_np = _check_inputs(scores, targets, ignore)
+    results = {"mAP": mean_average_precision(scores_np, targets_np, ignore_np)}
+    positives = targets_np & ~ignore_np
+    predicted = scores_np >= threshold
+    results.update(_threshold_metrics(predicted, positives))
+    if top_k is not None:
+        if not 1 <= top_k <= scores_np.shape[1]:
+            raise ValueError(f"top_k must be between 1 and the number of classes {scores_np.shape[1]}, got {top_k}.")
+        ranks = np.argsort(-scores_np, axis=1, kind="stable")[:, :top_k]
+        in_top = np.zeros_like(predicted)
+        np.put_along_axis(in_top, ranks, True, axis=1)
+        top = _threshold_metrics(predicted & in_top, positives)
+        results.update({f"{name}_top{top_k}": value for name, value in top.items()})
+    return results

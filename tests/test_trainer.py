@@ -1,0 +1,231 @@
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import msrn
+import timm
+from msrn.cli import main as cli_main
+from msrn.data import VOCDataset, eval_transform, generate_synthetic_voc
+from msrn.engine import (EvalShardSampler, NonFiniteLossError, cpu_config, evaluate_checkpoint,
+                         gather_predictions,
+                         load_model, train)
+from msrn.engine.distributed import DistributedContext
+from msrn.graph import label_graph_from_targets
+from msrn.metrics import multilabel_metrics
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = dict(synthetic_trainval=24, synthetic_test=13, image_size=64, embed_dim=32, hidden_dim=64,
+            gat_hidden_dim=32,
+            label_feature_dim=32, batch_size=8, workers=0, epochs=2, max_steps_per_epoch=2, progress=False)
+TINY_ARGS = ["--synthetic-trainval", "24", "--synthetic-test", "13", "--image-size", "64", "--embed-dim",
+             "32",
+             "--hidden-dim", "64", "--batch-size", "8", "--workers", "0", "--max-steps-per-epoch", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These runs are tiny; a single thread avoids OpenMP spin-waiting when the CPU cores are shared.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _config(cache_dir, output_dir, **overrides):
+    return cpu_config(cache_dir=str(cache_dir), output_dir=str(output_dir), **{**TINY, **overrides})
+
+
+def _example_main():
+    spec = importlib.util.spec_from_file_location("train_voc", REPO / "examples" / "train_voc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, capsys):
+    output = tmp_path / "run"
+    argv = ["--cache-dir", str(cache_dir), "--output-dir", str(output), "--epochs", "2"] + TINY_ARGS
+    assert _example_main()(argv) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 2/2" in printed and "top-3" in printed and "OF1" in printed
+    records = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "CP_top3", "OF1_top3", "train_loss",
+                "images_per_s"):
+        assert np.isfinite(records[-1][key]), key
+    assert records[-1]["test_images"] == 13
+    assert records[-1]["best_mAP"] == max(r["mAP"] for r in records)
+
+    # The saved folder alone rebuilds the model; its scores reproduce the logged test mAP.
+    model, info = load_model(output / "last")
+    assert info["epoch"] == 2 and info["image_size"] == 64
+    assert model.num_classes == 20 and model.label_names[0] == "aeroplane"
+    same = timm.create_model(f"local-dir:{output / 'last'}")
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), model.state_dict().values()))
+    assert (output / "best" / "model.safetensors").is_file()
+    test_set = VOCDataset(cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", "test",
+                          transform=eval_transform(64))
+    model.eval()
+    with torch.no_grad():
+        batch = torch.stack([test_set[i][0] for i in range(len(test_set))])
+        scores = torch.sigmoid(model(batch)).numpy()
+    expected = multilabel_metrics(scores, test_set.targets, ignore=test_set.difficult)["mAP"]
+    assert records[-1]["mAP"] == pytest.approx(expected, abs=1e-3)
+    # The label graph is the training split's (difficult labels counted as positive).
+    train_set = VOCDataset(cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", "trainval")
+    assert torch.equal(model.label_graph, label_graph_from_targets(train_set.targets))
+
+    # `msrn evaluate` prints the same mAP and a per-class table.
+    assert cli_main(["evaluate", str(output / "last"), "--data", str(test_set.root.parent),
+                     "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{records[-1]['mAP']:8.2f}" in printed and "aeroplane" in printed and "tvmonitor" in printed
+    assert cli_main(["evaluate", str(tmp_path / "missing"), "--data", str(tmp_path)]) == 2
+
+
+def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(cache_dir, tmp_path,
+                                                                               monkeypatch):
+    train(_config(cache_dir, tmp_path / "straight"))
+    train(_config(cache_dir, tmp_path / "split", stop_after_epoch=1))
+    assert json.loads((tmp_path / "split" / "log.jsonl").read_text().splitlines()[-1])["epoch"] == 1
+    shutil.copytree(tmp_path / "split", tmp_path / "crash")
+    train(_config(cache_dir, tmp_path / "split", resume=str(tmp_path / "split")))
+    straight = load_file(tmp_path / "straight" / "last" / "model.safetensors")
+    resumed = load_file(tmp_path / "split" / "last" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    log_straight = (tmp_path / "straight" / "log.jsonl").read_text().splitlines()
+    log_split = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(a)["mAP"] for a in log_straight] == [json.loads(b)["mAP"] for b in log_split]
+
+    # Resuming with another model is refused.
+    crash = tmp_path / "crash"
+    with pytest.raises(ValueError, match="different model"):
+        train(_config(cache_dir, crash, resume=str(crash), hidden_dim=128))
+
+    # A NaN loss stops the run on its first step; the checkpoints of epoch 1 stay as they were.
+    before = {name: (crash / name).read_bytes() for name in ("last/model.safetensors", "train_state.pt")}
+
+    def exploding(self, logits, targets):
+        return logits.sum() * float("nan")
+
+    monkeypatch.setattr(msrn.loss.MSRNLoss, "forward", exploding)
+    with pytest.raises(NonFiniteLossError, match="non-finite.*epoch 2"):
+        train(_config(cache_dir, crash, resume=str(crash)))
+    assert {name: (crash / name).read_bytes() for name in before} == before
+
+
+def test_pretrained_failure_offline_names_the_fix(cache_dir, tmp_path, monkeypatch):
+    import msrn.engine.trainer as trainer
+
+    def offline(*args, **kwargs):
+        raise OSError("cannot reach huggingface.co")
+
+    monkeypatch.setattr(trainer, "create_model", offline)
+    with pytest.raises(trainer.PretrainedWeightsUnavailable, match="--no-pretrained"):
+        train(_config(cache_dir, tmp_path / "run", pretrained=True))
+
+
+def test_eval_shards_cover_each_image_once():
+    length, world = 13, 3
+    shards = [list(EvalShardSampler(length, rank, world)) for rank in range(world)]
+    assert sorted(sum(shards, [])) == list(range(length)) and [len(s) for s in shards] == [5, 4, 4]
+    scores = np.random.default_rng(0).random((length, 2))
+    indices = np.array(shards[0] + shards[1] + shards[2])
+    gathered, _, _ = gather_predictions(DistributedContext(), indices, scores[indices], scores[indices],
+                                        scores[indices] > 2, length)
+    np.testing.assert_array_equal(gathered, scores)
+    with pytest.raises(RuntimeError, match="exactly once"):
+        gather_predictions(DistributedContext(), indices[:-1], scores[:-1], scores[:-1], scores[:-1] > 2,
+                           length)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_evaluate_each_image_once(cache_dir, tmp_path):
+    generate_synthetic_voc(cache_dir / "synthetic-voc-v2-24-13-s0", 24, 13, 0)  # shared by both processes
+    output = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(REPO / "examples" / "train_voc.py"),
+               "--cache-dir", str(cache_dir), "--output-dir", str(output), "--epochs", "1", "--device", "cpu"] + TINY_ARGS
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((output / "log.jsonl").read_text().splitlines()[-1])
+    assert record["test_images"] == 13  # 7 + 6 images, no padding duplicate, none dropped
+    metrics, _, _ = evaluate_checkpoint(output / "last",
+                                        cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", workers=0)
+    assert record["mAP"] == pytest.approx(metrics["mAP"], abs=1e-3)
+
+
+def test_bf16_channels_last_run(cache_dir, tmp_path):
+    record = train(_config(cache_dir, tmp_path / "bf16", epochs=1, max_steps_per_epoch=1, amp="bf16",
+                           channels_last=True))
+    assert record["test_images"] == 13 and np.isfinite(record["train_loss"]) and np.isfinite(record["mAP"])
+    with pytest.raises(ValueError, match="fp16 mixed precision needs a CUDA device"):
+        train(_config(cache_dir, tmp_path / "fp16", epochs=1, max_steps_per_epoch=1, amp="fp16"))
+
+
+def test_glove_label_features_from_npz(cache_dir, tmp_path, shared_dir):
+    npz = shared_dir / "data/official/voc_label_graph.npz"
+    output = tmp_path / "glove"
+    train(_config(cache_dir, output, epochs=1, max_steps_per_epoch=1, glove=str(npz)))
+    model, _ = load_model(output / "last")
+    official = np.load(npz)
+    assert [str(n) for n in official["names"]] == model.label_names
+    assert not isinstance(model.label_features, torch.nn.Parameter)  # fixed features, not learned
+    np.testing.assert_allclose(model.label_features.numpy(), official["glove"], rtol=0, atol=1e-6)
+
+
+def test_csv_data_trains_with_the_same_trainer(cache_dir, tmp_path):
+    devkit = generate_synthetic_voc(cache_dir / "synthetic-voc-v2-24-13-s0", 24, 13, 0)
+    train_voc = VOCDataset(devkit, "trainval")  # one-hot layout: the header gives all 20 classes
+    rows = [",".join([path] + [str(t) for t in target]) for path, target in zip(train_voc.image_paths,
+                                                                               train_voc.targets)]
+    (tmp_path / "train.csv").write_text(",".join(["image"] + train_voc.classes) + "\n" + "\n".join(rows) + "\n")
+    test_voc = VOCDataset(devkit, "test")  # list layout, checked against the training classes
+    rows = [f"{path},{';'.join(c for c, t in zip(test_voc.classes, target) if t)}"
+            for path, target in zip(test_voc.image_paths, test_voc.targets)]
+    (tmp_path / "test.csv").write_text("image,labels\n" + "\n".join(rows) + "\n")
+    record = train(_config(cache_dir, tmp_path / "csv", dataset="csv", data=str(tmp_path / "train.csv"),
+                           test_split=str(tmp_path / "test.csv"), epochs=1, max_steps_per_epoch=1))
+    assert record["test_images"] == 13 and np.isfinite(record["mAP"])
+    model, _ = load_model(tmp_path / "csv" / "last")
+    assert model.label_names == train_voc.classes
+
+
+def test_atomic_write_keeps_the_previous_file_when_a_write_fails(tmp_path):
+    from msrn.engine.checkpoint import atomic_write
+
+    target = tmp_path / "train_state.pt"
+    atomic_write(target, lambda path: torch.save({"epoch": 1}, path))
+
+    def crash(path):
+        with open(path, "wb") as handle:
+            handle.write(b"half a checkpoint")
+        raise KeyboardInterrupt("killed mid-write")
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, crash)
+    assert torch.load(target, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["train_state.pt"]  # no temporary file left behind
