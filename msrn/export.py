@@ -130,8 +130,9 @@ def export_onnx(
             # Input checks branch on static shapes (channels, height, width), which the traced graph
             # fixes anyway; only the batch dimension is dynamic.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            # The TorchScript-based exporter: the dynamo exporter needs onnxscript, which is not
-            # a dependency of this package.
+            # The TorchScript-based exporter, chosen on purpose: the dynamo exporter needs
+            # onnxscript, which is not a dependency of this package.
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 wrapper, (example,), str(path), dynamo=False,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
