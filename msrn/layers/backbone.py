@@ -61,18 +61,19 @@ class MultiBranchBackbone(nn.Module):
             with torch.device("meta"):  # only the stage layout is needed: skip allocation and init
                 probe = timm.create_model(base_name, pretrained=False, features_only=True, in_chans=in_chans,
                                           **backbone_kwargs)
-        except (RuntimeError, AttributeError, AssertionError, TypeError) as error:
+            feature_info = probe.feature_info
+        except (RuntimeError, AttributeError, AssertionError, TypeError, NotImplementedError) as error:
             raise ValueError(
                 f"Backbone {backbone!r} cannot serve as an MSRN backbone: timm cannot build it with "
                 f"features_only=True ({error}). Pick a CNN with feature_info, e.g. resnet, convnext, "
                 f"efficientnet, regnet."
             ) from error
-        num_stages = len(probe.feature_info)
+        num_stages = len(feature_info)
         if num_branches > num_stages:
             raise ValueError(
                 f"num_branches={num_branches} but backbone {backbone!r} has only {num_stages} feature stages."
             )
-        out_indices = tuple(probe.feature_info.out_indices[num_stages - num_branches:])
+        out_indices = tuple(feature_info.out_indices[num_stages - num_branches:])
         del probe
         self.trunk = timm.create_model(
             backbone, pretrained=pretrained, features_only=True, out_indices=out_indices,
