@@ -137,12 +137,12 @@ def load_model(spec: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
         folder = pathlib.Path(spec[len("local-dir:"):]).expanduser()
         if not folder.is_dir():
             raise CommandError(f"--model {spec}: folder {folder} does not exist.")
+        for name in (_CONFIG_NAME, _WEIGHTS_NAME):
+            if not (folder / name).is_file():
+                raise CommandError(f"--model {spec}: {folder} has no {name} (write it with msrn.save_pretrained).")
         if hub_available:
             model = _from_hub_module(f"local-dir:{folder}")
         else:
-            for name in (_CONFIG_NAME, _WEIGHTS_NAME):
-                if not (folder / name).is_file():
-                    raise CommandError(f"--model {spec}: {folder} has no {name} (write it with msrn.save_pretrained).")
             model = _from_files(folder / _CONFIG_NAME, folder / _WEIGHTS_NAME, spec)
     elif spec.startswith("hf-hub:"):
         if hub_available:
