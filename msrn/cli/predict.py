@@ -119,8 +119,14 @@ def run(args: argparse.Namespace) -> int:
 
     _check_options(args)
     paths, any_folder = _collect_images(args.inputs)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as error:
+        raise CommandError(f"--device {args.device!r} is not a torch device ({error}); use e.g. cpu or cuda:0.") from None
     model = load_model(args.model, args.checkpoint).to(device)
+    if args.img_size is not None and args.img_size < model.backbone.min_input_size:
+        raise CommandError(f"--img-size {args.img_size} is too small for this backbone: use at least "
+                           f"{model.backbone.min_input_size} px.")
     names = label_names(model)
     data_config = resolve_model_data_config(model)
     if args.img_size is not None:
