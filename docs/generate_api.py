@@ -41,8 +41,10 @@ def _documented_in(home: str) -> str:
 
 
 def _signature(obj) -> str:
-    if inspect.isclass(obj) and "__init__" not in {k for c in obj.__mro__[:-1] if c.__module__.startswith("msrn")
-                                                 for k in c.__dict__}:
+    own_members = {
+        k for c in getattr(obj, "__mro__", ())[:-1] if c.__module__.startswith("msrn") for k in c.__dict__
+    }
+    if inspect.isclass(obj) and "__init__" not in own_members:
         return "()"  # no constructor of its own (e.g. a parameter-free nn.Module)
     try:
         return str(inspect.signature(obj))
@@ -66,7 +68,8 @@ def _class_methods(cls) -> List[str]:
         elif inspect.isfunction(member) or isinstance(member, (staticmethod, classmethod)):
             function = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
             summary = (inspect.getdoc(function) or "").split("\n\n")[0].replace("\n", " ")
-            lines += [f"- `{cls.__name__}.{name}{_signature(function)}`" + (f": {summary}" if summary else "")]
+            entry = f"- `{cls.__name__}.{name}{_signature(function)}`"
+            lines += [entry + (f": {summary}" if summary else "")]
     return lines + ([""] if lines else [])
 
 

@@ -104,12 +104,15 @@ def overlay_heatmap(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.5)
 
 
 def tensor_to_image(
-    image: torch.Tensor, mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)
+    image: torch.Tensor,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    std: Sequence[float] = (0.229, 0.224, 0.225),
 ) -> Image.Image:
     """Undo the normalisation of one ``[3, H, W]`` model input and return it as a Pillow image."""
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"tensor_to_image expects one RGB image [3, H, W], got {list(image.shape)}.")
-    pixels = image.detach().float().cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    pixels = image.detach().float().cpu()
+    pixels = pixels * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
     array = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return Image.fromarray(array)
 
@@ -148,7 +151,9 @@ def attention_grid(
     num_rows, num_branches = maps.shape[:2]
     if len(titles) != num_rows:
         raise ValueError(f"got {len(titles)} titles for {num_rows} rows of maps.")
-    column_names = list(column_names) if column_names is not None else [f"branch {b}" for b in range(num_branches)]
+    if column_names is None:
+        column_names = [f"branch {b}" for b in range(num_branches)]
+    column_names = list(column_names)
     if len(column_names) != num_branches:
         raise ValueError(f"got {len(column_names)} column names for {num_branches} branches.")
     cell_h = cell_size

@@ -10,7 +10,9 @@ from msrn.cli import build_parser
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = REPO_ROOT / "docs"
 # Pages that other work items write; until they are merged a link to them may dangle.
-PAGES_WRITTEN_ELSEWHERE = {"training.md", "weights.md", "variants.md", "convert.md", "performance.md", "metrics.md"}
+PAGES_WRITTEN_ELSEWHERE = {
+    "training.md", "weights.md", "variants.md", "convert.md", "performance.md", "metrics.md",
+}
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 

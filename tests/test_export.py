@@ -26,8 +26,9 @@ def _save_folder(model, folder) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         save_file(model.state_dict(), str(folder / "model.safetensors"))
         args = {k: v for k, v in TINY.items() if k != "num_classes"}
-        config = dict(architecture="msrn_resnet18", num_classes=model.num_classes, label_names=model.label_names,
-                      model_args=args, pretrained_cfg=dict(input_size=list(model.pretrained_cfg["input_size"])))
+        config = dict(architecture="msrn_resnet18", num_classes=model.num_classes,
+                      label_names=model.label_names, model_args=args,
+                      pretrained_cfg=dict(input_size=list(model.pretrained_cfg["input_size"])))
         (folder / "config.json").write_text(json.dumps(config))
         return
     save_pretrained(model, folder)

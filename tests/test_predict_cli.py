@@ -25,8 +25,9 @@ def _save_folder(model, folder) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         save_file(model.state_dict(), str(folder / "model.safetensors"))
         args = {k: v for k, v in TINY.items() if k != "num_classes"}
-        config = dict(architecture="msrn_resnet18", num_classes=model.num_classes, label_names=model.label_names,
-                      model_args=args, pretrained_cfg=dict(input_size=list(model.pretrained_cfg["input_size"])))
+        config = dict(architecture="msrn_resnet18", num_classes=model.num_classes,
+                      label_names=model.label_names, model_args=args,
+                      pretrained_cfg=dict(input_size=list(model.pretrained_cfg["input_size"])))
         (folder / "config.json").write_text(json.dumps(config))
         return
     save_pretrained(model, folder)
@@ -83,7 +84,8 @@ def test_json_output_matches_reference(saved, capsys):
     assert sorted(records) == ["a.jpg", "b.png", "c.jpg"]
     for path in [saved["images"] / "a.jpg", saved["images"] / "b.png", saved["images"] / "sub" / "c.jpg"]:
         probabilities = _expected_probabilities(saved["model"], path)
-        expected = [(NAMES[k], probabilities[k]) for k in np.argsort(-probabilities) if probabilities[k] >= 0.3]
+        order = np.argsort(-probabilities)
+        expected = [(NAMES[k], probabilities[k]) for k in order if probabilities[k] >= 0.3]
         got = records[path.name]
         assert [r["label"] for r in got] == [name for name, _ in expected]
         np.testing.assert_allclose([r["probability"] for r in got], [p for _, p in expected], atol=1e-4)
@@ -126,7 +128,8 @@ def test_infer_model_args_round_trip(args):
     model = timm.create_model("msrn_resnet18", **args)
     inferred = infer_model_args(model.state_dict())
     rebuilt = timm.create_model("msrn_resnet18", **inferred)
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == shapes
     assert inferred["num_classes"] == args["num_classes"]
     assert inferred["embeddings"] == args.get("embeddings", "both")
     assert inferred["variant"] == args.get("variant", "paper")
@@ -173,18 +176,20 @@ def test_bad_options(saved, capsys, extra, message):
 
 def test_bad_paths_and_models(saved, tmp_path, capsys):
     image = str(saved["images"] / "a.jpg")
+    folder = f"local-dir:{saved['folder']}"
     cases = [
-        (["predict", str(tmp_path / "missing.jpg"), "--model", f"local-dir:{saved['folder']}"], "does not exist"),
+        (["predict", str(tmp_path / "missing.jpg"), "--model", folder], "does not exist"),
         (["predict", image, "--model", f"local-dir:{tmp_path / 'nowhere'}"], "does not exist"),
         (["predict", image, "--model", f"local-dir:{tmp_path}"], "has no config.json"),
         (["predict", image, "--model", "resnet50"], "is not an MSRN architecture"),
         (["predict", image, "--model", "msrn_resnet18"], "add --checkpoint"),
-        (["predict", image, "--model", "msrn_resnet18", "--checkpoint", str(tmp_path / "w.pth")], "does not exist"),
+        (["predict", image, "--model", "msrn_resnet18", "--checkpoint", str(tmp_path / "w.pth")],
+         "does not exist"),
         (["predict", image, "--model", "msrn_resnet50", "--checkpoint", str(saved["checkpoint"])],
          "does not fit the model"),
     ]
     (tmp_path / "empty").mkdir()
-    cases.append((["predict", str(tmp_path / "empty"), "--model", f"local-dir:{saved['folder']}"], "no image files"))
+    cases.append((["predict", str(tmp_path / "empty"), "--model", folder], "no image files"))
     for argv, message in cases:
         code = main(argv)
         err = capsys.readouterr().err
@@ -195,5 +200,6 @@ def test_bad_paths_and_models(saved, tmp_path, capsys):
 def test_pickled_checkpoint_is_refused(saved, tmp_path, capsys):
     pickled = tmp_path / "weights.pth"
     torch.save(saved["model"].state_dict(), pickled)
-    code = main(["predict", str(saved["images"] / "a.jpg"), "--model", "msrn_resnet18", "--checkpoint", str(pickled)])
+    code = main(["predict", str(saved["images"] / "a.jpg"), "--model", "msrn_resnet18",
+                 "--checkpoint", str(pickled)])
     assert code == 2 and "only safetensors" in capsys.readouterr().err

@@ -95,7 +95,8 @@ def test_tensor_to_image_inverts_normalisation():
 def test_attention_grid_layout_and_cells():
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 80, 3), dtype=np.uint8))
     maps = np.random.default_rng(2).random((2, 3, 5, 5))
-    grid = visualize.attention_grid(image, maps, ["a 0.90", "b 0.70"], ["x", "y", "z"], cell_size=50, alpha=0.6)
+    grid = visualize.attention_grid(image, maps, ["a 0.90", "b 0.70"], ["x", "y", "z"],
+                                    cell_size=50, alpha=0.6)
     cell_w, cell_h, text_h, pad = 100, 50, 12, 4  # width follows the 2:1 aspect ratio
     assert grid.size == (4 * (cell_w + pad) + pad, text_h + 2 * (text_h + cell_h + pad) + pad)
     base = image.resize((cell_w, cell_h), Image.BILINEAR)

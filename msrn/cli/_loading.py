@@ -57,8 +57,12 @@ def infer_model_args(state_dict: Dict[str, torch.Tensor]) -> Dict[str, Any]:
         fc1 = state_dict["head.fc1.weight"]
         features = state_dict["label_features"]
     except KeyError as error:
-        raise CommandError(f"the checkpoint is not an MSRN state dict: it has no {error.args[0]!r} tensor.") from None
-    num_branches = sum(1 for key in state_dict if key.startswith("backbone.projections.") and key.endswith(".weight"))
+        raise CommandError(
+            f"the checkpoint is not an MSRN state dict: it has no {error.args[0]!r} tensor."
+        ) from None
+    num_branches = sum(
+        1 for key in state_dict if key.startswith("backbone.projections.") and key.endswith(".weight")
+    )
     embed_dim = state_dict["backbone.projections.0.weight"].shape[0]
     args: Dict[str, Any] = dict(
         num_classes=fc2.shape[0], hidden_dim=fc2.shape[1], label_feature_dim=features.shape[1],
@@ -98,7 +102,9 @@ def _from_files(config_path: pathlib.Path, weights_path: pathlib.Path, source: s
         config = json.loads(config_path.read_text())
         architecture = config["architecture"]
     except (OSError, ValueError, KeyError) as error:
-        raise CommandError(f"{config_path} is not a model config (it needs an 'architecture' key): {error}") from None
+        raise CommandError(
+            f"{config_path} is not a model config (it needs an 'architecture' key): {error}"
+        ) from None
     kwargs = dict(config.get("model_args") or {})
     kwargs.setdefault("num_classes", config.get("num_classes"))
     if config.get("label_names"):
@@ -139,7 +145,9 @@ def load_model(spec: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
             raise CommandError(f"--model {spec}: folder {folder} does not exist.")
         for name in (_CONFIG_NAME, _WEIGHTS_NAME):
             if not (folder / name).is_file():
-                raise CommandError(f"--model {spec}: {folder} has no {name} (write it with msrn.save_pretrained).")
+                raise CommandError(
+                    f"--model {spec}: {folder} has no {name} (write it with msrn.save_pretrained)."
+                )
         if hub_available:
             model = _from_hub_module(f"local-dir:{folder}")
         else:
@@ -166,11 +174,14 @@ def load_model(spec: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
             )
         if checkpoint is None:
             raise CommandError(
-                f"--model {spec} names an architecture without trained weights: add --checkpoint FILE.safetensors, "
-                f"or use local-dir:DIR / hf-hub:ID for a saved model."
+                f"--model {spec} names an architecture without trained weights: add "
+                f"--checkpoint FILE.safetensors, or use local-dir:DIR / hf-hub:ID for a saved model."
             )
         if name == "msrn_custom":
-            raise CommandError("msrn_custom needs its backbone: save the model with msrn.save_pretrained and use local-dir:DIR.")
+            raise CommandError(
+                "msrn_custom needs its backbone: save the model with msrn.save_pretrained and use "
+                "local-dir:DIR."
+            )
         path = pathlib.Path(checkpoint).expanduser()
         state_dict = _read_safetensors(path)
         kwargs = infer_model_args(state_dict)
@@ -188,7 +199,8 @@ def load_model(spec: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
 
 def label_names(model: torch.nn.Module) -> List[str]:
     """The model's label names: its own, its pretrained_cfg's, or ``label_<i>``."""
-    names = getattr(model, "label_names", None) or (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = getattr(model, "label_names", None) or cfg.get("label_names")
     if names and len(names) == model.num_classes:
         return list(names)
     return [f"label_{i}" for i in range(model.num_classes)]

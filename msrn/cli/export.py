@@ -17,12 +17,15 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                     "file's metadata. The export is then checked in onnxruntime (if installed).",
     )
     parser.add_argument("--model", required=True, metavar="SPEC",
-                        help="local-dir:DIR or hf-hub:ID of a saved model, or an architecture NAME with --checkpoint")
+                        help="local-dir:DIR or hf-hub:ID of a saved model, or an architecture NAME "
+                             "with --checkpoint")
     parser.add_argument("--checkpoint", metavar="FILE", help="safetensors weights (state dict) to load")
     parser.add_argument("--onnx", required=True, metavar="OUT.onnx", help="file to write")
     parser.add_argument("--img-size", type=int, default=None,
-                        help="input height and width (default: the model's pretrained_cfg, 448 for the paper's)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+                        help="input height and width (default: the model's pretrained_cfg, 448 for "
+                             "the paper's)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--no-check", action="store_true",
                         help="skip running the exported file in onnxruntime against PyTorch")
     parser.set_defaults(func=run)
@@ -42,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.checkpoint).cpu()
     input_size = resolve_input_size(model, args.img_size)
     path = export_onnx(model, out, img_size=input_size[1:], opset_version=args.opset)
-    print(f"wrote {path}: images [batch, {', '.join(map(str, input_size))}] -> logits [batch, {model.num_classes}]")
+    shape = ", ".join(map(str, input_size))
+    print(f"wrote {path}: images [batch, {shape}] -> logits [batch, {model.num_classes}]")
     if args.no_check:
         return 0
     try:

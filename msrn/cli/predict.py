@@ -8,7 +8,7 @@ import argparse
 import json
 import pathlib
 import sys
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import CommandError
 
@@ -39,7 +39,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                         help="write one PNG per image: per reported label, each branch's attention map")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--img-size", type=int, default=None,
-                        help="input size in pixels (default: the model's pretrained_cfg, 448 for the paper's)")
+                        help="input size in pixels (default: the model's pretrained_cfg, 448 for the "
+                             "paper's)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run)
 
@@ -74,9 +75,10 @@ def _check_options(args: argparse.Namespace) -> None:
         raise CommandError(f"--attention {args.attention} is a file; give a folder for the PNG files.")
 
 
-def select_labels(probabilities: Sequence[float], threshold: float, top_k: int = None) -> List[int]:
+def select_labels(probabilities: Sequence[float], threshold: float, top_k: Optional[int] = None) -> List[int]:
     """Indices of the labels with probability ``>= threshold``, most probable first, at most ``top_k``."""
-    chosen = sorted((i for i, p in enumerate(probabilities) if p >= threshold), key=lambda i: -probabilities[i])
+    above = [i for i, p in enumerate(probabilities) if p >= threshold]
+    chosen = sorted(above, key=lambda i: -probabilities[i])
     return chosen[:top_k] if top_k is not None else chosen
 
 
@@ -106,7 +108,8 @@ class _Table:
             print(f"{str(path):<{self.image_width}}  (no label >= {threshold:g})", file=self.stream)
         for row, (label, probability) in enumerate(labels):
             image = str(path) if row == 0 else ""
-            print(f"{image:<{self.image_width}}  {label:<{self.label_width}}  {probability:.4f}", file=self.stream)
+            print(f"{image:<{self.image_width}}  {label:<{self.label_width}}  {probability:.4f}",
+                  file=self.stream)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as error:
-        raise CommandError(f"--device {args.device!r} is not a torch device ({error}); use e.g. cpu or cuda:0.") from None
+        raise CommandError(
+            f"--device {args.device!r} is not a torch device ({error}); use e.g. cpu or cuda:0."
+        ) from None
     model = load_model(args.model, args.checkpoint).to(device)
     if args.img_size is not None and args.img_size < model.backbone.min_input_size:
         raise CommandError(f"--img-size {args.img_size} is too small for this backbone: use at least "
@@ -161,20 +166,23 @@ def run(args: argparse.Namespace) -> int:
             probabilities = torch.sigmoid(model(images).float()).cpu()
         maps = None
         if out_dir is not None:
-            maps = visualize.resize_maps(visualize.label_attention_maps(model, images), images.shape[-2:]).cpu()
+            branch_maps = visualize.label_attention_maps(model, images)
+            maps = visualize.resize_maps(branch_maps, images.shape[-2:]).cpu()
         for i, path in enumerate(kept):
             row = probabilities[i].tolist()
             chosen = select_labels(row, args.threshold, args.top_k)
             labels = [(names[k], row[k]) for k in chosen]
             if args.json:
-                record = {"image": str(path), "labels": [{"label": n, "probability": round(p, 6)} for n, p in labels]}
+                found = [{"label": n, "probability": round(p, 6)} for n, p in labels]
+                record = {"image": str(path), "labels": found}
                 print(json.dumps(record), flush=True)
             else:
                 table.write(path, labels, args.threshold)
             if maps is not None:
                 # With no label above the threshold the best one is drawn, marked as such.
                 shown = chosen or [max(range(len(row)), key=row.__getitem__)]
-                titles = [f"{names[k]} {row[k]:.2f}" + ("" if chosen else " (below threshold)") for k in shown]
+                note = "" if chosen else " (below threshold)"
+                titles = [f"{names[k]} {row[k]:.2f}{note}" for k in shown]
                 picture = visualize.attention_grid(
                     visualize.tensor_to_image(images[i].cpu(), data_config["mean"], data_config["std"]),
                     maps[i, shown].numpy(), titles, columns,
@@ -182,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
                 picture.save(_unique_png(out_dir, path, used_names))
     progress.close()
     if skipped:
-        print(f"msrn predict: {skipped} of {len(paths)} files skipped (not readable as images).", file=sys.stderr)
+        print(f"msrn predict: {skipped} of {len(paths)} files skipped (not readable as images).",
+              file=sys.stderr)
         return 1
     return 0
