@@ -10,7 +10,8 @@ from typing import Any as _Any, List as _List
 
 import timm as _timm
 
-from . import layers, models
+from . import hub, layers, models
+from .hub import push_to_hub, save_pretrained
 from .loss import MSRNLoss
 from .models import MSRN
 from .optim import param_groups
@@ -20,6 +21,7 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 def create_model(model_name: str, pretrained: bool = False, **kwargs: _Any) -> MSRN:
     """Same as ``timm.create_model``; accepts ``msrn_*`` names, ``hf-hub:`` and ``local-dir:``."""
+    hub._check_model_source(model_name, kwargs.get("cache_dir"))  # clear errors for bad checkpoint sources
     return _timm.create_model(model_name, pretrained=pretrained, **kwargs)
 
 
@@ -28,4 +30,5 @@ def list_models(pattern: str = "msrn*", pretrained: bool = False) -> _List[str]:
     return _timm.list_models(pattern, pretrained=pretrained)
 
 
-__all__ = ["MSRN", "MSRNLoss", "create_model", "list_models", "param_groups", "layers", "models", "__version__"]
+__all__ = ["MSRN", "MSRNLoss", "create_model", "list_models", "param_groups", "layers", "models", "hub",
+           "save_pretrained", "push_to_hub", "__version__"]

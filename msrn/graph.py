@@ -56,7 +56,9 @@ def conditional_probabilities(cooccurrence: Any, counts: Any) -> np.ndarray:
     if co.ndim != 2 or co.shape[0] != co.shape[1]:
         raise ValueError(f"cooccurrence must be a square [n, n] matrix, got shape {list(co.shape)}.")
     if cnt.shape[0] != co.shape[0]:
-        raise ValueError(f"counts has {cnt.shape[0]} entries but cooccurrence is {co.shape[0]}x{co.shape[1]}.")
+        raise ValueError(
+            f"counts has {cnt.shape[0]} entries but cooccurrence is {co.shape[0]}x{co.shape[1]}."
+        )
     if not (np.isfinite(co).all() and np.isfinite(cnt).all()):
         raise ValueError("cooccurrence and counts must be finite.")
     if (co < 0).any() or (cnt < 0).any():

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import timm
 import torch
-from safetensors.torch import save_file
 
 import msrn  # noqa: F401  registers the architectures
+from msrn import save_pretrained
 from msrn.cli import main
 from msrn.export import export_onnx, run_onnx
 
@@ -17,21 +17,6 @@ pytest.importorskip("onnxruntime")
 NAMES = ["cat", "dog", "person"]
 TINY = dict(num_classes=3, embed_dim=16, hidden_dim=32, gat_hidden_dim=16, label_feature_dim=8, num_groups=2)
 
-
-def _save_folder(model, folder) -> None:
-    """``msrn.save_pretrained`` when the hub module is there, else the same files in timm's layout."""
-    try:
-        from msrn.hub import save_pretrained
-    except ImportError:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file(model.state_dict(), str(folder / "model.safetensors"))
-        args = {k: v for k, v in TINY.items() if k != "num_classes"}
-        config = dict(architecture="msrn_resnet18", num_classes=model.num_classes,
-                      label_names=model.label_names, model_args=args,
-                      pretrained_cfg=dict(input_size=list(model.pretrained_cfg["input_size"])))
-        (folder / "config.json").write_text(json.dumps(config))
-        return
-    save_pretrained(model, folder)
 
 
 def _tiny_model(**overrides) -> torch.nn.Module:
@@ -80,7 +65,7 @@ def test_export_rejects_small_inputs(tmp_path):
 def test_export_command(tmp_path, capsys):
     model = _tiny_model()
     folder = tmp_path / "model"
-    _save_folder(model, folder)
+    save_pretrained(model, folder)
     out = tmp_path / "model.onnx"
     code = main(["export", "--model", f"local-dir:{folder}", "--onnx", str(out), "--img-size", "96"])
     printed = capsys.readouterr().out

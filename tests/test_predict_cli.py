@@ -10,27 +10,13 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import msrn  # noqa: F401  registers the architectures
+from msrn import save_pretrained
 from msrn.cli import main
 from msrn.cli._loading import infer_model_args
 
 NAMES = ["cat", "dog", "person", "car"]
 TINY = dict(num_classes=4, embed_dim=16, hidden_dim=32, gat_hidden_dim=16, label_feature_dim=8, num_groups=2)
 
-
-def _save_folder(model, folder) -> None:
-    """``msrn.save_pretrained`` when the hub module is there, else the same files in timm's layout."""
-    try:
-        from msrn.hub import save_pretrained
-    except ImportError:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file(model.state_dict(), str(folder / "model.safetensors"))
-        args = {k: v for k, v in TINY.items() if k != "num_classes"}
-        config = dict(architecture="msrn_resnet18", num_classes=model.num_classes,
-                      label_names=model.label_names, model_args=args,
-                      pretrained_cfg=dict(input_size=list(model.pretrained_cfg["input_size"])))
-        (folder / "config.json").write_text(json.dumps(config))
-        return
-    save_pretrained(model, folder)
 SIZE = 128
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
@@ -50,7 +36,7 @@ def saved(tmp_path_factory):
     model = _tiny_model()
     folder = root / "model"
     model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, SIZE, SIZE)}  # predict's default size
-    _save_folder(model, folder)
+    save_pretrained(model, folder)
     checkpoint = root / "weights.safetensors"
     save_file(model.state_dict(), str(checkpoint), metadata={"label_names": json.dumps(NAMES)})
     images = root / "images"

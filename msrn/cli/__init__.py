@@ -9,7 +9,7 @@ from typing import List, Optional
 __all__ = ["main", "CommandError"]
 
 # Modules of msrn.cli that provide sub-commands, in the order `msrn --help` lists them.
-_COMMAND_MODULES = ("models", "predict", "export")
+_COMMAND_MODULES = ("models", "convert", "predict", "export")
 
 
 class CommandError(Exception):

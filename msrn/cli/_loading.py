@@ -9,7 +9,6 @@
 
 Only safetensors files are read: no weight file is ever unpickled.
 """
-import importlib.util
 import json
 import logging
 import pathlib
@@ -17,12 +16,10 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from ..hub import CONFIG_NAME, WEIGHTS_NAME
 from . import CommandError
 
 _logger = logging.getLogger(__name__)
-
-_CONFIG_NAME = "config.json"
-_WEIGHTS_NAME = "model.safetensors"
 
 
 def _read_safetensors(path: pathlib.Path) -> Dict[str, torch.Tensor]:
@@ -95,35 +92,8 @@ def _load_checkpoint(
         raise CommandError(f"checkpoint {path} does not fit the model: {' '.join(first_line[:3])}") from None
 
 
-def _from_files(config_path: pathlib.Path, weights_path: pathlib.Path, source: str) -> torch.nn.Module:
-    import timm
-
-    try:
-        config = json.loads(config_path.read_text())
-        architecture = config["architecture"]
-    except (OSError, ValueError, KeyError) as error:
-        raise CommandError(
-            f"{config_path} is not a model config (it needs an 'architecture' key): {error}"
-        ) from None
-    kwargs = dict(config.get("model_args") or {})
-    kwargs.setdefault("num_classes", config.get("num_classes"))
-    if config.get("label_names"):
-        kwargs.setdefault("label_names", config["label_names"])
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    try:
-        model = timm.create_model(architecture, **kwargs)
-    except (RuntimeError, ValueError, TypeError) as error:
-        raise CommandError(f"{source}: cannot build {architecture!r} from {config_path}: {error}") from None
-    _load_checkpoint(model, weights_path)
-    pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    pretrained_cfg.update(config.get("pretrained_cfg") or {})
-    if model.label_names:
-        pretrained_cfg["label_names"] = model.label_names
-    model.pretrained_cfg = pretrained_cfg
-    return model
-
-
-def _from_hub_module(spec: str) -> torch.nn.Module:
+def _from_saved(spec: str) -> torch.nn.Module:
+    """A folder or Hub repo written by ``msrn.save_pretrained``, through timm's own resolution."""
     import timm
 
     try:
@@ -138,33 +108,18 @@ def load_model(spec: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
 
     from .. import models  # noqa: F401  registers the msrn_* architectures
 
-    hub_available = importlib.util.find_spec("msrn.hub") is not None
     if spec.startswith("local-dir:"):
         folder = pathlib.Path(spec[len("local-dir:"):]).expanduser()
         if not folder.is_dir():
             raise CommandError(f"--model {spec}: folder {folder} does not exist.")
-        for name in (_CONFIG_NAME, _WEIGHTS_NAME):
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (folder / name).is_file():
                 raise CommandError(
                     f"--model {spec}: {folder} has no {name} (write it with msrn.save_pretrained)."
                 )
-        if hub_available:
-            model = _from_hub_module(f"local-dir:{folder}")
-        else:
-            model = _from_files(folder / _CONFIG_NAME, folder / _WEIGHTS_NAME, spec)
+        model = _from_saved(f"local-dir:{folder}")
     elif spec.startswith("hf-hub:"):
-        if hub_available:
-            model = _from_hub_module(spec)
-        else:
-            from huggingface_hub import hf_hub_download
-
-            repo_id = spec[len("hf-hub:"):]
-            try:
-                config_path = hf_hub_download(repo_id, _CONFIG_NAME)
-                weights_path = hf_hub_download(repo_id, _WEIGHTS_NAME)
-            except Exception as error:  # huggingface_hub raises many kinds (offline, missing repo, ...)
-                raise CommandError(f"cannot fetch {repo_id!r} from the Hugging Face Hub: {error}") from None
-            model = _from_files(pathlib.Path(config_path), pathlib.Path(weights_path), spec)
+        model = _from_saved(spec)
     else:
         name = spec.split(".", 1)[0]
         if not name.startswith("msrn_") or not timm.is_model(name):

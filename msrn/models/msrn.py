@@ -9,6 +9,7 @@ The model composes the layers of :mod:`msrn.layers`:
 
 Registered architectures sit at the bottom of this file (timm's layout).
 """
+import dataclasses
 import functools
 import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -16,7 +17,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import (
+    PretrainedCfg, build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg,
+)
 
 from ..layers import LabelGroupEmbedding, MultiBranchBackbone, SemanticGuidedAttention, SemanticHead
 from ..layers.diffpool import compactness_loss
@@ -152,6 +155,7 @@ class MSRN(nn.Module):
         if self.label_names is not None and len(self.label_names) != num_classes:
             raise ValueError(f"label_names has {len(self.label_names)} names but num_classes={num_classes}.")
 
+        self.backbone_kwargs = dict(backbone_kwargs or {})  # kept so the model can be saved and rebuilt
         self.backbone = MultiBranchBackbone(
             backbone, num_branches=num_branches, embed_dim=embed_dim, pretrained=pretrained_backbone,
             in_chans=in_chans, **(backbone_kwargs or {}),
@@ -359,14 +363,21 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
     }
 
 
+# Tags follow timm's ``name.tag``. Only weights that exist are listed: the ``tv_in1k`` tags name the
+# torchvision ImageNet weights of the backbone (the paper's start, on the Hub as timm/resnet*.tv_in1k);
+# ``pretrained=True`` loads them into the backbone and the MSRN layers start from their init. A fully
+# trained MSRN gets its own tag with its Hub repository and labels, e.g.
+#   "msrn_resnet101.voc2007": _cfg(hf_hub_id="owner/msrn_resnet101.voc2007", num_classes=20,
+#                                  label_names=VOC_NAMES),
+# and then ``pretrained=True`` loads the whole checkpoint (see msrn/hub.py and docs/weights.md).
 default_cfgs = generate_default_cfgs({
-    "msrn_resnet101.untrained": _cfg(),
-    "msrn_resnet50.untrained": _cfg(),
-    "msrn_resnet18.untrained": _cfg(),
-    "msrn_custom.untrained": _cfg(first_conv=None),
+    "msrn_resnet101.tv_in1k": _cfg(),
+    "msrn_resnet50.tv_in1k": _cfg(),
+    "msrn_resnet18.tv_in1k": _cfg(),
+    "msrn_custom": _cfg(first_conv=None),
 })
 
-# The ImageNet weights each registered backbone starts from when ``pretrained=True``.
+# The backbone (with the tag of its ImageNet weights) of each registered architecture.
 _BACKBONES = {
     "msrn_resnet101": "resnet101.tv_in1k",
     "msrn_resnet50": "resnet50.tv_in1k",
@@ -374,21 +385,72 @@ _BACKBONES = {
 }
 
 
+def _as_registry_cfg(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """A pretrained_cfg read from config.json, as timm's registry holds it: tuples, known fields only."""
+    from ..hub import _TUPLE_CFG_KEYS
+
+    fields = {field.name for field in dataclasses.fields(PretrainedCfg)}
+    unknown = sorted(set(cfg) - fields)
+    if unknown:
+        _logger.warning("Ignoring unknown pretrained_cfg entries %s.", unknown)
+    return {k: tuple(v) if k in _TUPLE_CFG_KEYS and isinstance(v, list) else v for k, v in cfg.items() if k in fields}
+
+
 def _create_msrn(architecture: str, pretrained: bool = False, **kwargs: Any) -> MSRN:
+    """Build an MSRN and fill it with weights.
+
+    - ``hf-hub:`` / ``local-dir:`` names (and ``pretrained=True`` on a tag or ``pretrained_cfg`` with
+      weights) load a full MSRN checkpoint written by :func:`msrn.save_pretrained`; with another
+      ``num_classes`` the label-sized parts are re-initialised with a warning.
+    - ``pretrained=True`` otherwise loads the backbone's ImageNet weights; the MSRN layers use their init.
+    """
+    from .. import hub  # hub builds on this module
+
+    cache_dir = kwargs.get("cache_dir")
+    cfg = resolve_pretrained_cfg(
+        architecture, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None)
+    ).to_dict()
+    location = hub._checkpoint_location(cfg, pretrained)
+    load_backbone = bool(kwargs.pop("pretrained_backbone", False)) or (pretrained and location is None)
+    checkpoint = None
+    keep: List[str] = []
+    if location is not None:
+        checkpoint = hub._read_checkpoint(*location, cache_dir=cache_dir)
+        for key, value in checkpoint.model_args.items():
+            kwargs.setdefault(key, value)
+        num_classes = kwargs.get("num_classes", checkpoint.num_classes)
+        keep = [key for key in ("label_features", "label_graph") if kwargs.get(key) is not None]
+        if num_classes == checkpoint.num_classes:
+            if checkpoint.fixed_label_features:
+                kwargs.setdefault("label_features", checkpoint.state_dict["label_features"])
+            kwargs.setdefault("label_graph", checkpoint.state_dict["label_graph"])
+            if checkpoint.label_names is not None:
+                kwargs.setdefault("label_names", checkpoint.label_names)
+        else:
+            for key in ("label_names", "label_descriptions"):
+                cfg.pop(key, None)
+        cfg["num_classes"] = num_classes
     kwargs.setdefault("backbone", _BACKBONES.get(architecture))
     if kwargs["backbone"] is None:
         raise ValueError(
             f"{architecture} needs a backbone= argument naming a timm CNN, e.g. backbone='convnext_tiny'."
         )
-    kwargs.setdefault("pretrained_backbone", pretrained)
-    if pretrained:
-        _logger.info("%s: backbone %s starts from its pretrained weights; MSRN layers use their own init.",
-                     architecture, kwargs["backbone"])
     # MSRN's `variant` argument would collide with build_model_with_cfg's own `variant` (the
     # architecture name), so it is bound here.
-    model_cls = functools.partial(MSRN, variant=kwargs.pop("variant", "paper"))
-    # pretrained=True means ImageNet weights for the backbone (paper 4.1); the MSRN layers keep their init.
-    return build_model_with_cfg(model_cls, architecture, pretrained=False, **kwargs)
+    model_cls = functools.partial(MSRN, variant=kwargs.pop("variant", "paper"), pretrained_backbone=False)
+    # Weights are loaded below, not by timm: a full checkpoint and an ImageNet backbone are both
+    # MSRN-specific (timm would load a state dict into the whole model).
+    model = build_model_with_cfg(
+        model_cls, architecture, pretrained=False, pretrained_cfg=_as_registry_cfg(cfg), **kwargs
+    )
+    if checkpoint is not None:
+        hub._load_checkpoint_into(model, checkpoint, keep=keep)
+    elif load_backbone:
+        hub._load_backbone_weights(model, cache_dir=cache_dir)
+    if model.label_names is not None:
+        model.pretrained_cfg["label_names"] = list(model.label_names)
+    model.pretrained_cfg["num_classes"] = model.num_classes
+    return model
 
 
 @register_model
