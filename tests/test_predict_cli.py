@@ -189,3 +189,13 @@ def test_pickled_checkpoint_is_refused(saved, tmp_path, capsys):
     code = main(["predict", str(saved["images"] / "a.jpg"), "--model", "msrn_resnet18",
                  "--checkpoint", str(pickled)])
     assert code == 2 and "only safetensors" in capsys.readouterr().err
+
+
+def test_saved_model_that_is_not_msrn_is_refused(saved, tmp_path, capsys):
+    from timm.models import save_for_hf
+
+    folder = tmp_path / "resnet"
+    save_for_hf(timm.create_model("resnet18", num_classes=2), folder, safe_serialization=True)
+    code = main(["predict", str(saved["images"] / "a.jpg"), "--model", f"local-dir:{folder}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a ResNet, not an MSRN model" in err and "Traceback" not in err

@@ -106,7 +106,7 @@ def load_model(spec: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
     """Build the model named by ``spec`` (see the module docstring), load its weights, eval mode."""
     import timm
 
-    from .. import models  # noqa: F401  registers the msrn_* architectures
+    from ..models import MSRN  # importing it registers the msrn_* architectures
 
     if spec.startswith("local-dir:"):
         folder = pathlib.Path(spec[len("local-dir:"):]).expanduser()
@@ -140,13 +140,15 @@ def load_model(spec: str, checkpoint: Optional[str] = None) -> torch.nn.Module:
         path = pathlib.Path(checkpoint).expanduser()
         state_dict = _read_safetensors(path)
         kwargs = infer_model_args(state_dict)
-        label_names = _safetensors_label_names(path)
-        if label_names is not None:
-            kwargs["label_names"] = label_names
+        names = _safetensors_label_names(path)
+        if names is not None:
+            kwargs["label_names"] = names
         _logger.info("%s from %s with %s", name, path, kwargs)
         model = timm.create_model(name, **kwargs)
         _load_checkpoint(model, path, state_dict)
         checkpoint = None
+    if not isinstance(model, MSRN):
+        raise CommandError(f"--model {spec} is a {type(model).__name__}, not an MSRN model.")
     if checkpoint is not None:
         _load_checkpoint(model, pathlib.Path(checkpoint).expanduser())
     return model.eval()
