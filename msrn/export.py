@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .layers import semantic_guided_attention
 from .models import MSRN
 
 __all__ = ["export_onnx", "onnx_metadata", "resolve_input_size", "run_onnx", "DEFAULT_OPSET"]
@@ -30,7 +31,11 @@ OUTPUT_NAME = "logits"
 
 class _FrozenEmbeddingsMSRN(nn.Module):
     """``images -> logits`` with the image-independent semantic queries ``[E_l; E_g]`` stored as a
-    constant buffer, so that the exported graph needs no graph-attention ops."""
+    constant buffer, so that the exported graph needs no graph-attention ops.
+
+    It repeats :meth:`MSRN.forward_features` with the literal eq. 7-9
+    (:func:`~msrn.layers.semantic_guided_attention`): tensor ops only, which a tracer records for any
+    batch size, whereas a memory-saving SGA may loop over chunks sized by the traced batch."""
 
     def __init__(self, model: MSRN) -> None:
         super().__init__()
@@ -39,7 +44,9 @@ class _FrozenEmbeddingsMSRN(nn.Module):
             self.register_buffer("queries", model.semantic_queries().detach().clone())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(images, queries=self.queries))
+        branches = self.model.forward_branches(images)
+        features = torch.cat([semantic_guided_attention(f, self.queries.to(f.dtype)) for f in branches], dim=2)
+        return self.model.forward_head(features)
 
 
 def resolve_input_size(model: MSRN, img_size: Optional[Union[int, Sequence[int]]] = None) -> tuple:

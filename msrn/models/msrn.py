@@ -270,14 +270,10 @@ class MSRN(nn.Module):
         """Projected branch maps ``f_b``: a list of ``[N, d, H_b, W_b]``, shallowest first."""
         return self.backbone(x)
 
-    def forward_features(self, x: torch.Tensor, queries: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Semantic representations ``M = [O || Q]`` before the tanh: ``[N, num_rows, B * d]``.
-
-        ``queries`` (``[num_rows, d]``) replaces :meth:`semantic_queries`; exporters pass them
-        precomputed, since they do not depend on the image."""
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Semantic representations ``M = [O || Q]`` before the tanh: ``[N, num_rows, B * d]``."""
         branches = self.backbone(x)
-        if queries is None:
-            queries = self.semantic_queries()
+        queries = self.semantic_queries()
         return torch.cat([self.sga(f, queries.to(f.dtype)) for f in branches], dim=2)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
