@@ -9,7 +9,7 @@ from typing import List, Optional
 __all__ = ["main", "CommandError"]
 
 # Modules of msrn.cli that provide sub-commands, in the order `msrn --help` lists them.
-_COMMAND_MODULES = ("models", "convert", "evaluate")
+_COMMAND_MODULES = ("models", "predict", "evaluate", "export", "convert")
 
 
 class CommandError(Exception):

@@ -1,0 +1,166 @@
+"""Export a trained MSRN to ONNX: one ``images -> logits`` graph with a dynamic batch dimension.
+
+The label and group embeddings (paper eq. 4-5) do not depend on the image, so the exported graph
+holds them as constants: it contains the backbone, the semantic guided attention (eq. 7-9) and the
+head, and a runtime without PyTorch only has to feed normalised images. The preprocessing the
+model expects (input size, mean, std, interpolation) and the label names are written into the ONNX
+file's metadata (``metadata_props``) so that a runtime can read them back.
+"""
+import json
+import logging
+import pathlib
+import warnings
+from typing import Any, Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .layers import semantic_guided_attention
+from .models import MSRN
+
+__all__ = ["export_onnx", "onnx_metadata", "resolve_input_size", "run_onnx", "DEFAULT_OPSET"]
+
+_logger = logging.getLogger(__name__)
+
+# Opset 17 is served by every onnxruntime release since 1.11 and covers all the ops MSRN needs.
+DEFAULT_OPSET = 17
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+
+
+class _FrozenEmbeddingsMSRN(nn.Module):
+    """``images -> logits`` with the image-independent semantic queries ``[E_l; E_g]`` stored as a
+    constant buffer, so that the exported graph needs no graph-attention ops.
+
+    It repeats :meth:`MSRN.forward_features` with the literal eq. 7-9
+    (:func:`~msrn.layers.semantic_guided_attention`): tensor ops only, which a tracer records for any
+    batch size, whereas a memory-saving SGA may loop over chunks sized by the traced batch."""
+
+    def __init__(self, model: MSRN) -> None:
+        super().__init__()
+        self.model = model
+        with torch.no_grad():
+            self.register_buffer("queries", model.semantic_queries().detach().clone())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        branches = self.model.forward_branches(images)
+        features = torch.cat([semantic_guided_attention(f, self.queries.to(f.dtype)) for f in branches], dim=2)
+        return self.model.forward_head(features)
+
+
+def resolve_input_size(model: MSRN, img_size: Optional[Union[int, Sequence[int]]] = None) -> tuple:
+    """``(C, H, W)`` of the exported input: ``img_size`` (``H`` or ``(H, W)``) or the model's
+    ``pretrained_cfg["input_size"]``; checked against the backbone's smallest input."""
+    if img_size is None:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        height, width = tuple(cfg.get("input_size", (3, 448, 448)))[-2:]
+    elif isinstance(img_size, int):
+        height = width = img_size
+    else:
+        height, width = tuple(img_size)
+    minimum = model.backbone.min_input_size
+    if height < minimum or width < minimum:
+        raise ValueError(
+            f"img_size {height}x{width} is too small for backbone {model.backbone.backbone_name!r}: "
+            f"height and width must be at least {minimum} px."
+        )
+    return model.backbone.in_chans, int(height), int(width)
+
+
+def onnx_metadata(model: MSRN, input_size: Sequence[int]) -> Dict[str, str]:
+    """The key/value strings :func:`export_onnx` stores in the ONNX file (all JSON-encoded)."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    names = model.label_names or cfg.get("label_names") or [f"label_{i}" for i in range(model.num_classes)]
+    return {
+        "architecture": json.dumps(cfg.get("architecture", type(model).__name__)),
+        "label_names": json.dumps(list(names)),
+        "input_size": json.dumps(list(input_size)),
+        "mean": json.dumps(list(cfg.get("mean", (0.485, 0.456, 0.406)))),
+        "std": json.dumps(list(cfg.get("std", (0.229, 0.224, 0.225)))),
+        "interpolation": json.dumps(cfg.get("interpolation", "bilinear")),
+        "crop_mode": json.dumps(cfg.get("crop_mode", "squash")),
+        "crop_pct": json.dumps(cfg.get("crop_pct", 1.0)),
+        "output": json.dumps("logits; apply a sigmoid for per-label probabilities"),
+    }
+
+
+def _add_metadata(path: pathlib.Path, metadata: Dict[str, str]) -> None:
+    try:
+        import onnx
+    except ImportError:
+        _logger.warning("The onnx package is not installed: %s is written without its metadata "
+                        "(label names, preprocessing). pip install onnx to include them.", path)
+        return
+    proto = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def export_onnx(
+    model: MSRN,
+    path: Union[str, pathlib.Path],
+    img_size: Optional[Union[int, Sequence[int]]] = None,
+    opset_version: int = DEFAULT_OPSET,
+) -> pathlib.Path:
+    """Write ``model`` as an ONNX inference graph ``images [batch, C, H, W] -> logits [batch, n]``.
+
+    The batch dimension is dynamic; height and width are fixed at ``img_size`` (default: the
+    model's ``pretrained_cfg["input_size"]``, 448 for the paper's models). The label/group
+    embeddings are evaluated once and stored as constants. The model is exported in eval mode and
+    left in the mode it was in.
+
+    Args:
+        model: an :class:`~msrn.MSRN` (any device; exported on its device and dtype).
+        path: output ``.onnx`` file (its folder is created).
+        img_size: ``H`` (square) or ``(H, W)`` of the exported input.
+        opset_version: ONNX opset.
+
+    Returns:
+        The path written.
+    """
+    if not isinstance(model, MSRN):
+        raise TypeError(f"export_onnx expects an msrn.MSRN model, got {type(model).__name__}.")
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    input_size = resolve_input_size(model, img_size)
+    parameter = next(model.parameters())
+    example = torch.zeros(2, *input_size, device=parameter.device, dtype=parameter.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        wrapper = _FrozenEmbeddingsMSRN(model).eval()
+        with torch.no_grad(), warnings.catch_warnings():
+            # Input checks branch on static shapes (channels, height, width), which the traced graph
+            # fixes anyway; only the batch dimension is dynamic.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # The TorchScript-based exporter, chosen on purpose: the dynamo exporter needs
+            # onnxscript, which is not a dependency of this package.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                wrapper, (example,), str(path), dynamo=False,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=opset_version, do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)
+    _add_metadata(path, onnx_metadata(model, input_size))
+    _logger.info("Exported %s: %s %s -> %s [batch, %d]", path, INPUT_NAME, ["batch", *input_size],
+                 OUTPUT_NAME, model.num_classes)
+    return path
+
+
+def run_onnx(path: Union[str, pathlib.Path], images: Any) -> np.ndarray:
+    """Run an exported file in onnxruntime (CPU) on normalised ``images [N, C, H, W]``; returns logits."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError("run_onnx needs onnxruntime: pip install onnxruntime") from error
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images, dtype=np.float32)})[0]
