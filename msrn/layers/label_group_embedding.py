@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .diffpool import DiffPool, compactness_loss
+from .diffpool import DiffPool
 from .gat import GATLayer
 
 __all__ = ["LabelGroupEmbedding"]
@@ -64,13 +64,3 @@ class LabelGroupEmbedding(nn.Module):
             return label_embeddings, None, None
         group_embeddings, assignment = self.diffpool(F.relu(label_embeddings), mask)
         return label_embeddings, group_embeddings, assignment
-
-    @staticmethod
-    def compactness_loss(
-        label_embeddings: torch.Tensor,
-        group_embeddings: torch.Tensor,
-        assignment: torch.Tensor,
-        squared: bool = True,
-    ) -> torch.Tensor:
-        """Eq. 6; see :func:`msrn.layers.compactness_loss`."""
-        return compactness_loss(label_embeddings, group_embeddings, assignment, squared=squared)
