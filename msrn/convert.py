@@ -31,6 +31,7 @@ import numpy as np
 import timm
 import torch
 
+from .data.voc import VOC_CLASSES
 from .features import load_label_features, load_label_graph_npz, load_label_statistics
 from .graph import label_graph_from_statistics
 from .models.msrn import MSRN
@@ -52,10 +53,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 # Label orders of the authors' data files: VOC 2007 in its usual order, COCO 2014 alphabetical
 # (the order of their category list and of coco_label_graph.npz).
 OFFICIAL_LABEL_NAMES: Dict[str, Tuple[str, ...]] = {
-    "voc": (
-        "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-        "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-    ),
+    "voc": VOC_CLASSES,
     "coco": (
         "airplane", "apple", "backpack", "banana", "baseball bat", "baseball glove", "bear", "bed", "bench",
         "bicycle", "bird", "boat", "book", "bottle", "bowl", "broccoli", "bus", "cake", "car", "carrot",
