@@ -1,18 +1,23 @@
-"""Multi-branch feature extractor over any timm CNN (paper section 3.1 and 4.1)."""
+"""Multi-branch feature extractor over any timm model with feature maps (paper section 3.1 and 4.1)."""
 import math
-from typing import Any, List
+from typing import Any, List, Optional, Sequence, Tuple
 
 import timm
 import torch
 import torch.nn as nn
+from timm.layers import PatchEmbed
 
 __all__ = ["MultiBranchBackbone"]
 
+# What timm raises when a model cannot be built with ``features_only=True``.
+_NO_FEATURES_ERRORS = (RuntimeError, AttributeError, AssertionError, TypeError, NotImplementedError, KeyError,
+                       ValueError)
+
 
 class MultiBranchBackbone(nn.Module):
-    r"""The last ``num_branches`` stages of a timm CNN, each projected to ``embed_dim`` channels.
+    r"""The last ``num_branches`` feature maps of a timm model, each projected to ``embed_dim`` channels.
 
-    For the output :math:`\bar f_b` of stage ``b`` (ResNet: layer2, layer3, layer4; strides 8/16/32):
+    For the feature map :math:`\bar f_b` of stage ``b`` (ResNet: layer2, layer3, layer4; strides 8/16/32):
 
     .. math::
         f_b = \mathrm{Proj}_b\big(\mathrm{MaxPool}_{2\times2,\,s2}(\mathrm{Buffer}_b(\bar f_b))\big)
@@ -22,17 +27,28 @@ class MultiBranchBackbone(nn.Module):
     itself continues from the un-buffered output), and ``Proj_b`` a 1x1 convolution
     ``C_b -> embed_dim`` with bias. No normalisation and no activation.
 
+    The trunk is ``timm.create_model(backbone, features_only=True)``, so every timm model with
+    feature maps serves: CNNs (ResNet, ConvNeXt, EfficientNet, RegNet, ...) give one map per stage;
+    hierarchical transformers (Swin, its NHWC maps made NCHW here) likewise; plain ViTs (ViT, DeiT,
+    EVA, ...) give one map per block, their tokens reshaped to the patch grid, so the branches are
+    the last ``num_branches`` blocks, all at the patch stride. ``out_indices`` picks other stages
+    or blocks.
+
     Args:
-        backbone: name of any timm model that supports ``features_only`` (ResNet, ResNeXt, ConvNeXt,
-            EfficientNet, RegNet, ...), optionally with a pretrained tag (``resnet101.tv_in1k``).
+        backbone: name of a timm model that supports ``features_only`` (``timm.list_models()``),
+            optionally with a pretrained tag (``resnet101.tv_in1k``).
         num_branches: how many of the last stages feed a branch (1 to the number of stages).
         embed_dim: output width ``d`` of every branch.
         pretrained: load the trunk's pretrained weights through timm.
         in_chans: input channels.
-        **backbone_kwargs: passed to ``timm.create_model`` for the trunk.
+        out_indices: the trunk's feature indices of the branches, shallowest first (default: the
+            last ``num_branches``); ``len(out_indices)`` must equal ``num_branches``.
+        **backbone_kwargs: passed to ``timm.create_model`` for the trunk (e.g. ``img_size=448``
+            for a transformer built for another input size).
 
     Shapes:
-        - input: ``[N, in_chans, H, W]``, with ``H, W >= min_input_size``
+        - input: ``[N, in_chans, H, W]``, with ``H, W >= min_input_size`` (and ``H, W = img_size``
+          for transformers with a fixed input size)
         - output: list of ``num_branches`` tensors ``[N, embed_dim, H_b, W_b]``, shallowest first,
           ``H_b = floor(H / (2 * stride_b))`` (for the usual even sizes).
     """
@@ -44,6 +60,7 @@ class MultiBranchBackbone(nn.Module):
         embed_dim: int = 512,
         pretrained: bool = False,
         in_chans: int = 3,
+        out_indices: Optional[Sequence[int]] = None,
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -57,24 +74,7 @@ class MultiBranchBackbone(nn.Module):
             raise ValueError(f"num_branches must be >= 1, got {num_branches}.")
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be >= 1, got {embed_dim}.")
-        try:
-            with torch.device("meta"):  # only the stage layout is needed: skip allocation and init
-                probe = timm.create_model(base_name, pretrained=False, features_only=True, in_chans=in_chans,
-                                          **backbone_kwargs)
-            feature_info = probe.feature_info
-        except (RuntimeError, AttributeError, AssertionError, TypeError, NotImplementedError) as error:
-            raise ValueError(
-                f"Backbone {backbone!r} cannot serve as an MSRN backbone: timm cannot build it with "
-                f"features_only=True ({error}). Pick a CNN with feature_info, e.g. resnet, convnext, "
-                f"efficientnet, regnet."
-            ) from error
-        num_stages = len(feature_info)
-        if num_branches > num_stages:
-            raise ValueError(
-                f"num_branches={num_branches} but backbone {backbone!r} has only {num_stages} feature stages."
-            )
-        out_indices = tuple(feature_info.out_indices[num_stages - num_branches:])
-        del probe
+        out_indices = self._branch_indices(backbone, num_branches, out_indices, in_chans, backbone_kwargs)
         self.trunk = timm.create_model(
             backbone, pretrained=pretrained, features_only=True, out_indices=out_indices,
             in_chans=in_chans, **backbone_kwargs,
@@ -85,6 +85,9 @@ class MultiBranchBackbone(nn.Module):
         self.embed_dim = embed_dim
         self.stage_channels: List[int] = list(self.trunk.feature_info.channels())
         self.stage_reductions: List[int] = list(self.trunk.feature_info.reduction())
+        # Swin, MambaOut and friends give channels-last maps; the branches take NCHW.
+        self.channels_last_output = getattr(self.trunk, "output_fmt", "NCHW") == "NHWC"  # str or Format
+        self.fixed_input_size = _fixed_input_size(self.trunk)
         self.buffer_convs = nn.ModuleList(
             [nn.Conv2d(c, c, kernel_size=1, bias=True) for c in self.stage_channels[:-1]] + [nn.Identity()]
         )
@@ -93,6 +96,46 @@ class MultiBranchBackbone(nn.Module):
             [nn.Conv2d(c, embed_dim, kernel_size=1, bias=True) for c in self.stage_channels]
         )
         self.reset_branch_parameters()
+
+    @staticmethod
+    def _branch_indices(
+        backbone: str, num_branches: int, out_indices: Optional[Sequence[int]], in_chans: int,
+        backbone_kwargs: dict,
+    ) -> Tuple[int, ...]:
+        """The trunk's feature indices for the branches, read from the feature layout timm declares."""
+        try:
+            with torch.device("meta"):  # only the feature layout is needed: skip allocation and init
+                probe = timm.create_model(backbone.split(".", 1)[0], pretrained=False, features_only=True,
+                                          in_chans=in_chans, **backbone_kwargs)
+            num_stages = len(probe.feature_info)
+        except _NO_FEATURES_ERRORS as error:
+            arguments = f" with backbone_kwargs={backbone_kwargs}" if backbone_kwargs else ""
+            raise ValueError(
+                f"Backbone {backbone!r} cannot serve as an MSRN backbone: timm cannot build it with "
+                f"features_only=True{arguments} ({type(error).__name__}: {error}). Pick a timm model with "
+                f"feature maps, e.g. resnet50, convnext_tiny, efficientnet_b3, regnety_016, "
+                f"swin_tiny_patch4_window7_224 or vit_small_patch16_224."
+            ) from error
+        if out_indices is None:
+            if num_branches > num_stages:
+                raise ValueError(
+                    f"num_branches={num_branches} but backbone {backbone!r} has only {num_stages} "
+                    f"feature stages."
+                )
+            return tuple(range(num_stages - num_branches, num_stages))
+        chosen = tuple(int(i) for i in out_indices)
+        if len(chosen) != num_branches:
+            raise ValueError(
+                f"out_indices={list(chosen)} names {len(chosen)} feature maps but "
+                f"num_branches={num_branches}; give one index per branch."
+            )
+        resolved = [i % num_stages if -num_stages <= i < num_stages else None for i in chosen]
+        if None in resolved or resolved != sorted(set(resolved)):
+            raise ValueError(
+                f"out_indices={list(chosen)} must be distinct, increasing indices into the "
+                f"{num_stages} feature maps of backbone {backbone!r} (0 to {num_stages - 1}, or negative)."
+            )
+        return tuple(resolved)
 
     def reset_branch_parameters(self) -> None:
         """Initialise the buffer convs as the authors do (He-normal over the output fan), the
@@ -112,12 +155,21 @@ class MultiBranchBackbone(nn.Module):
         return 2 * max(self.stage_reductions)
 
     def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError that says how to fix an input the trunk cannot take."""
         if x.dim() != 4:
             raise ValueError(f"Expected an image batch [N, C, H, W], got a tensor of shape {list(x.shape)}.")
         if x.shape[1] != self.in_chans:
             raise ValueError(
                 f"Expected {self.in_chans} input channels, got {x.shape[1]} (input shape {list(x.shape)}). "
                 f"Convert images to RGB, or build the model with in_chans={x.shape[1]}."
+            )
+        if self.fixed_input_size is not None and tuple(x.shape[2:]) != self.fixed_input_size:
+            height, width = self.fixed_input_size
+            raise ValueError(
+                f"Backbone {self.backbone_name!r} is built for {height}x{width} inputs, got "
+                f"{x.shape[2]}x{x.shape[3]}. Resize the images, or build the backbone for your size with "
+                f"backbone_kwargs=dict(img_size={x.shape[2]}) (ViT-style models also take "
+                f"dynamic_img_size=True)."
             )
         if x.shape[2] < self.min_input_size or x.shape[3] < self.min_input_size:
             raise ValueError(
@@ -129,7 +181,10 @@ class MultiBranchBackbone(nn.Module):
     def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
         """The trunk's raw stage outputs ``bar f_b`` (no buffer, pool or projection)."""
         self.check_input(x)
-        return self.trunk(x)
+        stages = self.trunk(x)
+        if self.channels_last_output:
+            stages = [stage.permute(0, 3, 1, 2) for stage in stages]
+        return list(stages)
 
     def forward_branches(self, stages: List[torch.Tensor]) -> List[torch.Tensor]:
         """Buffer, pool and project raw stage outputs into ``[N, embed_dim, H_b, W_b]`` maps."""
@@ -142,10 +197,12 @@ class MultiBranchBackbone(nn.Module):
         return self.forward_branches(self.forward_stages(x))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        if hasattr(self.trunk, "set_grad_checkpointing"):
-            self.trunk.set_grad_checkpointing(enable)
-        else:
-            self.trunk.grad_checkpointing = enable
+        # FeatureGetterNet (ViT-style trunks) keeps the model, and its switch, in ``.model``.
+        for module in (self.trunk, getattr(self.trunk, "model", None)):
+            if hasattr(module, "set_grad_checkpointing"):
+                module.set_grad_checkpointing(enable)
+                return
+        self.trunk.grad_checkpointing = enable
 
     @property
     def branch_strides(self) -> List[int]:
@@ -153,6 +210,13 @@ class MultiBranchBackbone(nn.Module):
         return [2 * r for r in self.stage_reductions]
 
     def extra_repr(self) -> str:
-        return f"backbone={self.backbone_name!r}, num_branches={self.num_branches}, embed_dim={self.embed_dim}"
+        return (f"backbone={self.backbone_name!r}, num_branches={self.num_branches}, "
+                f"embed_dim={self.embed_dim}")
 
 
+def _fixed_input_size(trunk: nn.Module) -> Optional[Tuple[int, int]]:
+    """The ``(H, W)`` a trunk's strict patch embedding accepts (ViT, Swin, ...), or None if any size goes."""
+    for module in trunk.modules():
+        if isinstance(module, PatchEmbed) and module.strict_img_size and module.img_size is not None:
+            return tuple(module.img_size)
+    return None
