@@ -103,11 +103,17 @@ class MultiBranchBackbone(nn.Module):
         backbone_kwargs: dict,
     ) -> Tuple[int, ...]:
         """The trunk's feature indices for the branches, read from the feature layout timm declares."""
-        try:
-            with torch.device("meta"):  # only the feature layout is needed: skip allocation and init
+        def probe_stages(device: str) -> int:
+            with torch.device(device):
                 probe = timm.create_model(backbone.split(".", 1)[0], pretrained=False, features_only=True,
                                           in_chans=in_chans, **backbone_kwargs)
-            num_stages = len(probe.feature_info)
+            return len(probe.feature_info)
+
+        try:
+            try:  # only the feature layout is needed: skip allocation and init
+                num_stages = probe_stages("meta")
+            except _NO_FEATURES_ERRORS:  # some models compute with data at init (older timm's RegNet)
+                num_stages = probe_stages("cpu")
         except _NO_FEATURES_ERRORS as error:
             arguments = f" with backbone_kwargs={backbone_kwargs}" if backbone_kwargs else ""
             raise ValueError(
