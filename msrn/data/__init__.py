@@ -6,11 +6,13 @@ Every data set yields ``(image, target [n] float, difficult [n] bool)`` and expo
 from ._base import BadImageError, MultiLabelDataset, load_rgb_image
 from .coco import COCODataset
 from .csv_dataset import CSVDataset
+from .dataset_factory import DATASET_KINDS, create_dataset
 from .synthetic import generate_synthetic_voc
 from .transforms import PAPER_CROP_SCALES, MultiScaleCrop, eval_transform, train_transform
 from .voc import VOC_CLASSES, VOCDataset
 
 __all__ = [
-    "MultiLabelDataset", "VOCDataset", "COCODataset", "CSVDataset", "VOC_CLASSES", "generate_synthetic_voc",
-    "MultiScaleCrop", "train_transform", "eval_transform", "PAPER_CROP_SCALES", "load_rgb_image", "BadImageError",
+    "MultiLabelDataset", "create_dataset", "DATASET_KINDS", "VOCDataset", "COCODataset", "CSVDataset",
+    "VOC_CLASSES", "generate_synthetic_voc", "MultiScaleCrop", "train_transform", "eval_transform",
+    "PAPER_CROP_SCALES", "load_rgb_image", "BadImageError",
 ]

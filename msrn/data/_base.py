@@ -65,9 +65,9 @@ class MultiLabelDataset(torch.utils.data.Dataset):
 
     - ``image``: the RGB PIL image passed through ``transform`` (usually a ``[3, H, W]`` tensor);
     - ``target``: float32 ``[n]``, 1 where the label is present (VOC "difficult"-only labels
-      included: they count as positive for training, DESIGN.md section 6);
+      included: they count as positive for training, docs/design.md section 6);
     - ``difficult``: bool ``[n]``, True where the label is present only through difficult objects;
-      evaluation ignores those entries (DESIGN.md section 7).
+      evaluation ignores those entries (docs/design.md section 7).
 
     Attributes:
         classes: the ``n`` label names, in target order.

@@ -1,4 +1,4 @@
-"""Image transforms of the paper's recipe (DESIGN.md section 6).
+"""Image transforms of the paper's recipe (docs/design.md section 6).
 
 Training: :class:`MultiScaleCrop` to the input size (crop sides drawn from ``scales`` times the
 short side, the two sides at most ``max_distort`` scale steps apart, the crop placed at one of five

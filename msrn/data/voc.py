@@ -8,7 +8,7 @@ Expected tree (``root`` may be the ``VOCdevkit`` folder or the ``VOC2007`` folde
 
 A label is present in an image when the XML has an object of that class. A label whose objects are
 all marked ``<difficult>1</difficult>`` is positive for training but ignored by evaluation
-(DESIGN.md sections 6-7).
+(docs/design.md sections 6-7).
 """
 import os
 import pathlib
