@@ -10,6 +10,7 @@ Without --data a VOC-format data set is generated into a cache folder and a CPU-
 used; with --data the defaults are the paper's (see docs/training.md). Every default can be overridden.
 The options are those of ``msrn train`` (``msrn.cli.train``).
 """
+import argparse
 import sys
 
 try:
@@ -20,6 +21,10 @@ except ImportError:  # running from a checkout without installing: use the repos
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from msrn.cli import train as train_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return train_command.build_parser(prog="train_voc", description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:

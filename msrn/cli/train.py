@@ -15,7 +15,7 @@ from typing import Any
 from ..engine import NonFiniteLossError, TrainConfig, cpu_config, format_metrics_table, paper_config, train
 from ..engine.trainer import PretrainedWeightsUnavailable
 
-__all__ = ["register", "add_train_arguments", "config_from_args", "run", "main"]
+__all__ = ["register", "add_train_arguments", "config_from_args", "run", "build_parser", "main"]
 
 DESCRIPTION = """\
 Train and evaluate MSRN on PASCAL VOC 2007 (or COCO, or a CSV data set).
@@ -106,12 +106,18 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.set_defaults(func=run)
 
 
-def main(argv: list[str] | None = None, prog: str | None = None, description: str = DESCRIPTION) -> int:
-    """A stand-alone ``msrn train`` with a ``-v`` flag of its own (what ``examples/train_voc.py`` runs)."""
+def build_parser(prog: str | None = None, description: str = DESCRIPTION) -> argparse.ArgumentParser:
+    """A stand-alone parser with the options of ``msrn train`` and a ``-v`` flag of its own."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None, description: str = DESCRIPTION) -> int:
+    """``msrn train`` as a program of its own (what ``examples/train_voc.py`` runs)."""
+    parser = build_parser(prog, description)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(message)s")
