@@ -23,6 +23,7 @@ MODULES = [
     ("msrn.layers", "reusable building blocks, pure PyTorch"),
     ("msrn.graph", "label co-occurrence graph"),
     ("msrn.features", "label features (GloVe)"),
+    ("msrn.labels", "built-in label sets of the paper's benchmarks"),
     ("msrn.loss", "training objective"),
     ("msrn.optim", "optimizer parameter groups"),
     ("msrn.hub", "weights: save, load, publish"),

@@ -276,3 +276,16 @@ def test_generation_finished_by_another_process_meanwhile(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "replace", other_process_wins)
     devkit = generate_synthetic_voc(tmp_path, num_trainval=4, num_test=2)
     assert np.asarray(VOCDataset(devkit, "test").targets).shape[0] == 2
+
+
+@pytest.mark.parametrize("reader", ["nuswide", "apparel"])
+def test_benchmark_tables_in_another_encoding(tmp_path, reader):
+    from msrn.data import ApparelDataset, NUSWIDEDataset
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
+    table = _write(tmp_path / "table.csv", "image,labels,split\na.jpg,\"['caf\u00e9']\",train\n", "latin-1")
+    with pytest.raises(ValueError, match=rf"{table} is not UTF-8 text \(byte 0xe9 on line 2\)"):
+        if reader == "nuswide":
+            NUSWIDEDataset(tmp_path, "train", csv_file=table)
+        else:
+            ApparelDataset(tmp_path, "test", labels_file=table)
