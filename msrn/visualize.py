@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from .data.image import to_rgb_image
 from .models import MSRN
 
 __all__ = [
@@ -94,8 +95,9 @@ def overlay_heatmap(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.5)
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+    image = to_rgb_image(image)
     heat = Image.fromarray(heatmap_colors(heatmap)).resize(image.size, Image.BILINEAR)
-    return Image.blend(image.convert("RGB"), heat, alpha)
+    return Image.blend(image, heat, alpha)
 
 
 def tensor_to_image(
@@ -151,6 +153,7 @@ def attention_grid(
     column_names = list(column_names)
     if len(column_names) != num_branches:
         raise ValueError(f"got {len(column_names)} column names for {num_branches} branches.")
+    image = to_rgb_image(image)  # upright (EXIF), transparency on white, as the model saw it
     cell_h = cell_size
     cell_w = max(1, round(cell_size * image.width / image.height))
     font = _font(max(10, cell_size // 14))
@@ -160,7 +163,7 @@ def attention_grid(
     height = text_h + num_rows * (text_h + cell_h + pad) + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    base = image.convert("RGB").resize((cell_w, cell_h), Image.BILINEAR)
+    base = image.resize((cell_w, cell_h), Image.BILINEAR)
     for column, name in enumerate(["image", *column_names]):
         draw.text((pad + column * (cell_w + pad), 1), name, fill=(0, 0, 0), font=font)
     for row in range(num_rows):

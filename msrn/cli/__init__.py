@@ -38,8 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CommandError, ValueError, FileNotFoundError) as error:
-        print(f"msrn {args.command}: error: {error}", file=sys.stderr)
+        print(f"msrn {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error)
+    # An error re-raised from a DataLoader worker carries the worker's traceback in its message; its
+    # last line is the original "module.Type: message".
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,18 +11,16 @@ import sys
 from collections.abc import Iterator, Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from timm.data import create_transform, resolve_model_data_config
 from tqdm import tqdm
 
 from .. import visualize
+from ..data import BadImageError, load_rgb_image
+from ..data.image import IMAGE_SUFFIXES, find_image_files
 from ..models import load_model
 from . import CommandError
 
 __all__ = ["register"]
-
-# File endings taken from a folder (files named on the command line are always tried).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
@@ -60,7 +58,7 @@ def _collect_images(inputs: Sequence[str]) -> tuple[list[pathlib.Path], bool]:
         path = pathlib.Path(name)
         if path.is_dir():
             any_folder = True
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = find_image_files(path)
             if not found:
                 raise CommandError(f"folder {path} contains no image files ({', '.join(IMAGE_SUFFIXES)}).")
             files.extend(found)
@@ -149,12 +147,11 @@ def run(args: argparse.Namespace) -> int:
         tensors, kept = [], []
         for path in batch:
             try:
-                with Image.open(path) as image:
-                    tensors.append(transform(image.convert("RGB")))
+                tensors.append(transform(load_rgb_image(path)))
                 kept.append(path)
-            except (UnidentifiedImageError, OSError, ValueError) as error:
+            except (OSError, ValueError) as error:
                 skipped += 1
-                reason = "not an image" if isinstance(error, UnidentifiedImageError) else str(error)
+                reason = error.reason if isinstance(error, BadImageError) and error.reason else str(error)
                 progress.write(f"msrn predict: skipped {path}: {reason}", file=sys.stderr)
         progress.update(len(batch))
         if not kept:

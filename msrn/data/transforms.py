@@ -65,7 +65,8 @@ class MultiScaleCrop:
         return image.crop(box).resize((self.size, self.size), self.interpolation)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size}, scales={self.scales}, max_distort={self.max_distort})"
+        return (f"{type(self).__name__}(size={self.size}, scales={self.scales}, "
+                f"max_distort={self.max_distort})")
 
 
 def train_transform(
