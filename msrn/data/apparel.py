@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .. import labels as label_sets
-from ._base import MultiLabelDataset
+from ._base import MultiLabelDataset, read_utf8_text
 from ._missing import drop_missing_images
 
 __all__ = ["ApparelDataset", "APPAREL_SPLIT_SEED", "apparel_authors_split"]
@@ -112,7 +112,7 @@ def _flat_layout(
         return {path.name: (str(path), None) for path in filter(_is_image, root.iterdir())}
     if not labels_file.is_file():
         raise FileNotFoundError(f"Labels file not found: {labels_file}")
-    with open(labels_file, newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_utf8_text(labels_file), newline="") as handle:
         reader = csv.DictReader(handle)
         columns = {name.strip().lower(): name for name in reader.fieldnames or []}
         if "image" not in columns or "labels" not in columns:

@@ -26,6 +26,7 @@ no longer be downloaded: missing images are counted and logged, and are an error
 
 import ast
 import csv
+import io
 import os
 import pathlib
 import re
@@ -34,7 +35,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import labels as label_sets
-from ._base import MultiLabelDataset
+from ._base import MultiLabelDataset, read_utf8_text
 from ._missing import drop_missing_images
 
 __all__ = ["NUSWIDEDataset"]
@@ -134,7 +135,7 @@ def _read_authors_csv(
 ) -> Tuple[List[str], np.ndarray]:
     if not csv_file.is_file():
         raise FileNotFoundError(f"CSV file not found: {csv_file}")
-    with open(csv_file, newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_utf8_text(csv_file), newline="") as handle:
         rows = [
             (line, row) for line, row in enumerate(csv.reader(handle), start=1) if any(c.strip() for c in row)
         ]

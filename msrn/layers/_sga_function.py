@@ -1,4 +1,4 @@
-r"""Memory-efficient semantic guided attention (paper eq. 7-9, DESIGN.md section 4).
+r"""Memory-efficient semantic guided attention (paper eq. 7-9, docs/design.md section 4).
 
 The literal formula materialises ``N * K * d * P`` attention weights (4 GB at COCO size, batch 8) and
 autograd keeps them for the backward pass. Here the weights only ever exist for a chunk of
@@ -136,7 +136,7 @@ def _attend_backward(
     need_features: bool = True,
     need_embeddings: bool = True,
 ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    r"""Closed-form gradients of eq. 7-9 (DESIGN.md section 4), recomputing ``a`` per chunk.
+    r"""Closed-form gradients of eq. 7-9 (docs/design.md section 4), recomputing ``a`` per chunk.
 
     With ``g = dL/do`` and centred features ``f`` (output ``o`` centred alike):
 
