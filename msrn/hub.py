@@ -95,6 +95,11 @@ def _config_of(model: torch.nn.Module) -> dict[str, Any]:
             f"save_pretrained expects an msrn.MSRN model (e.g. from timm.create_model('msrn_resnet101')), "
             f"got {type(model).__name__}."
         )
+    if model.num_classes == 0:
+        raise ValueError(
+            "This model has no classifier (num_classes=0): an MSRN checkpoint holds one output per label. "
+            "Save it before reset_classifier(0), or give it a classifier with reset_classifier(n)."
+        )
     architecture = _architecture_of(model)
     config: dict[str, Any] = {
         "architecture": architecture,

@@ -264,11 +264,12 @@ def test_bad_arguments(kwargs, message):
 
 def test_bad_num_classes_and_backbones():
     with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
-        small_model(num_classes=0)
+        small_model(num_classes=-1)
     with pytest.raises(ValueError, match="not a timm model"):
         timm.create_model("msrn_custom", backbone="no_such_net", num_classes=3)
-    with pytest.raises(ValueError, match="needs a backbone"):
-        timm.create_model("msrn_custom", num_classes=3)
+    # timm drops None arguments: msrn_custom falls back to its default backbone (the paper's ResNet-101).
+    assert timm.create_model("msrn_custom", backbone=None, num_classes=3, **SMALL).model_args["backbone"] == (
+        "resnet101.tv_in1k")
 
 
 def test_featureless_backbone_is_refused():

@@ -211,6 +211,16 @@ class MultiBranchBackbone(nn.Module):
         self.trunk.grad_checkpointing = enable
 
     @property
+    def first_conv(self) -> Optional[str]:
+        """Name (relative to this module) of the trunk's first convolution over the image, e.g.
+        ``trunk.conv1`` (ResNet), ``trunk.stem_0`` (ConvNeXt), ``trunk.model.patch_embed.proj`` (ViT);
+        timm's ``first_conv`` entry. ``None`` if the trunk has no such convolution."""
+        for name, module in self.trunk.named_modules():
+            if isinstance(module, nn.Conv2d) and module.in_channels == self.in_chans:
+                return f"trunk.{name}"
+        return None
+
+    @property
     def branch_strides(self) -> List[int]:
         """Stride of each branch's output map relative to the input (stage stride times the pool)."""
         return [2 * r for r in self.stage_reductions]

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pathlib
+import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,7 +24,8 @@ from timm.models import PretrainedCfg, get_pretrained_cfg, parse_model_name
 
 __all__ = [
     "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "Checkpoint", "checkpoint_location", "read_checkpoint",
-    "read_config", "read_safetensors", "load_checkpoint_into", "load_backbone_weights", "check_model_source",
+    "read_config", "read_safetensors", "load_checkpoint_into", "load_backbone_weights", "read_backbone_file",
+    "check_model_source",
     "registry_cfg",
 ]
 
@@ -41,6 +43,8 @@ _LABEL_SIZED_PREFIXES = ("label_features", "label_graph", "head.fc1.", "head.fc2
 _TUPLE_CFG_KEYS = (
     "input_size", "test_input_size", "min_input_size", "mean", "std", "pool_size", "test_pool_size",
 )
+# PyTorch weight files a backbone may come in (read with weights_only=True).
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 _WRITER_HINT = "Write MSRN folders with msrn.save_pretrained(model, directory)."
 
 PathLike = str | os.PathLike
@@ -94,7 +98,10 @@ def checkpoint_location(pretrained_cfg: Mapping[str, Any], pretrained: bool) -> 
             "pretrained=False and call model.load_state_dict(state_dict), or load a folder with 'local-dir:'."
         )
     if pretrained_cfg.get("file"):
-        return "local-dir", str(pretrained_cfg["file"])
+        # A folder is a saved MSRN; a file holds the backbone's ImageNet weights (load_backbone_weights).
+        if os.path.isdir(pretrained_cfg["file"]):
+            return "local-dir", str(pretrained_cfg["file"])
+        return None
     if pretrained_cfg.get("hf_hub_id"):
         return "hf-hub", str(pretrained_cfg["hf_hub_id"])
     if pretrained_cfg.get("url"):
@@ -264,15 +271,18 @@ def load_checkpoint_into(
     """
     state_dict = dict(checkpoint.state_dict)
     expected = model.state_dict()
+    if model.num_classes == 0:  # built without a classifier: the checkpoint's head has no place to go
+        state_dict = {key: value for key, value in state_dict.items()
+                      if key in expected or not key.startswith("head.")}
     reinitialised: list[str] = []
-    if model.num_classes != checkpoint.num_classes:
+    if model.num_labels != checkpoint.num_classes:
         reinitialised = sorted({key.rsplit(".", 1)[0] if key.startswith("head.") else key
                                 for key in expected if _is_label_sized(key)})
         state_dict = {key: value for key, value in state_dict.items() if not _is_label_sized(key)}
         expected = {key: value for key, value in expected.items() if not _is_label_sized(key)}
         _logger.warning(
             "%s was trained for %d labels but the model has %d: %s start from their init; everything "
-            "else is loaded.", checkpoint.source, checkpoint.num_classes, model.num_classes,
+            "else is loaded.", checkpoint.source, checkpoint.num_classes, model.num_labels,
             ", ".join(reinitialised),
         )
     for key in keep:
@@ -303,31 +313,112 @@ def load_checkpoint_into(
     _logger.info("Loaded %d tensors from %s.", len(state_dict), checkpoint.source)
 
 
-def load_backbone_weights(model: torch.nn.Module, cache_dir: PathLike | None = None) -> None:
+def read_backbone_file(path: PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a local weight file of a timm backbone: safetensors, or a PyTorch file
+    (``.pth``, ``.pt``, ``.bin``, ``.ckpt``) read with ``torch.load(weights_only=True)``, which
+    rebuilds tensors and plain containers but runs no code from the file."""
+    path = pathlib.Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"Backbone weight file {path} does not exist.")
+    if path.suffix == ".safetensors":
+        state_dict: Any = read_safetensors(path)
+    elif path.suffix in _TORCH_SUFFIXES:
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+            raise ValueError(
+                f"{path} cannot be read as weights only ({type(error).__name__}: {error}). MSRN does not "
+                f"unpickle other Python objects; save the tensors with safetensors.torch.save_file."
+            ) from None
+        # Training checkpoints nest the weights (timm's and torchvision's scripts use these keys).
+        for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+            if isinstance(state_dict, dict) and isinstance(state_dict.get(key), dict):
+                state_dict = state_dict[key]
+                break
+    else:
+        raise ValueError(
+            f"Backbone weight file {path} must be .safetensors (or a PyTorch {'/'.join(_TORCH_SUFFIXES)} "
+            f"file of tensors)."
+        )
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors).")
+    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    if any(key.startswith("backbone.trunk.") for key in state_dict):
+        raise ValueError(
+            f"{path} holds a whole MSRN, not the weights of a timm backbone: load a saved MSRN with "
+            f"timm.create_model('local-dir:DIR') or msrn.load_model."
+        )
+    return state_dict
+
+
+def _check_backbone_keys(name: str, state_dict: Mapping[str, torch.Tensor], create_args: dict[str, Any],
+                         path: PathLike) -> None:
+    """The file must name the weights of the timm model ``name`` (its classifier may be absent)."""
+    base = name.split(".", 1)[0]
+    try:
+        with torch.device("meta"):
+            reference = timm.create_model(base, pretrained=False, **create_args)
+    except (RuntimeError, NotImplementedError):  # models that compute with data at init
+        reference = timm.create_model(base, pretrained=False, **create_args)
+    expected = set(reference.state_dict())
+    classifier = reference.pretrained_cfg.get("classifier") or ()
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    in_classifier = tuple(f"{c}." for c in classifier)
+    missing = sorted(k for k in expected - set(state_dict) if not k.startswith(in_classifier))
+    unexpected = sorted(k for k in set(state_dict) - expected if not k.startswith(in_classifier))
+    if missing or unexpected:
+        def listing(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+        problems = ([f"missing {listing(missing)}"] if missing else []) + (
+            [f"not in {base}: {listing(unexpected)}"] if unexpected else [])
+        raise ValueError(
+            f"{path} does not hold the weights of timm's {base} ({'; '.join(problems)}). Use the weights "
+            f"of that model in timm's layout, e.g. saved with "
+            f"safetensors.torch.save_file(timm.create_model({base!r}, pretrained=True).state_dict(), PATH)."
+        )
+
+
+def load_backbone_weights(
+    model: torch.nn.Module, cache_dir: PathLike | None = None, file: PathLike | None = None
+) -> None:
     """Load the ImageNet weights of the model's timm backbone (paper 4.1); MSRN's own layers keep their init.
 
-    The weights are the ones timm lists for the backbone name (its tag, or timm's default tag), read
-    through timm from the Hugging Face Hub as ``model.safetensors`` where timm hosts them there.
+    By default the weights are the ones timm lists for the backbone name (its tag, or timm's default
+    tag), read through timm from the Hugging Face Hub as ``model.safetensors`` where timm hosts them.
+    ``file`` (or ``pretrained_cfg_overlay=dict(file=...)`` in the model's ``backbone_kwargs``) names a
+    local weight file of the backbone instead (:func:`read_backbone_file`); timm adapts it as it adapts
+    its own weights (input channels, position embeddings).
     """
     backbone = model.backbone
     name = backbone.backbone_name
-    cfg = get_pretrained_cfg(name)
-    if cfg is None or not cfg.has_weights:
-        raise ValueError(
-            f"timm has no pretrained weights for backbone {name!r}; pick a tagged name from "
-            f"timm.list_pretrained({name.split('.', 1)[0] + '*'!r}) or use pretrained=False."
-        )
-    weights = f"{name.split('.', 1)[0]}.{cfg.tag}" if cfg.tag else name
-    overlay: dict[str, Any] = {}
-    if cfg.hf_hub_id and not cfg.hf_hub_filename and not cfg.custom_load:
-        overlay["hf_hub_filename"] = WEIGHTS_NAME  # safetensors, never the pickled alternative
-    where = f"hf-hub:{cfg.hf_hub_id}" if cfg.hf_hub_id else str(cfg.url or cfg.file)
+    create_args = dict(model.model_args.get("backbone_kwargs", {}))
+    create_args.pop("out_indices", None)  # the trunk's own, below
+    overlay: dict[str, Any] = dict(create_args.pop("pretrained_cfg_overlay", None) or {})
+    file = file or overlay.pop("file", None)
+    create_args["in_chans"] = backbone.in_chans
+    if file is not None:
+        state_dict = read_backbone_file(file)
+        _check_backbone_keys(name, state_dict, create_args, file)
+        overlay["state_dict"] = state_dict
+        weights, where = name, str(file)
+    else:
+        cfg = get_pretrained_cfg(name)
+        if cfg is None or not cfg.has_weights:
+            raise ValueError(
+                f"timm has no pretrained weights for backbone {name!r}; pick a tagged name from "
+                f"timm.list_pretrained({name.split('.', 1)[0] + '*'!r}), give a local weight file "
+                f"(pretrained_cfg_overlay=dict(file=PATH)), or use pretrained=False."
+            )
+        weights = f"{name.split('.', 1)[0]}.{cfg.tag}" if cfg.tag else name
+        if cfg.hf_hub_id and not cfg.hf_hub_filename and not cfg.custom_load:
+            overlay["hf_hub_filename"] = WEIGHTS_NAME  # safetensors, never the pickled alternative
+        where = f"hf-hub:{cfg.hf_hub_id}" if cfg.hf_hub_id else str(cfg.url or cfg.file)
     try:
         donor = timm.create_model(
             weights, pretrained=True, features_only=True,
-            out_indices=tuple(backbone.trunk.feature_info.out_indices), in_chans=backbone.in_chans,
-            pretrained_cfg_overlay=overlay, cache_dir=cache_dir,
-            **model.model_args.get("backbone_kwargs", {}),
+            out_indices=tuple(backbone.trunk.feature_info.out_indices),
+            pretrained_cfg_overlay=overlay, cache_dir=cache_dir, **create_args,
         )
     except FileNotFoundError as error:
         raise FileNotFoundError(
@@ -336,8 +427,14 @@ def load_backbone_weights(model: torch.nn.Module, cache_dir: PathLike | None = N
     except (EntryNotFoundError, HfHubHTTPError, OSError) as error:
         raise FileNotFoundError(
             f"Cannot load the ImageNet weights of backbone {weights!r} from {where} ({type(error).__name__}: "
-            f"{error}). With HF_HUB_OFFLINE=1 the file must already be in the Hugging Face cache."
+            f"{error}). With HF_HUB_OFFLINE=1 the file must already be in the Hugging Face cache, or give "
+            f"a local file with pretrained_cfg_overlay=dict(file=PATH)."
         ) from error
+    except RuntimeError as error:
+        if file is None:
+            raise
+        first_lines = " ".join(str(error).strip().splitlines()[:2])
+        raise ValueError(f"{file} does not fit backbone {name!r}: {first_lines}") from None
     trunk_state = donor.state_dict()
     backbone.trunk.load_state_dict(trunk_state, strict=True)
     initialised = sorted({".".join(key.split(".")[:2]) if key.startswith("backbone.") else key.split(".")[0]

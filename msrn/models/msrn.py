@@ -81,12 +81,46 @@ def _as_label_graph(value: Any, num_classes: int) -> torch.Tensor:
     return graph.detach().clone().to(torch.bool) | torch.eye(num_classes, dtype=torch.bool)
 
 
+def _resolve_num_labels(
+    num_classes: Any, num_labels: int | None, label_features: Any | None, label_names: Sequence[str] | None
+) -> int:
+    """The number of labels MSRN embeds; it is the number of classifier outputs unless num_classes=0."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(
+            f"num_classes must be an integer >= 1 (one output per label), or 0 for a model without its "
+            f"classifier; got {num_classes!r}."
+        )
+    if num_classes > 0:
+        if num_labels is not None and num_labels != num_classes:
+            raise ValueError(
+                f"num_labels={num_labels} but num_classes={num_classes}: class i is label i, so the two "
+                f"differ only for a model without a classifier (num_classes=0)."
+            )
+        return num_classes
+    if num_labels is None and label_features is not None:
+        num_labels = int(torch.as_tensor(label_features).shape[0])
+    if num_labels is None and label_names is not None:
+        num_labels = len(label_names)
+    if num_labels is None:
+        raise ValueError(
+            "num_classes=0 builds MSRN without its classifier, but it still embeds its labels: give "
+            "num_labels=n (or label_features / label_names). timm.create_model(name, num_classes=0) "
+            "takes them from the pretrained config."
+        )
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+        raise ValueError(f"num_labels must be an integer >= 1, got {num_labels!r}.")
+    return num_labels
+
+
 class MSRN(nn.Module):
     """Multi-layered Semantic Representation Network for multi-label image classification.
 
     Args:
-        num_classes: number of labels ``n``.
-        backbone: timm CNN name (optionally with a pretrained tag, e.g. ``"resnet101.tv_in1k"``).
+        num_classes: number of classifier outputs: the number of labels ``n`` (class ``i`` is label
+            ``i``), or 0 for a model without its classifier head (``fc1``, ``fc2``), whose forward
+            returns the pooled representations ``[N, B * d]`` (timm's feature-extractor convention).
+        backbone: name of a timm model with feature maps (optionally with a pretrained tag, e.g.
+            ``"resnet101.tv_in1k"``); see ``docs/backbones.md``.
         num_groups: number of label groups ``m`` (paper: 4; Table 7).
         embed_dim: width ``d`` of the embeddings and of every branch (paper: 512).
         num_branches: number of backbone stages used, counted from the deepest (paper: 3; Table 6).
@@ -109,6 +143,12 @@ class MSRN(nn.Module):
         pretrained_backbone: load the backbone's ImageNet weights through timm.
         label_names: optional names of the ``n`` labels, kept with the model.
         backbone_kwargs: extra arguments for ``timm.create_model`` of the backbone.
+        num_labels: number of labels ``n`` when ``num_classes=0`` (default: the rows of
+            ``label_features``, or the number of ``label_names``); must equal ``num_classes`` otherwise.
+
+    timm attributes: ``num_features = B * d`` is the width of the ``[N, n + m, B * d]`` tokens of
+    :meth:`forward_features` (``output_fmt = "NLC"``), ``head_hidden_size = hidden_dim`` the width of
+    the pre-logits (``fc1``'s output).
     """
 
     def __init__(
@@ -132,20 +172,19 @@ class MSRN(nn.Module):
         pretrained_backbone: bool = False,
         label_names: Sequence[str] | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
+        num_labels: int | None = None,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}.")
         if embeddings not in EMBEDDING_MODES:
             raise ValueError(f"embeddings must be one of {EMBEDDING_MODES}, got {embeddings!r}.")
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(
-                f"num_classes must be an integer >= 1 (MSRN embeds each label), got {num_classes!r}."
-            )
+        num_labels = _resolve_num_labels(num_classes, num_labels, label_features, label_names)
         if not isinstance(num_groups, int) or num_groups < 1:
             raise ValueError(f"num_groups must be an integer >= 1, got {num_groups!r}.")
         settings = VARIANTS[variant]
         self.num_classes = num_classes
+        self.num_labels = num_labels
         self.num_groups = num_groups
         self.embed_dim = embed_dim
         self.num_branches = num_branches
@@ -161,8 +200,10 @@ class MSRN(nn.Module):
             settings["compactness_squared"] if compactness_squared is None else compactness_squared
         )
         self.label_names = list(label_names) if label_names is not None else None
-        if self.label_names is not None and len(self.label_names) != num_classes:
-            raise ValueError(f"label_names has {len(self.label_names)} names but num_classes={num_classes}.")
+        if self.label_names is not None and len(self.label_names) != num_labels:
+            raise ValueError(
+                f"label_names has {len(self.label_names)} names but the model has {num_labels} labels."
+            )
 
         self.backbone = MultiBranchBackbone(
             backbone, num_branches=num_branches, embed_dim=embed_dim, pretrained=pretrained_backbone,
@@ -184,6 +225,8 @@ class MSRN(nn.Module):
         )
         if backbone_kwargs:
             self.model_args["backbone_kwargs"] = dict(backbone_kwargs)
+        if num_classes == 0:
+            self.model_args["num_labels"] = num_labels
         if embeddings == "none":
             self.lge = None
             self.label_projection = nn.Linear(feature_dim, embed_dim)
@@ -195,19 +238,22 @@ class MSRN(nn.Module):
             )
             self.label_projection = None
         self.sga = SemanticGuidedAttention()
-        self.num_features = self.head_hidden_size = hidden_dim
-        self.head = self._make_head(num_classes)
+        self.output_fmt = "NLC"
+        self.num_features = num_branches * embed_dim
+        # Built without a classifier, MSRN pools M over its rows instead of running fc1 and fc2.
+        self.head = self._make_head(num_labels) if num_classes > 0 else None
+        self.head_hidden_size = hidden_dim if self.head is not None else self.num_features
         self._embedding_cache: tuple[tuple, tuple] | None = None
 
     # ----------------------------------------------------------------------------------- set-up
     def _set_label_inputs(self, label_features: Any | None, label_graph: Any | None,
                           feature_dim: int) -> None:
         if label_features is None:
-            features = nn.Parameter(torch.randn(self.num_classes, feature_dim) * _LEARNABLE_FEATURE_STD)
+            features = nn.Parameter(torch.randn(self.num_labels, feature_dim) * _LEARNABLE_FEATURE_STD)
             self.register_parameter("label_features", features)
         else:
-            self.register_buffer("label_features", _as_label_features(label_features, self.num_classes))
-        self.register_buffer("label_graph", _as_label_graph(label_graph, self.num_classes))
+            self.register_buffer("label_features", _as_label_features(label_features, self.num_labels))
+        self.register_buffer("label_graph", _as_label_graph(label_graph, self.num_labels))
 
     @property
     def uses_label_rows(self) -> bool:
@@ -220,11 +266,10 @@ class MSRN(nn.Module):
     @property
     def num_rows(self) -> int:
         """Rows of ``M``: the labels and/or the groups that guide the attention."""
-        return self.num_classes * self.uses_label_rows + self.num_groups * self.uses_group_rows
+        return self.num_labels * self.uses_label_rows + self.num_groups * self.uses_group_rows
 
     def _make_head(self, num_classes: int) -> SemanticHead:
-        rows = num_classes * self.uses_label_rows + self.num_groups * self.uses_group_rows
-        return SemanticHead(rows, self.num_branches * self.embed_dim, num_classes, self.hidden_dim,
+        return SemanticHead(self.num_rows, self.num_branches * self.embed_dim, num_classes, self.hidden_dim,
                             drop_rate=self.drop_rate)
 
     # ------------------------------------------------------------------------- label/group part
@@ -303,7 +348,10 @@ class MSRN(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """``fc2(LeakyReLU(fc1(tanh(M))))``; ``pre_logits=True`` stops before ``fc2``
-        (``[N, hidden_dim]``)."""
+        (``[N, hidden_dim]``). A model built with ``num_classes=0`` has no head: it returns the mean
+        of the rows of ``M`` (``[N, B * d]``)."""
+        if self.head is None:
+            return x.mean(dim=1)
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -318,7 +366,7 @@ class MSRN(nn.Module):
                 f"This model was built with embeddings={self.embeddings_mode!r}: its attention is guided by "
                 f"group embeddings only, so there are no per-label attention maps."
             )
-        queries = self.semantic_queries()[: self.num_classes]
+        queries = self.semantic_queries()[: self.num_labels]
         return [self.sga.attention_maps(f, queries.to(f.dtype)) for f in self.forward_branches(x)]
 
     # --------------------------------------------------------------------- timm conventions
@@ -326,12 +374,12 @@ class MSRN(nn.Module):
         """The label names: the model's own, its ``pretrained_cfg``'s, else ``label_0``, ``label_1``..."""
         cfg = getattr(self, "pretrained_cfg", None) or {}
         names = self.label_names or cfg.get("label_names")
-        if names and len(names) == self.num_classes:
+        if names and len(names) == self.num_labels:
             return list(names)
-        return [f"label_{i}" for i in range(self.num_classes)]
+        return [f"label_{i}" for i in range(self.num_labels)]
 
     def get_classifier(self) -> nn.Module:
-        return self.head.fc2
+        return self.head.fc2 if self.head is not None else nn.Identity()
 
     def reset_classifier(
         self,
@@ -341,24 +389,43 @@ class MSRN(nn.Module):
         label_graph: Any | None = None,
         label_names: Sequence[str] | None = None,
     ) -> None:
-        """Rebuild everything sized by the number of labels: label features (learnable unless given),
-        label graph (self-loops unless given), ``fc1`` and ``fc2``. The backbone, the GATs and DiffPool
-        keep their weights. ``global_pool`` is accepted for timm compatibility and must be ``None``."""
+        """Give the model a new classifier.
+
+        ``num_classes > 0``: rebuild everything sized by the number of labels for ``num_classes``
+        labels: label features (learnable unless given), label graph (self-loops unless given),
+        ``fc1`` and ``fc2``. The backbone, the GATs and DiffPool keep their weights.
+
+        ``num_classes=0`` (timm's way to drop the classifier): remove ``fc2`` only; the labels, their
+        embeddings, the attention and ``fc1`` stay, and :meth:`forward` returns the pre-logits
+        ``[N, head_hidden_size]``.
+
+        ``global_pool`` is accepted for timm compatibility and must be ``None`` or ``""``."""
         if global_pool not in (None, ""):
             raise ValueError(
                 "MSRN has no global pooling; call reset_classifier(num_classes) without global_pool."
             )
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}.")
-        device = self.head.fc1.weight.device
-        dtype = self.head.fc1.weight.dtype
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}.")
+        if num_classes == 0:
+            if not (label_features is None and label_graph is None and label_names is None):
+                raise ValueError(
+                    "reset_classifier(0) removes only the classifier and keeps the labels; to change the "
+                    "labels, call reset_classifier(n, label_features=..., label_graph=..., label_names=...)."
+                )
+            if self.head is not None:
+                self.head.fc2 = nn.Identity()
+            self.num_classes = 0
+            return
+        reference = self.backbone.projections[0].weight  # always present, on the model's device and dtype
+        device, dtype = reference.device, reference.dtype
         feature_dim = self.label_features.shape[1]
         if label_features is not None and torch.as_tensor(label_features).shape[-1] != feature_dim:
             raise ValueError(
                 f"label_features must keep the width F={feature_dim} the label-embedding layers were built "
                 f"for, got shape {list(torch.as_tensor(label_features).shape)}."
             )
-        self.num_classes = num_classes
+        self.num_classes = self.num_labels = num_classes
+        self.model_args.pop("num_labels", None)
         del self.label_features
         del self.label_graph
         self._set_label_inputs(label_features, label_graph, feature_dim)
@@ -366,6 +433,7 @@ class MSRN(nn.Module):
         self.label_graph = self.label_graph.to(device)
         self.label_names = list(label_names) if label_names is not None else None
         self.head = self._make_head(num_classes).to(device=device, dtype=dtype)
+        self.head_hidden_size = self.hidden_dim
         self._embedding_cache = None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -418,7 +486,7 @@ default_cfgs = generate_default_cfgs({
     "msrn_resnet101.tv_in1k": _cfg(),
     "msrn_resnet50.tv_in1k": _cfg(),
     "msrn_resnet18.tv_in1k": _cfg(),
-    "msrn_custom": _cfg(first_conv=None),
+    "msrn_custom": _cfg(),
 })
 
 # Constructor arguments that a checkpoint may set: everything except the label inputs (read from
@@ -426,6 +494,10 @@ default_cfgs = generate_default_cfgs({
 _CHECKPOINT_ARGS = frozenset(inspect.signature(MSRN.__init__).parameters) - {
     "self", "label_features", "label_graph", "pretrained_backbone",
 }
+
+
+# Arguments that fix the number of labels of a model built without a classifier.
+_LABEL_ARGS = ("num_labels", "label_features", "label_names")
 
 
 def _check_checkpoint_args(checkpoint: Checkpoint) -> None:
@@ -445,7 +517,9 @@ def _apply_checkpoint(checkpoint: Checkpoint, cfg: dict[str, Any], kwargs: dict[
         kwargs.setdefault(key, value)
     num_classes = kwargs.get("num_classes", checkpoint.num_classes)
     keep = [key for key in ("label_features", "label_graph") if kwargs.get(key) is not None]
-    if num_classes == checkpoint.num_classes:
+    if num_classes == 0:  # no classifier: the checkpoint's labels, embedded as trained
+        kwargs.setdefault("num_labels", checkpoint.num_classes)
+    if num_classes in (0, checkpoint.num_classes):
         if checkpoint.fixed_label_features:
             kwargs.setdefault("label_features", checkpoint.state_dict["label_features"])
         kwargs.setdefault("label_graph", checkpoint.state_dict["label_graph"])
@@ -460,10 +534,6 @@ def _apply_checkpoint(checkpoint: Checkpoint, cfg: dict[str, Any], kwargs: dict[
 
 def _build(architecture: str, cfg: dict[str, Any], kwargs: dict[str, Any]) -> MSRN:
     """The MSRN with its init, carrying ``cfg`` as its pretrained_cfg (timm loads no weights here)."""
-    if kwargs.get("backbone") is None:
-        raise ValueError(
-            f"{architecture} needs a backbone= argument naming a timm CNN, e.g. backbone='convnext_tiny'."
-        )
     # MSRN's `variant` argument would collide with build_model_with_cfg's own `variant` (the
     # architecture name), so it is bound here.
     model_cls = functools.partial(MSRN, variant=kwargs.pop("variant", "paper"), pretrained_backbone=False)
@@ -494,13 +564,18 @@ def _create_msrn(
     load_backbone = bool(kwargs.pop("pretrained_backbone", False)) or (pretrained and location is None)
     checkpoint = read_checkpoint(*location, cache_dir=cache_dir) if location is not None else None
     keep = _apply_checkpoint(checkpoint, cfg, kwargs) if checkpoint is not None else []
+    if kwargs.get("num_classes") == 0 and not any(kwargs.get(k) is not None for k in _LABEL_ARGS):
+        kwargs["num_labels"] = cfg.get("num_classes") or 0  # no classifier: the cfg's labels
     for key, value in model_args.items():
         kwargs.setdefault(key, value)
     model = _build(architecture, cfg, kwargs)
     if checkpoint is not None:
         load_checkpoint_into(model, checkpoint, keep=keep)
     elif load_backbone:
-        load_backbone_weights(model, cache_dir=cache_dir)
+        # A weight file given as pretrained_cfg_overlay=dict(file=...) is the backbone's (timm's idiom).
+        load_backbone_weights(model, cache_dir=cache_dir, file=cfg.get("file") if pretrained else None)
+    first_conv = model.backbone.first_conv
+    model.pretrained_cfg["first_conv"] = f"backbone.{first_conv}" if first_conv else None
     if model.label_names is not None:
         model.pretrained_cfg["label_names"] = list(model.label_names)
     model.pretrained_cfg["num_classes"] = model.num_classes
@@ -530,5 +605,7 @@ def msrn_resnet18(pretrained: bool = False, **kwargs: Any) -> MSRN:
 
 @register_model
 def msrn_custom(pretrained: bool = False, **kwargs: Any) -> MSRN:
-    """MSRN on any timm CNN given as ``backbone=`` (e.g. ``backbone="convnext_tiny"``)."""
-    return _create_msrn("msrn_custom", {}, pretrained=pretrained, **kwargs)
+    """MSRN on any timm model with feature maps given as ``backbone=`` (e.g. ``backbone="convnext_tiny"``
+    or ``"swin_tiny_patch4_window7_224"``); without one, the paper's ResNet-101."""
+    model_args = dict(backbone="resnet101.tv_in1k")
+    return _create_msrn("msrn_custom", model_args, pretrained=pretrained, **kwargs)
