@@ -106,6 +106,8 @@ class TrainConfig:
         {}, 'JSON arguments of the timm backbone, e.g. \'{"channels": [16, 32, 64, 128]}\'')
     pretrained: bool = _model(True, "start the backbone from ImageNet weights (paper default)",
                               negation="random initialisation")
+    backbone_weights: str | None = _model(help="local ImageNet weight file of the backbone instead of the "
+                                               "Hub (.safetensors; .pth read with weights_only=True)")
     # The authors' code (which produced the paper's tables): the paper text's compactness loss
     # (1e-3 x squared distances) starts ~1e4 times larger than the BCE and diverges (docs/training.md).
     variant: str = _model("official", "official (the authors' code, default) or paper (the paper's text)",
@@ -245,15 +247,19 @@ def _create_model(config: TrainConfig, model_config: dict[str, Any], label_featu
     kwargs = dict(model_config["kwargs"], label_graph=label_graph)
     if label_features is not None:
         kwargs["label_features"] = label_features
+    if config.backbone_weights:
+        if not config.pretrained:
+            raise ValueError("--backbone-weights are the backbone's ImageNet weights; drop --no-pretrained.")
+        kwargs["pretrained_cfg_overlay"] = dict(file=config.backbone_weights)  # timm's idiom for a local file
     try:
         return create_model(config.model, pretrained=config.pretrained, **kwargs)
     except (OSError, RuntimeError, ConnectionError) as error:
-        if not config.pretrained:
+        if not config.pretrained or config.backbone_weights:  # a local file's error names the file
             raise
         raise PretrainedWeightsUnavailable(
             f"Could not load the ImageNet weights of the backbone of {config.model} ({type(error).__name__}: "
-            f"{error}). Connect to the internet (or fill the Hugging Face cache), or pass --no-pretrained "
-            f"to train from random initialisation."
+            f"{error}). Connect to the internet (or fill the Hugging Face cache), give a local weight file "
+            f"with --backbone-weights PATH, or pass --no-pretrained to train from random initialisation."
         ) from error
 
 
