@@ -14,7 +14,27 @@ from .version import __version__
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
+# The other public modules load on first use (PEP 562), so ``import msrn`` costs what registering the
+# models costs, and ``msrn.data``, ``msrn.metrics``, ... work without an import of their own.
+_LAZY_SUBMODULES = (
+    "cli", "convert", "data", "engine", "export", "features", "graph", "labels", "metrics", "visualize",
+)
+
 __all__ = [
     "MSRN", "MSRNLoss", "create_model", "list_models", "load_model", "param_groups", "layers", "models",
-    "hub", "save_pretrained", "push_to_hub", "__version__",
+    "hub", "save_pretrained", "push_to_hub", "__version__", "loss", "optim", *_LAZY_SUBMODULES,
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

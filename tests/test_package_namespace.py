@@ -1,0 +1,34 @@
+"""``import msrn`` gives every public module as an attribute (``msrn.data``, ``msrn.features``, ...),
+loading the ones the model registry does not need on first use."""
+import subprocess
+import sys
+
+import msrn
+
+PUBLIC_MODULES = ["cli", "convert", "data", "engine", "export", "features", "graph", "hub", "labels", "layers",
+                  "loss", "metrics", "models", "optim", "visualize"]
+
+
+def test_public_modules_are_attributes_of_the_package():
+    for name in PUBLIC_MODULES:
+        module = getattr(msrn, name)
+        assert module.__name__ == f"msrn.{name}"
+        assert name in dir(msrn) and name in msrn.__all__
+    assert callable(msrn.features.load_label_features) and callable(msrn.metrics.multilabel_metrics)
+
+
+def test_import_msrn_loads_the_other_modules_only_when_used():
+    code = ("import sys, msrn; lazy = ['msrn.data', 'msrn.engine', 'msrn.metrics', 'msrn.convert']; "
+            "print([m for m in lazy if m in sys.modules]); msrn.graph.label_graph_from_targets; "
+            "print('msrn.graph' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    try:
+        msrn.no_such_module
+    except AttributeError as error:
+        assert "no_such_module" in str(error)
+    else:
+        raise AssertionError("msrn.no_such_module did not raise")
