@@ -145,6 +145,7 @@ def load_model(spec: str, checkpoint: str | None = None) -> MSRN:
         folder = pathlib.Path(spec[len("local-dir:"):]).expanduser()
         if not folder.is_dir():
             raise FileNotFoundError(f"model {spec}: folder {folder} does not exist.")
+        check_model_source(f"local-dir:{folder}", require_msrn=False)  # names a broken config.json
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (folder / name).is_file():
                 raise FileNotFoundError(
@@ -152,6 +153,7 @@ def load_model(spec: str, checkpoint: str | None = None) -> MSRN:
                 )
         model = _from_saved(f"local-dir:{folder}")
     elif spec.startswith("hf-hub:"):
+        check_model_source(spec, require_msrn=False)
         model = _from_saved(spec)
     else:
         return _from_architecture(spec, checkpoint).eval()

@@ -188,6 +188,11 @@ def _validate_config(config: Any, path: str) -> dict[str, Any]:
 
 
 def read_config(path: PathLike) -> dict[str, Any]:
+    """The checked contents of an MSRN ``config.json``."""
+    return _validate_config(_read_json(path), str(path))
+
+
+def _read_json(path: PathLike) -> Any:
     path = str(path)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -200,7 +205,7 @@ def read_config(path: PathLike) -> dict[str, Any]:
         raise ValueError(f"{path} is a folder, not a JSON file. {_WRITER_HINT}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error}). {_WRITER_HINT}") from error
-    return _validate_config(config, path)
+    return config
 
 
 def summarize_names(names: Sequence[str], noun: str = "tensor", limit: int = _NAMES_SHOWN) -> str:
@@ -387,14 +392,22 @@ def load_backbone_weights(model: torch.nn.Module, cache_dir: PathLike | None = N
     )
 
 
-def check_model_source(model_name: str, cache_dir: PathLike | None = None) -> None:
+def check_model_source(model_name: str, cache_dir: PathLike | None = None, require_msrn: bool = True) -> None:
     """Validate the config.json behind an ``hf-hub:`` / ``local-dir:`` name before timm parses it,
-    so a bad file or an unreachable id fails with a message that names it."""
+    so a bad file or an unreachable id fails with a message that names it. With
+    ``require_msrn=False`` only its being a JSON object is checked (any timm model passes)."""
     source, location = parse_model_name(model_name)
     if source == "local-dir":
-        read_config(pathlib.Path(location) / CONFIG_NAME)
+        path = pathlib.Path(location) / CONFIG_NAME
     elif source == "hf-hub":
-        read_config(_hub_file(location, CONFIG_NAME, cache_dir))
+        path = pathlib.Path(_hub_file(location, CONFIG_NAME, cache_dir))
+    else:
+        return
+    config = _read_json(path)
+    if require_msrn:
+        _validate_config(config, str(path))
+    elif not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}.")
 
 
 def registry_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
