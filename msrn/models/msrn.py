@@ -415,6 +415,8 @@ class MSRN(nn.Module):
             if self.head is not None:
                 self.head.fc2 = nn.Identity()
             self.num_classes = 0
+            if isinstance(getattr(self, "pretrained_cfg", None), dict):
+                self._record_labels_in_cfg()
             return
         reference = self.backbone.projections[0].weight  # always present, on the model's device and dtype
         device, dtype = reference.device, reference.dtype
@@ -435,6 +437,18 @@ class MSRN(nn.Module):
         self.head = self._make_head(num_classes).to(device=device, dtype=dtype)
         self.head_hidden_size = self.hidden_dim
         self._embedding_cache = None
+        if isinstance(getattr(self, "pretrained_cfg", None), dict):
+            self.pretrained_cfg.pop("label_descriptions", None)  # they described the old labels
+            self._record_labels_in_cfg()
+
+    def _record_labels_in_cfg(self) -> None:
+        """Keep ``pretrained_cfg`` (timm's place for them) in step with the labels: ``num_classes`` and
+        ``label_names`` (``label_0``, ``label_1``... when the labels have no names)."""
+        self.pretrained_cfg["num_classes"] = self.num_classes
+        self.pretrained_cfg["label_names"] = (
+            list(self.label_names) if self.label_names is not None
+            else [f"label_{i}" for i in range(self.num_labels)]
+        )
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.backbone.set_grad_checkpointing(enable)
@@ -576,9 +590,7 @@ def _create_msrn(
         load_backbone_weights(model, cache_dir=cache_dir, file=cfg.get("file") if pretrained else None)
     first_conv = model.backbone.first_conv
     model.pretrained_cfg["first_conv"] = f"backbone.{first_conv}" if first_conv else None
-    if model.label_names is not None:
-        model.pretrained_cfg["label_names"] = list(model.label_names)
-    model.pretrained_cfg["num_classes"] = model.num_classes
+    model._record_labels_in_cfg()
     return model
 
 
