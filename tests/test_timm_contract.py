@@ -23,7 +23,7 @@ def test_every_msrn_architecture_is_covered():
 @pytest.mark.parametrize("name", NAMES)
 def test_timm_contract_for_token_output_models(name):
     model = timm.create_model(name, pretrained=False)  # every registered name builds with defaults
-    cfg = model.pretrained_cfg
+    cfg = dict(model.pretrained_cfg)
     assert model.num_classes == cfg["num_classes"] > 0 and model.num_labels == model.num_classes
     assert model.num_features == model.num_branches * model.embed_dim
     assert model.head_hidden_size == model.hidden_dim and model.output_fmt == "NLC"
@@ -52,6 +52,7 @@ def test_timm_contract_for_token_output_models(name):
         kept = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("head.fc2.")}
         model.reset_classifier(0)
         assert model.num_classes == 0 and model.num_labels == cfg["num_classes"]
+        assert model.pretrained_cfg["num_classes"] == 0  # timm's: classifier outputs
         after = model.state_dict()
         assert set(after) == set(kept) and all(torch.equal(after[k], kept[k]) for k in kept)
         torch.testing.assert_close(model(x), pre_logits)  # forward returns the pre-logits
