@@ -203,6 +203,13 @@ class MultiBranchBackbone(nn.Module):
         return self.forward_branches(self.forward_stages(x))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            # timm before 1.0.31 checkpoints every top-level module of its feature wrapper on its own,
+            # an in-place activation (ResNet's act1) too, which then overwrites the input saved for the
+            # recompute. Out of place, it gives the same values.
+            for module in self.trunk.children():
+                if getattr(module, "inplace", False) is True:
+                    module.inplace = False
         # FeatureGetterNet (ViT-style trunks) keeps the model, and its switch, in ``.model``.
         for module in (self.trunk, getattr(self.trunk, "model", None)):
             if hasattr(module, "set_grad_checkpointing"):
