@@ -34,7 +34,9 @@ for requirement in dependencies:
         print(f"{name}=={version}")
 EOF
 )
-echo "min_versions: ${floors[*]} with $(python3 -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)')"
+torch_versions="$(python3 -c 'import torch, torchvision as tv; print("torch", torch.__version__,
+                                                                     "torchvision", tv.__version__)')"
+echo "min_versions: ${floors[*]} with ${torch_versions}"
 
 # The project and its test extras, resolved against the floors (pip installs into the environment
 # older copies of system packages that need them, e.g. scipy for an old numpy).
@@ -49,7 +51,8 @@ from importlib.metadata import version
 from packaging.version import Version
 
 pins = [pin.split("==") for pin in sys.argv[1:]]
-wrong = [f"{name}=={floor} (found {version(name)})" for name, floor in pins if Version(version(name)) != Version(floor)]
+wrong = [f"{name}=={floor} (found {version(name)})" for name, floor in pins
+         if Version(version(name)) != Version(floor)]
 if wrong:
     raise SystemExit(f"min_versions: not installed at the floor: {wrong}")
 EOF

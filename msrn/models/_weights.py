@@ -17,7 +17,7 @@ import timm
 import torch
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError  # also before huggingface_hub.errors
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.models import PretrainedCfg, get_pretrained_cfg, parse_model_name
@@ -122,6 +122,11 @@ def _split_hub_id(hub_id: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
+def _hub_offline() -> bool:
+    is_offline_mode = getattr(hub_constants, "is_offline_mode", None)  # huggingface_hub >= 1.0
+    return bool(is_offline_mode() if is_offline_mode is not None else hub_constants.HF_HUB_OFFLINE)
+
+
 def _hub_file(hub_id: str, filename: str, cache_dir: PathLike | None = None) -> str:
     """Local path of ``filename`` in Hub repository ``hub_id`` (downloaded or from the cache)."""
     repo_id, revision = _split_hub_id(hub_id)
@@ -132,7 +137,7 @@ def _hub_file(hub_id: str, filename: str, cache_dir: PathLike | None = None) -> 
         hint = (
             f"Hugging Face Hub offline mode is on (HF_HUB_OFFLINE=1) and the file is not in the cache at "
             f"{where}: download it once with network access, or point HF_HUB_CACHE at a cache that holds it."
-            if hub_constants.is_offline_mode()
+            if _hub_offline()
             else f"Check the repository id, your network and your access token (cache: {where})."
         )
         raise FileNotFoundError(
