@@ -458,9 +458,17 @@ def load_backbone_weights(
                 f"(pretrained_cfg_overlay=dict(file=PATH)), or use pretrained=False."
             )
         weights = f"{name.split('.', 1)[0]}.{cfg.tag}" if cfg.tag else name
-        if cfg.hf_hub_id and not cfg.hf_hub_filename and not cfg.custom_load:
-            overlay["hf_hub_filename"] = WEIGHTS_NAME  # safetensors, never the pickled alternative
         where = f"hf-hub:{cfg.hf_hub_id}" if cfg.hf_hub_id else str(cfg.url or cfg.file)
+        if cfg.hf_hub_id and not cfg.hf_hub_filename and not cfg.custom_load:
+            # The Hub repository's safetensors file, never its pickled alternative: read here and
+            # handed to timm as a state dict (timm's own Hub lookup differs between its releases).
+            try:
+                hub_path = _hub_file(cfg.hf_hub_id, WEIGHTS_NAME, cache_dir)
+            except FileNotFoundError as error:
+                raise FileNotFoundError(
+                    f"Cannot load the ImageNet weights of backbone {weights!r} from {where}: {error}"
+                ) from error
+            overlay["state_dict"] = read_safetensors(hub_path)
     try:
         donor = timm.create_model(
             weights, pretrained=True, features_only=True,
