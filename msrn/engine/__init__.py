@@ -7,6 +7,7 @@ from .checkpoint import load_model, load_training_state, save_model
 from .distributed import DistributedContext, EvalShardSampler, gather_predictions, init_distributed
 from .evaluate import evaluate_checkpoint
 from .loop import NonFiniteLossError, predict, train_one_epoch
+from .memory import keep_freed_memory
 from .report import format_class_ap_table, format_metrics_table
 from .trainer import TrainConfig, build_datasets, cpu_config, default_cache_dir, paper_config, train
 
@@ -15,4 +16,5 @@ __all__ = [
     "train_one_epoch", "predict", "NonFiniteLossError", "evaluate_checkpoint",
     "DistributedContext", "init_distributed", "EvalShardSampler", "gather_predictions",
     "save_model", "load_model", "load_training_state", "format_metrics_table", "format_class_ap_table",
+    "keep_freed_memory",
 ]

@@ -34,6 +34,7 @@ from ..metrics import average_precision, multilabel_metrics
 from .checkpoint import load_training_state, rng_state, save_model, save_training_state, set_rng_state
 from .distributed import DistributedContext, EvalShardSampler, init_distributed
 from .loop import predict, train_one_epoch
+from .memory import keep_freed_memory
 
 __all__ = ["TrainConfig", "PretrainedWeightsUnavailable", "paper_config", "cpu_config", "train",
            "build_datasets", "default_cache_dir"]
@@ -104,6 +105,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     threads: Optional[int] = None              # torch CPU threads (None: torch's default)
+    keep_freed_memory: bool = True             # malloc keeps freed blocks (msrn.engine.keep_freed_memory)
     seed: int = 0
     output_dir: str = "output/train_voc"
     resume: Optional[str] = None
@@ -278,6 +280,8 @@ def train(
     _check_config(config)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    if config.keep_freed_memory:
+        keep_freed_memory()
     context = init_distributed(config.device)
     try:
         return _train(config, context, on_epoch_end)

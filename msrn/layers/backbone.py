@@ -9,6 +9,19 @@ import torch.nn as nn
 __all__ = ["MultiBranchBackbone"]
 
 
+def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``MaxPool2d(2, stride=2)`` of an NCHW map as three element-wise maxima of strided views.
+
+    The same values as ``F.max_pool2d(x, 2, 2)`` (floor mode, NaN propagates), about 10x faster on
+    CPU, where PyTorch's NCHW max-pool kernel also computes indices. Not differentiable like the
+    max-pool (ties would share the gradient), so only for inference.
+    """
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    top = torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2])
+    bottom = torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2])
+    return torch.maximum(top, bottom, out=top)
+
+
 class MultiBranchBackbone(nn.Module):
     r"""The last ``num_branches`` stages of a timm CNN, each projected to ``embed_dim`` channels.
 
@@ -131,10 +144,17 @@ class MultiBranchBackbone(nn.Module):
         self.check_input(x)
         return self.trunk(x)
 
+    def _branch_pool(self, x: torch.Tensor) -> torch.Tensor:
+        inference = not (torch.is_grad_enabled() and x.requires_grad)
+        exporting = torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+        if inference and not exporting and x.dim() == 4 and x.is_contiguous():
+            return _max_pool_2x2(x)
+        return self.pool(x)
+
     def forward_branches(self, stages: List[torch.Tensor]) -> List[torch.Tensor]:
         """Buffer, pool and project raw stage outputs into ``[N, embed_dim, H_b, W_b]`` maps."""
         return [
-            projection(self.pool(buffer(stage)))
+            projection(self._branch_pool(buffer(stage)))
             for stage, buffer, projection in zip(stages, self.buffer_convs, self.projections)
         ]
 
