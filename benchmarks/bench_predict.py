@@ -130,15 +130,15 @@ def run_worker(name: str, args: argparse.Namespace) -> None:
         images = _resnet_loop(args, marks)
     else:
         import msrn.cli
-        import msrn.cli._loading
+        import msrn.cli.predict
         import msrn.engine.evaluate
 
         if name == "predict":
-            loader = (msrn.cli._loading, "load_model")
+            loader = (msrn.cli.predict, "load_model")
             argv = ["predict", "--model", f"local-dir:{args.model_dir}", str(args.folder), "--json",
                     "--batch-size", str(args.batch), "--device", args.device]
         else:
-            loader = (msrn.engine.evaluate, "load_model")
+            loader = (msrn.engine.evaluate, "load_trained_model")
             argv = ["evaluate", str(args.model_dir), "--data", str(args.folder / "labels.csv"), "--dataset",
                     "csv", "--batch-size", str(args.batch), "--workers", str(args.workers), "--device",
                     args.device, "--json"]

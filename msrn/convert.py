@@ -1,4 +1,4 @@
-"""Convert the authors' MSRN checkpoints into ``msrn`` models (DESIGN.md section 9).
+"""Convert the authors' MSRN checkpoints into ``msrn`` models (docs/design.md section 9).
 
 The authors save ``{'epoch', 'arch', 'state_dict', 'best_score'}`` whose state dict maps onto ours as
 
@@ -25,7 +25,8 @@ import logging
 import os
 import pickle
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
 
 import numpy as np
 import timm
@@ -34,6 +35,7 @@ import torch
 from .data.voc import VOC_CLASSES
 from .features import load_label_features, load_label_graph_npz, load_label_statistics
 from .graph import label_graph_from_statistics
+from .hub import save_pretrained
 from .models.msrn import MSRN
 
 __all__ = [
@@ -52,7 +54,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # Label orders of the authors' data files: VOC 2007 in its usual order, COCO 2014 alphabetical
 # (the order of their category list and of coco_label_graph.npz).
-OFFICIAL_LABEL_NAMES: Dict[str, Tuple[str, ...]] = {
+OFFICIAL_LABEL_NAMES: dict[str, tuple[str, ...]] = {
     "voc": VOC_CLASSES,
     "coco": (
         "airplane", "apple", "backpack", "banana", "baseball bat", "baseball glove", "bear", "bed", "bench",
@@ -78,8 +80,6 @@ _RESNETS = {
     (True, (3, 4, 23, 3)): "resnet101",
     (True, (3, 8, 36, 3)): "resnet152",
 }
-# Registered architectures whose default backbone is the one named (config.json "architecture").
-_ARCHITECTURES = {"resnet101": "msrn_resnet101", "resnet50": "msrn_resnet50", "resnet18": "msrn_resnet18"}
 _GAT_MODULES = {
     "lge.gats.0": "label_embed.layers.0",
     "lge.gats.1": "label_embed.layers.1",
@@ -100,12 +100,12 @@ _BAKED_KEYS = ("label_features", "label_graph")
 
 
 # ------------------------------------------------------------------------------ checkpoint IO
-def _strip_module_prefix(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     prefix = "module."
     return {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state_dict.items()}
 
 
-def load_official_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
+def load_official_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
     """The state dict of an authors' checkpoint, read with ``torch.load(weights_only=True)``.
 
     Accepts ``{"state_dict": ...}`` (the authors' format) or a bare state dict; a ``module.`` prefix
@@ -127,7 +127,7 @@ def load_official_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
     return _unwrap_state_dict(checkpoint, path)
 
 
-def _unwrap_state_dict(checkpoint: Any, source: str) -> Dict[str, torch.Tensor]:
+def _unwrap_state_dict(checkpoint: Any, source: str) -> dict[str, torch.Tensor]:
     if isinstance(checkpoint, Mapping) and "state_dict" in checkpoint:
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping) or not checkpoint:
@@ -141,7 +141,7 @@ def _unwrap_state_dict(checkpoint: Any, source: str) -> Dict[str, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------- architecture
-def _shape(state_dict: Mapping[str, torch.Tensor], key: str) -> Tuple[int, ...]:
+def _shape(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
     return tuple(state_dict[key].shape)
 
 
@@ -165,8 +165,8 @@ def _infer_resnet(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 
 def official_model_args(
-    state_dict: Mapping[str, torch.Tensor], backbone: Optional[str] = None
-) -> Dict[str, Any]:
+    state_dict: Mapping[str, torch.Tensor], backbone: str | None = None
+) -> dict[str, Any]:
     """The :class:`~msrn.models.MSRN` arguments (official variant) that fit an authors' state dict.
 
     Sizes come from the tensors: ``n`` from ``fc2``, ``m`` from the assignment GAT, ``d`` from the
@@ -217,7 +217,7 @@ def _second_half(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(-1)[tensor.numel() // 2:]
 
 
-def _official_source(key: str) -> Tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+def _official_source(key: str) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Official key and transform that produce our tensor ``key`` (the table in the module docstring)."""
     module, _, name = key.rpartition(".")
     if module in _GAT_MODULES:
@@ -235,7 +235,7 @@ def _official_source(key: str) -> Tuple[str, Callable[[torch.Tensor], torch.Tens
 
 def convert_official_state_dict(
     state_dict: Mapping[str, torch.Tensor], model: MSRN
-) -> Dict[str, torch.Tensor]:
+) -> dict[str, torch.Tensor]:
     """Map an authors' state dict onto ``model``'s keys (official variant, same sizes).
 
     Returns a state dict with every key of ``model.state_dict()`` but the baked-in ``label_features``
@@ -247,10 +247,10 @@ def convert_official_state_dict(
     if model.variant != "official" or model.lge is None or model.lge.diffpool is None:
         raise ValueError("Official checkpoints convert into MSRN(variant='official', embeddings='both').")
     targets = model.state_dict()
-    converted: Dict[str, torch.Tensor] = {}
+    converted: dict[str, torch.Tensor] = {}
     used = set()
-    missing: List[str] = []
-    wrong_shape: List[str] = []
+    missing: list[str] = []
+    wrong_shape: list[str] = []
     for key, target in targets.items():
         if key in _BAKED_KEYS:
             continue
@@ -278,15 +278,15 @@ def convert_official_state_dict(
         problems.append(f"wrong shapes: {wrong_shape}")
     if problems:
         raise ValueError(
-            "The checkpoint does not match the authors' MSRN layout (DESIGN.md section 9); "
+            "The checkpoint does not match the authors' MSRN layout (docs/design.md section 9); "
             + "; ".join(problems) + "."
         )
     return converted
 
 
 # ------------------------------------------------------------------------------ label inputs
-def resolve_label_names(names: Optional[Union[str, Sequence[str]]], num_classes: int,
-                        *data_files: Optional[PathLike]) -> List[str]:
+def resolve_label_names(names: str | Sequence[str] | None, num_classes: int,
+                        *data_files: PathLike | None) -> list[str]:
     """Label names from ``"voc"``/``"coco"``, a text file (one name per line), a list, or, when
     ``names`` is ``None``, from an ``.npz`` among ``data_files`` or the official order for 20 (VOC)
     or 80 (COCO) labels."""
@@ -325,7 +325,7 @@ def resolve_label_names(names: Optional[Union[str, Sequence[str]]], num_classes:
     return list(resolved)
 
 
-def _label_features(glove: Any, names: List[str]) -> torch.Tensor:
+def _label_features(glove: Any, names: list[str]) -> torch.Tensor:
     if isinstance(glove, (str, os.PathLike)):
         return load_label_features(glove, names)
     features = torch.as_tensor(np.asarray(glove) if not isinstance(glove, torch.Tensor) else glove).float()
@@ -334,7 +334,7 @@ def _label_features(glove: Any, names: List[str]) -> torch.Tensor:
     return features
 
 
-def _label_graph(adj: Any, names: List[str], threshold: float) -> torch.Tensor:
+def _label_graph(adj: Any, names: list[str], threshold: float) -> torch.Tensor:
     if isinstance(adj, (str, os.PathLike)):
         cooccurrence, counts, _ = load_label_statistics(adj, names)
     else:
@@ -344,12 +344,12 @@ def _label_graph(adj: Any, names: List[str], threshold: float) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------- converter
 def convert_official(
-    checkpoint: Union[PathLike, Mapping[str, torch.Tensor]],
+    checkpoint: PathLike | Mapping[str, torch.Tensor],
     glove: Any,
     adj: Any,
     threshold: float = 0.4,
-    names: Optional[Union[str, Sequence[str]]] = None,
-    backbone: Optional[str] = None,
+    names: str | Sequence[str] | None = None,
+    backbone: str | None = None,
 ) -> MSRN:
     """Build the ``msrn`` model that computes what the authors' checkpoint computes.
 
@@ -358,7 +358,7 @@ def convert_official(
         glove: label features: ``*_glove_word2vec.pkl``, our ``.npz``, a GloVe text file, or an
             ``[n, F]`` array.
         adj: co-occurrence statistics: ``*_adj.pkl``, our ``.npz``, or a ``(cooccurrence, counts)`` pair.
-        threshold: edge threshold ``t`` of the label graph (DESIGN.md section 1; the authors use 0.4).
+        threshold: edge threshold ``t`` of the label graph (docs/design.md section 1; the authors use 0.4).
         names: ``"voc"``, ``"coco"``, a names file or a list (see :func:`resolve_label_names`).
         backbone: timm name of the trunk when it is not a torchvision ResNet depth.
 
@@ -386,7 +386,10 @@ def convert_official(
         )
     build_args = {k: v for k, v in model_args.items() if k != "label_feature_dim"}
     # Through timm's registry, so the model carries its pretrained_cfg like any timm model.
-    architecture = _ARCHITECTURES.get(model_args["backbone"], "msrn_custom")
+    # Registered architectures are named after their backbone (msrn_resnet101 runs resnet101).
+    architecture = f"msrn_{model_args['backbone']}"
+    if not timm.is_model(architecture):
+        architecture = "msrn_custom"
     model = timm.create_model(architecture, pretrained=False, **build_args, label_features=features,
                               label_graph=graph, label_names=label_names)
     model.load_state_dict({**convert_official_state_dict(state_dict, model),
@@ -401,6 +404,4 @@ def save_converted(model: MSRN, directory: PathLike) -> None:
     """Write ``DIR/model.safetensors`` (every tensor, label features and graph included) and
     ``DIR/config.json`` with :func:`msrn.hub.save_pretrained`, so that
     ``timm.create_model("local-dir:DIR")`` rebuilds the converted model with no other input."""
-    from .hub import save_pretrained
-
     save_pretrained(model, directory)

@@ -10,13 +10,14 @@ import json
 import logging
 import pathlib
 import warnings
-from typing import Any, Dict, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .layers import semantic_guided_attention
 from .models import MSRN
 
 __all__ = ["export_onnx", "onnx_metadata", "resolve_input_size", "run_onnx", "DEFAULT_OPSET"]
@@ -31,11 +32,7 @@ OUTPUT_NAME = "logits"
 
 class _FrozenEmbeddingsMSRN(nn.Module):
     """``images -> logits`` with the image-independent semantic queries ``[E_l; E_g]`` stored as a
-    constant buffer, so that the exported graph needs no graph-attention ops.
-
-    It repeats :meth:`MSRN.forward_features` with the literal eq. 7-9
-    (:func:`~msrn.layers.semantic_guided_attention`): tensor ops only, which a tracer records for any
-    batch size, whereas a memory-saving SGA may loop over chunks sized by the traced batch."""
+    constant buffer, so that the exported graph needs no graph-attention ops."""
 
     def __init__(self, model: MSRN) -> None:
         super().__init__()
@@ -44,12 +41,10 @@ class _FrozenEmbeddingsMSRN(nn.Module):
             self.register_buffer("queries", model.semantic_queries().detach().clone())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        branches = self.model.forward_branches(images)
-        features = torch.cat([semantic_guided_attention(f, self.queries.to(f.dtype)) for f in branches], dim=2)
-        return self.model.forward_head(features)
+        return self.model.forward_head(self.model.forward_features(images, queries=self.queries))
 
 
-def resolve_input_size(model: MSRN, img_size: Optional[Union[int, Sequence[int]]] = None) -> tuple:
+def resolve_input_size(model: MSRN, img_size: int | Sequence[int] | None = None) -> tuple:
     """``(C, H, W)`` of the exported input: ``img_size`` (``H`` or ``(H, W)``) or the model's
     ``pretrained_cfg["input_size"]``; checked against the backbone's smallest input."""
     if img_size is None:
@@ -68,16 +63,15 @@ def resolve_input_size(model: MSRN, img_size: Optional[Union[int, Sequence[int]]
     return model.backbone.in_chans, int(height), int(width)
 
 
-def onnx_metadata(model: MSRN, input_size: Sequence[int]) -> Dict[str, str]:
+def onnx_metadata(model: MSRN, input_size: Sequence[int]) -> dict[str, str]:
     """The key/value strings :func:`export_onnx` stores in the ONNX file (all JSON-encoded)."""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    names = model.label_names or cfg.get("label_names") or [f"label_{i}" for i in range(model.num_classes)]
     return {
         "architecture": json.dumps(cfg.get("architecture", type(model).__name__)),
-        "label_names": json.dumps(list(names)),
+        "label_names": json.dumps(model.get_label_names()),
         "input_size": json.dumps(list(input_size)),
-        "mean": json.dumps(list(cfg.get("mean", (0.485, 0.456, 0.406)))),
-        "std": json.dumps(list(cfg.get("std", (0.229, 0.224, 0.225)))),
+        "mean": json.dumps(list(cfg.get("mean", IMAGENET_DEFAULT_MEAN))),
+        "std": json.dumps(list(cfg.get("std", IMAGENET_DEFAULT_STD))),
         "interpolation": json.dumps(cfg.get("interpolation", "bilinear")),
         "crop_mode": json.dumps(cfg.get("crop_mode", "squash")),
         "crop_pct": json.dumps(cfg.get("crop_pct", 1.0)),
@@ -85,7 +79,7 @@ def onnx_metadata(model: MSRN, input_size: Sequence[int]) -> Dict[str, str]:
     }
 
 
-def _add_metadata(path: pathlib.Path, metadata: Dict[str, str]) -> None:
+def _add_metadata(path: pathlib.Path, metadata: dict[str, str]) -> None:
     try:
         import onnx
     except ImportError:
@@ -102,8 +96,8 @@ def _add_metadata(path: pathlib.Path, metadata: Dict[str, str]) -> None:
 
 def export_onnx(
     model: MSRN,
-    path: Union[str, pathlib.Path],
-    img_size: Optional[Union[int, Sequence[int]]] = None,
+    path: str | pathlib.Path,
+    img_size: int | Sequence[int] | None = None,
     opset_version: int = DEFAULT_OPSET,
 ) -> pathlib.Path:
     """Write ``model`` as an ONNX inference graph ``images [batch, C, H, W] -> logits [batch, n]``.
@@ -130,7 +124,11 @@ def export_onnx(
     parameter = next(model.parameters())
     example = torch.zeros(2, *input_size, device=parameter.device, dtype=parameter.dtype)
     was_training = model.training
+    was_memory_efficient = model.sga.memory_efficient
     model.eval()
+    # The literal eq. 7-9 is tensor ops only, which a tracer records for any batch size, whereas the
+    # memory-saving SGA loops over chunks sized by the traced batch.
+    model.sga.memory_efficient = False
     try:
         wrapper = _FrozenEmbeddingsMSRN(model).eval()
         with torch.no_grad(), warnings.catch_warnings():
@@ -147,6 +145,7 @@ def export_onnx(
                 opset_version=opset_version, do_constant_folding=True,
             )
     finally:
+        model.sga.memory_efficient = was_memory_efficient
         model.train(was_training)
     _add_metadata(path, onnx_metadata(model, input_size))
     _logger.info("Exported %s: %s %s -> %s [batch, %d]", path, INPUT_NAME, ["batch", *input_size],
@@ -154,7 +153,7 @@ def export_onnx(
     return path
 
 
-def run_onnx(path: Union[str, pathlib.Path], images: Any) -> np.ndarray:
+def run_onnx(path: str | pathlib.Path, images: Any) -> np.ndarray:
     """Run an exported file in onnxruntime (CPU) on normalised ``images [N, C, H, W]``; returns logits."""
     try:
         import onnxruntime

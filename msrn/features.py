@@ -1,4 +1,4 @@
-"""Label features and label statistics from files (DESIGN.md sections 1 and 8).
+"""Label features and label statistics from files (docs/design.md sections 1 and 8).
 
 Three file formats are read:
 

@@ -1,4 +1,4 @@
-"""Label co-occurrence graph: the neighbourhoods the GAT layers attend over (DESIGN.md section 1).
+"""Label co-occurrence graph: the neighbourhoods the GAT layers attend over (docs/design.md section 1).
 
 Edge direction. From co-occurrence counts ``co[i, j]`` (images with both labels) and label counts
 ``count[i]``, the conditional probability is ``P(j | i) = co[i, j] / count[i]`` and the binary edge is

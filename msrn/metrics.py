@@ -1,4 +1,4 @@
-"""Multi-label classification metrics of the paper's tables (ML-GCN definitions, DESIGN.md section 7).
+"""Multi-label classification metrics of the paper's tables (ML-GCN definitions, docs/design.md section 7).
 
 All results are in percent. ``scores`` are probabilities (sigmoid of the logits) ``[N, n]``,
 ``targets`` 0/1 ``[N, n]``, ``ignore`` an optional bool ``[N, n]`` marking VOC "difficult" entries.

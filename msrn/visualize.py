@@ -8,13 +8,15 @@ Pillow picture: one row per label, the image and then one overlay per branch.
 
 Only Pillow and NumPy are used for drawing (no plotting library).
 """
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from .data.image import to_rgb_image
 from .models import MSRN
 
 __all__ = [
@@ -34,7 +36,7 @@ _RAMP = np.array(
 
 
 @torch.no_grad()
-def label_attention_maps(model: MSRN, images: torch.Tensor) -> List[torch.Tensor]:
+def label_attention_maps(model: MSRN, images: torch.Tensor) -> list[torch.Tensor]:
     """Per-label semantic guided attention of every branch (eq. 8, averaged over channels).
 
     Args:
@@ -48,16 +50,10 @@ def label_attention_maps(model: MSRN, images: torch.Tensor) -> List[torch.Tensor
     """
     if not isinstance(model, MSRN):
         raise TypeError(f"label_attention_maps expects an msrn.MSRN model, got {type(model).__name__}.")
-    if not model.uses_label_rows:
-        raise ValueError(
-            f"This model was built with embeddings={model.embeddings_mode!r}: its attention is guided by "
-            f"group embeddings only, so there are no per-label attention maps."
-        )
-    queries = model.semantic_queries()[: model.num_classes]
-    return [model.sga.attention_maps(f, queries.to(f.dtype)) for f in model.forward_branches(images)]
+    return model.label_attention_maps(images)
 
 
-def resize_maps(maps: Sequence[torch.Tensor], size: Tuple[int, int]) -> torch.Tensor:
+def resize_maps(maps: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
     """Bilinearly upsample the branch maps of :func:`label_attention_maps` to ``size = (H, W)``.
 
     Returns ``[N, n, B, H, W]``: image, label, branch. The values are interpolated attention
@@ -69,13 +65,13 @@ def resize_maps(maps: Sequence[torch.Tensor], size: Tuple[int, int]) -> torch.Te
     return torch.stack(resized, dim=2)
 
 
-def branch_names(model: MSRN) -> List[str]:
+def branch_names(model: MSRN) -> list[str]:
     """Readable branch names, shallowest first, e.g. ``["layer2 /16", "layer3 /32", "layer4 /64"]``."""
     try:
         modules = list(model.backbone.trunk.feature_info.module_name())
     except (AttributeError, TypeError):
         modules = [f"branch {b}" for b in range(model.num_branches)]
-    return [f"{name} /{stride}" for name, stride in zip(modules, model.backbone.branch_strides)]
+    return [f"{name} /{stride}" for name, stride in zip(modules, model.backbone.branch_strides, strict=False)]
 
 
 def heatmap_colors(heatmap: np.ndarray) -> np.ndarray:
@@ -99,14 +95,15 @@ def overlay_heatmap(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.5)
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+    image = to_rgb_image(image)
     heat = Image.fromarray(heatmap_colors(heatmap)).resize(image.size, Image.BILINEAR)
-    return Image.blend(image.convert("RGB"), heat, alpha)
+    return Image.blend(image, heat, alpha)
 
 
 def tensor_to_image(
     image: torch.Tensor,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    std: Sequence[float] = IMAGENET_DEFAULT_STD,
 ) -> Image.Image:
     """Undo the normalisation of one ``[3, H, W]`` model input and return it as a Pillow image."""
     if image.dim() != 3 or image.shape[0] != 3:
@@ -128,7 +125,7 @@ def attention_grid(
     image: Image.Image,
     maps: np.ndarray,
     titles: Sequence[str],
-    column_names: Optional[Sequence[str]] = None,
+    column_names: Sequence[str] | None = None,
     cell_size: int = 224,
     alpha: float = 0.5,
 ) -> Image.Image:
@@ -156,6 +153,7 @@ def attention_grid(
     column_names = list(column_names)
     if len(column_names) != num_branches:
         raise ValueError(f"got {len(column_names)} column names for {num_branches} branches.")
+    image = to_rgb_image(image)  # upright (EXIF), transparency on white, as the model saw it
     cell_h = cell_size
     cell_w = max(1, round(cell_size * image.width / image.height))
     font = _font(max(10, cell_size // 14))
@@ -165,7 +163,7 @@ def attention_grid(
     height = text_h + num_rows * (text_h + cell_h + pad) + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    base = image.convert("RGB").resize((cell_w, cell_h), Image.BILINEAR)
+    base = image.resize((cell_w, cell_h), Image.BILINEAR)
     for column, name in enumerate(["image", *column_names]):
         draw.text((pad + column * (cell_w + pad), 1), name, fill=(0, 0, 0), font=font)
     for row in range(num_rows):

@@ -15,10 +15,10 @@ def load_bench():
     return module
 
 
-def loader_of(module_name):
+def loader_of(module_name, name):
     import importlib
 
-    return importlib.import_module(module_name).load_model
+    return getattr(importlib.import_module(module_name), name)
 
 
 def test_workers_label_every_image_and_time_the_loop_apart_from_the_start_up(tmp_path, capsys):
@@ -26,7 +26,8 @@ def test_workers_label_every_image_and_time_the_loop_apart_from_the_start_up(tmp
     rows = bench.write_images(tmp_path / "images", 3, 64)
     assert len(rows) == 3 and (tmp_path / "images" / "labels.csv").read_text().startswith("image,labels\n")
     bench.write_model(tmp_path / "model", 64, "msrn_resnet18", **TINY_MODEL)
-    loaders_before = (loader_of("msrn.cli._loading"), loader_of("msrn.engine.evaluate"))
+    hooked = [("msrn.cli.predict", "load_model"), ("msrn.engine.evaluate", "load_trained_model")]
+    loaders_before = [loader_of(*place) for place in hooked]
     for case in bench.CASES:
         bench.main(["--worker", case, "--folder", str(tmp_path / "images"), "--model-dir", str(tmp_path / "model"),
                     "--images", "3", "--image-size", "64", "--batch", "2", "--workers", "0",
@@ -35,7 +36,7 @@ def test_workers_label_every_image_and_time_the_loop_apart_from_the_start_up(tmp
         assert report["case"] == case and report["images"] == 3
         assert report["startup_s"] > 0 and report["loop_s"] > 0 and report["images_per_s"] > 0
     # The timing hook is removed again.
-    assert (loader_of("msrn.cli._loading"), loader_of("msrn.engine.evaluate")) == loaders_before
+    assert [loader_of(*place) for place in hooked] == loaders_before
 
 
 def test_summary_alternates_the_cases_and_keeps_its_keys(monkeypatch, capsys):

@@ -1,4 +1,4 @@
-"""The converter, checked against a reference forward pass written here from DESIGN.md (sections 1-5, 9)."""
+"""The converter, checked against a reference forward pass written here from docs/design.md (sections 1-5, 9)."""
 import json
 import pickle
 
@@ -24,7 +24,7 @@ TRUNK_CHANNELS = {"resnet18": (64, 128, 256, 512), "resnet101": (256, 512, 1024,
 
 
 def official_state_dict(arch="resnet18", n=N_LABELS, m=N_GROUPS, d=EMBED, hidden=HIDDEN, seed=0):
-    """An authors'-layout state dict (DESIGN.md section 9) with random values."""
+    """An authors'-layout state dict (docs/design.md section 9) with random values."""
     generator = torch.Generator().manual_seed(seed)
 
     def rand(*shape, scale=0.1):
@@ -80,7 +80,7 @@ def label_data(n=N_LABELS, seed=0):
     return glove, {"adj": cooccurrence, "nums": targets.sum(axis=0)}
 
 
-# ------------------------------------------------------------------------ reference (DESIGN.md)
+# ------------------------------------------------------------------------ reference (docs/design.md)
 def reference_mask(cooccurrence, counts, threshold):
     """Section 1: node i attends to itself and to every j with P(i | j) = co[j, i] / count[j] >= t."""
     n = len(counts)
@@ -339,7 +339,7 @@ def test_full_size_voc_checkpoint_converts_with_the_official_parameter_count(sha
     model = convert_official(state, npz, npz)  # names, features and statistics from our .npz
     assert sum(p.numel() for p in model.parameters()) == 121_763_764
     assert model.label_names == list(OFFICIAL_LABEL_NAMES["voc"])
-    assert int(model.label_graph.sum()) - 20 == 6  # DESIGN.md section 1
+    assert int(model.label_graph.sum()) - 20 == 6  # docs/design.md section 1
     ours = model.state_dict()
     deep_block = "layer3.22.conv3.weight"
     assert torch.equal(ours["backbone.trunk." + deep_block], state["resnet_101." + deep_block])

@@ -47,7 +47,8 @@ def test_documented_options_exist(page, command):
 
 
 @pytest.mark.parametrize("module_name", [
-    "msrn.layers", "msrn.graph", "msrn.loss", "msrn.optim", "msrn.visualize", "msrn.export",
+    "msrn.layers", "msrn.graph", "msrn.loss", "msrn.optim", "msrn.visualize", "msrn.export", "msrn.labels",
+    "msrn.data",
 ])
 def test_api_reference_lists_every_public_name(module_name):
     text = (DOCS / "api.md").read_text()

@@ -14,7 +14,7 @@ from msrn.graph import (
 
 
 def _reference_mask(targets: np.ndarray, threshold: float) -> np.ndarray:
-    """DESIGN.md section 1 written with loops: mask[i, j] = i == j or P(i | j) >= t."""
+    """docs/design.md section 1 written with loops: mask[i, j] = i == j or P(i | j) >= t."""
     n = targets.shape[1]
     present = targets > 0
     mask = np.eye(n, dtype=bool)

@@ -440,9 +440,7 @@ def test_missing_folder_and_wrong_model(tmp_path):
     with pytest.raises(TypeError, match="expects an msrn.MSRN"):
         msrn.save_pretrained(torch.nn.Linear(2, 2), tmp_path / "x")
     with pytest.raises(ValueError, match="JSON values"):
-        model = tiny_msrn()
-        model.backbone_kwargs = {"act_layer": torch.nn.ReLU}
-        msrn.save_pretrained(model, tmp_path / "y")
+        msrn.save_pretrained(tiny_msrn(backbone_kwargs={"act_layer": torch.nn.ReLU}), tmp_path / "y")
 
 
 def test_model_built_without_timm_round_trips(tmp_path):

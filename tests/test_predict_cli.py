@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 import msrn  # noqa: F401  registers the architectures
 from msrn import save_pretrained
 from msrn.cli import main
-from msrn.cli._loading import infer_model_args
+from msrn.models import infer_model_args
 
 NAMES = ["cat", "dog", "person", "car"]
 TINY = dict(num_classes=4, embed_dim=16, hidden_dim=32, gat_hidden_dim=16, label_feature_dim=8, num_groups=2)

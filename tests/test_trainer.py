@@ -9,16 +9,22 @@ import sys
 
 import numpy as np
 import pytest
+import timm
 import torch
 from safetensors.torch import load_file
 
 import msrn
-import timm
 from msrn.cli import main as cli_main
 from msrn.data import VOCDataset, eval_transform, generate_synthetic_voc
-from msrn.engine import (EvalShardSampler, NonFiniteLossError, cpu_config, evaluate_checkpoint,
-                         gather_predictions,
-                         load_model, train)
+from msrn.engine import (
+    EvalShardSampler,
+    NonFiniteLossError,
+    cpu_config,
+    evaluate_checkpoint,
+    gather_predictions,
+    load_trained_model,
+    train,
+)
 from msrn.engine.distributed import DistributedContext
 from msrn.graph import label_graph_from_targets
 from msrn.metrics import multilabel_metrics
@@ -72,7 +78,7 @@ def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, cap
     assert records[-1]["best_mAP"] == max(r["mAP"] for r in records)
 
     # The saved folder alone rebuilds the model; its scores reproduce the logged test mAP.
-    model, info = load_model(output / "last")
+    model, info = load_trained_model(output / "last")
     assert info["epoch"] == 2 and info["image_size"] == 64
     assert model.num_classes == 20 and model.label_names[0] == "aeroplane"
     same = timm.create_model(f"local-dir:{output / 'last'}")
@@ -190,7 +196,7 @@ def test_glove_label_features_from_npz(cache_dir, tmp_path, shared_dir):
     npz = shared_dir / "data/official/voc_label_graph.npz"
     output = tmp_path / "glove"
     train(_config(cache_dir, output, epochs=1, max_steps_per_epoch=1, glove=str(npz)))
-    model, _ = load_model(output / "last")
+    model, _ = load_trained_model(output / "last")
     official = np.load(npz)
     assert [str(n) for n in official["names"]] == model.label_names
     assert not isinstance(model.label_features, torch.nn.Parameter)  # fixed features, not learned
@@ -210,7 +216,7 @@ def test_csv_data_trains_with_the_same_trainer(cache_dir, tmp_path):
     record = train(_config(cache_dir, tmp_path / "csv", dataset="csv", data=str(tmp_path / "train.csv"),
                            test_split=str(tmp_path / "test.csv"), epochs=1, max_steps_per_epoch=1))
     assert record["test_images"] == 13 and np.isfinite(record["mAP"])
-    model, _ = load_model(tmp_path / "csv" / "last")
+    model, _ = load_trained_model(tmp_path / "csv" / "last")
     assert model.label_names == train_voc.classes
 
 

@@ -4,12 +4,13 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import List, Optional
+
+from ..version import __version__
 
 __all__ = ["main", "CommandError"]
 
 # Modules of msrn.cli that provide sub-commands, in the order `msrn --help` lists them.
-_COMMAND_MODULES = ("models", "predict", "evaluate", "export", "convert")
+_COMMAND_MODULES = ("models", "train", "predict", "evaluate", "export", "convert")
 
 
 class CommandError(Exception):
@@ -17,8 +18,6 @@ class CommandError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(prog="msrn", description="MSRN multi-label image classification.")
     parser.add_argument("--version", action="version", version=f"msrn {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -28,18 +27,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
     except (CommandError, ValueError, FileNotFoundError) as error:
-        print(f"msrn {args.command}: error: {error}", file=sys.stderr)
+        print(f"msrn {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error)
+    # An error re-raised from a DataLoader worker carries the worker's traceback in its message; its
+    # last line is the original "module.Type: message".
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,8 @@
 """``msrn convert-official``: turn the authors' checkpoint into a ``local-dir:`` model folder."""
 import argparse
+import os
 
+from ..convert import convert_official, save_converted
 from . import CommandError
 
 __all__ = ["register"]
@@ -37,10 +39,6 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from ..convert import convert_official, save_converted
-
     outputs = ("model.safetensors", "config.json")
     existing = [name for name in outputs if os.path.exists(os.path.join(args.out, name))]
     if existing and not args.force:

@@ -1,6 +1,11 @@
 """``msrn evaluate``: score a trained checkpoint on a test set; print the metrics and per-class AP."""
 import argparse
 import json
+import os
+
+from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table
+from ..engine.loop import AMP_MODES
+from . import CommandError
 
 __all__ = ["register"]
 
@@ -20,7 +25,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    parser.add_argument("--amp", default="none", choices=AMP_MODES)
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="probability threshold of CP/CR/... (0.5)")
     parser.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images")
@@ -29,13 +34,10 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from . import CommandError
-    from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table
-
     if not os.path.isfile(os.path.join(args.checkpoint, "config.json")):
-        raise CommandError(f"no saved model in {args.checkpoint}: pass the best/ or last/ folder of a training run")
+        raise CommandError(
+            f"no saved model in {args.checkpoint}: pass the best/ or last/ folder of a training run"
+        )
     image_size = args.image_size
     metrics, class_ap, classes = evaluate_checkpoint(
         args.checkpoint, args.data, dataset=args.dataset, split=args.split, image_size=image_size,
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold, skip_bad_images=args.skip_bad_images,
     )
     if args.json:
-        print(json.dumps({"metrics": metrics, "class_ap": dict(zip(classes, class_ap.tolist()))}))
+        class_ap_by_name = dict(zip(classes, class_ap.tolist(), strict=True))
+        print(json.dumps({"metrics": metrics, "class_ap": class_ap_by_name}))
         return 0
     print(format_metrics_table(metrics))
     print()

@@ -2,14 +2,16 @@
 import argparse
 import pathlib
 
+import torch
+
+from ..export import DEFAULT_OPSET, export_onnx, resolve_input_size, run_onnx
+from ..models import load_model
 from . import CommandError
 
 __all__ = ["register"]
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
-    from ..export import DEFAULT_OPSET
-
     parser = subparsers.add_parser(
         "export", help="export a trained model to ONNX",
         description="Export images [batch, 3, H, W] -> logits [batch, n] as ONNX. The label and group "
@@ -32,11 +34,6 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..export import export_onnx, resolve_input_size, run_onnx
-    from ._loading import load_model
-
     out = pathlib.Path(args.onnx)
     if out.is_dir():
         raise CommandError(f"--onnx {out} is a folder; give a file name such as model.onnx.")

@@ -1,6 +1,8 @@
 """``msrn models``: list the registered MSRN architectures."""
 import argparse
 
+from ..models import list_models
+
 __all__ = ["register"]
 
 
@@ -11,8 +13,6 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import list_models
-
     for name in list_models(args.pattern):
         print(name)
     return 0

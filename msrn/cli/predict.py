@@ -8,14 +8,19 @@ import argparse
 import json
 import pathlib
 import sys
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Iterator, Sequence
 
+import torch
+from timm.data import create_transform, resolve_model_data_config
+from tqdm import tqdm
+
+from .. import visualize
+from ..data import BadImageError, load_rgb_image
+from ..data.image import IMAGE_SUFFIXES, find_image_files
+from ..models import load_model
 from . import CommandError
 
 __all__ = ["register"]
-
-# File endings taken from a folder (files named on the command line are always tried).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
@@ -45,15 +50,15 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.set_defaults(func=run)
 
 
-def _collect_images(inputs: Sequence[str]) -> Tuple[List[pathlib.Path], bool]:
+def _collect_images(inputs: Sequence[str]) -> tuple[list[pathlib.Path], bool]:
     """The files to label, and whether a folder was given (then a progress bar is shown)."""
-    files: List[pathlib.Path] = []
+    files: list[pathlib.Path] = []
     any_folder = False
     for name in inputs:
         path = pathlib.Path(name)
         if path.is_dir():
             any_folder = True
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = find_image_files(path)
             if not found:
                 raise CommandError(f"folder {path} contains no image files ({', '.join(IMAGE_SUFFIXES)}).")
             files.extend(found)
@@ -75,7 +80,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise CommandError(f"--attention {args.attention} is a file; give a folder for the PNG files.")
 
 
-def select_labels(probabilities: Sequence[float], threshold: float, top_k: Optional[int] = None) -> List[int]:
+def select_labels(probabilities: Sequence[float], threshold: float, top_k: int | None = None) -> list[int]:
     """Indices of the labels with probability ``>= threshold``, most probable first, at most ``top_k``."""
     above = [i for i, p in enumerate(probabilities) if p >= threshold]
     chosen = sorted(above, key=lambda i: -probabilities[i])
@@ -87,7 +92,7 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start:start + size]
 
 
-def _unique_png(out_dir: pathlib.Path, path: pathlib.Path, used: Dict[str, int]) -> pathlib.Path:
+def _unique_png(out_dir: pathlib.Path, path: pathlib.Path, used: dict[str, int]) -> pathlib.Path:
     stem = path.stem
     count = used.get(stem, 0)
     used[stem] = count + 1
@@ -103,7 +108,7 @@ class _Table:
         self.stream = stream
         print(f"{'image':<{self.image_width}}  {'label':<{self.label_width}}  probability", file=stream)
 
-    def write(self, path: pathlib.Path, labels: Sequence[Tuple[str, float]], threshold: float) -> None:
+    def write(self, path: pathlib.Path, labels: Sequence[tuple[str, float]], threshold: float) -> None:
         if not labels:
             print(f"{str(path):<{self.image_width}}  (no label >= {threshold:g})", file=self.stream)
         for row, (label, probability) in enumerate(labels):
@@ -113,13 +118,6 @@ class _Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-    from PIL import Image, UnidentifiedImageError
-    from timm.data import create_transform, resolve_model_data_config
-    from tqdm import tqdm
-
-    from ._loading import label_names, load_model
-
     _check_options(args)
     paths, any_folder = _collect_images(args.inputs)
     try:
@@ -132,31 +130,28 @@ def run(args: argparse.Namespace) -> int:
     if args.img_size is not None and args.img_size < model.backbone.min_input_size:
         raise CommandError(f"--img-size {args.img_size} is too small for this backbone: use at least "
                            f"{model.backbone.min_input_size} px.")
-    names = label_names(model)
+    names = model.get_label_names()
     data_config = resolve_model_data_config(model)
     if args.img_size is not None:
         data_config["input_size"] = (data_config["input_size"][0], args.img_size, args.img_size)
     transform = create_transform(**data_config, is_training=False)
     out_dir = pathlib.Path(args.attention) if args.attention else None
     if out_dir is not None:
-        from .. import visualize
-
         out_dir.mkdir(parents=True, exist_ok=True)
         columns = visualize.branch_names(model)
     table = None if args.json else _Table(paths, names, sys.stdout)
-    used_names: Dict[str, int] = {}
+    used_names: dict[str, int] = {}
     skipped = 0
     progress = tqdm(total=len(paths), unit="img", disable=not any_folder, file=sys.stderr)
     for batch in _batches(paths, args.batch_size):
         tensors, kept = [], []
         for path in batch:
             try:
-                with Image.open(path) as image:
-                    tensors.append(transform(image.convert("RGB")))
+                tensors.append(transform(load_rgb_image(path)))
                 kept.append(path)
-            except (UnidentifiedImageError, OSError, ValueError) as error:
+            except (OSError, ValueError) as error:
                 skipped += 1
-                reason = "not an image" if isinstance(error, UnidentifiedImageError) else str(error)
+                reason = error.reason if isinstance(error, BadImageError) and error.reason else str(error)
                 progress.write(f"msrn predict: skipped {path}: {reason}", file=sys.stderr)
         progress.update(len(batch))
         if not kept:

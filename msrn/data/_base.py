@@ -1,61 +1,52 @@
-"""Shared machinery of the multi-label datasets: image decoding, bad-image policy, sample layout."""
+"""Shared machinery of the multi-label datasets: bad-image policy, sample layout, reading text files."""
+import codecs
 import logging
 import os
+import pathlib
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-__all__ = ["MultiLabelDataset", "load_rgb_image", "BadImageError"]
+from .image import BadImageError, load_rgb_image
+
+__all__ = ["MultiLabelDataset", "read_utf8_text", "join_inside"]
 
 _logger = logging.getLogger(__name__)
 
-# Letterbox colour under transparent pixels when an RGBA/LA/palette image is flattened to RGB.
-_TRANSPARENT_FILL = (255, 255, 255)
 
+def read_utf8_text(path: pathlib.Path) -> str:
+    """The text of an annotation / CSV / split file, which must be UTF-8 (a BOM is fine).
 
-class BadImageError(ValueError):
-    """An image file that cannot be decoded (corrupt, truncated, or not an image)."""
-
-
-def load_rgb_image(path: "os.PathLike[str] | str") -> Image.Image:
-    """Decode ``path`` fully and return an RGB image.
-
-    Grayscale, palette, 16-bit, CMYK and images with transparency are converted to RGB
-    (transparent pixels become white). A missing file raises ``FileNotFoundError``; a corrupt or
-    truncated one raises :class:`BadImageError`; both name the file.
+    A UTF-16 file or a file in a legacy encoding (Latin-1, Windows-1252) raises a ``ValueError`` naming
+    the file and how to re-save it, instead of a bare ``UnicodeDecodeError``.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Image file not found: {path}")
+    data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:4096]:
+        raise ValueError(
+            f"{path} is UTF-16 (or another multi-byte encoding) text; save it as UTF-8 (in Excel: "
+            f"'CSV UTF-8'; on the command line: iconv -f UTF-16 -t UTF-8 {path.name} > utf8-{path.name})."
+        )
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now: a truncated file fails here, not later inside a transform
-            return _to_rgb(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise BadImageError(
-            f"Cannot decode image {path}: {error}. Replace or delete the file, or pass "
-            f"skip_bad_images=True (--skip-bad-images) to leave such images out."
-        ) from error
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); it is probably "
+            f"Latin-1 / Windows-1252: save it as UTF-8 (in Excel: 'CSV UTF-8'; on the command line: "
+            f"iconv -f LATIN1 -t UTF-8 {path.name} > utf8-{path.name})."
+        ) from None
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image.copy()
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, _TRANSPARENT_FILL)
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        # 16/32-bit grayscale: scale to 8 bits by the image's own range instead of clipping at 255.
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = np.zeros_like(array) if high <= low else (array - low) * (255.0 / (high - low))
-        return Image.fromarray(scaled.round().astype(np.uint8), mode="L").convert("RGB")
-    return image.convert("RGB")
+def join_inside(folder: pathlib.Path, name: str) -> Optional[pathlib.Path]:
+    """``folder / name`` when ``name`` is a relative path that stays inside ``folder`` (checked on the
+    text, so symlinked sub-folders still work); ``None`` for an absolute or ``..``-escaping name."""
+    relative = pathlib.PurePath(name)
+    if relative.is_absolute() or relative.anchor or not name.strip():
+        return None
+    if os.path.normpath(relative).split(os.sep)[0] == os.pardir:
+        return None
+    return folder / relative
 
 
 class MultiLabelDataset(torch.utils.data.Dataset):
@@ -65,9 +56,9 @@ class MultiLabelDataset(torch.utils.data.Dataset):
 
     - ``image``: the RGB PIL image passed through ``transform`` (usually a ``[3, H, W]`` tensor);
     - ``target``: float32 ``[n]``, 1 where the label is present (VOC "difficult"-only labels
-      included: they count as positive for training, DESIGN.md section 6);
+      included: they count as positive for training, docs/design.md section 6);
     - ``difficult``: bool ``[n]``, True where the label is present only through difficult objects;
-      evaluation ignores those entries (DESIGN.md section 7).
+      evaluation ignores those entries (docs/design.md section 7).
 
     Attributes:
         classes: the ``n`` label names, in target order.

@@ -16,19 +16,36 @@ Two layouts, told apart by the header:
 Image paths are relative to ``root`` (default: the CSV file's folder) unless absolute.
 The class list comes from ``classes=`` when given; otherwise from the header (one-hot layout) or the
 sorted set of labels found in the file (list layout).
+
+The file must be UTF-8 (Excel's "CSV UTF-8" with its byte-order mark is fine; a UTF-16 or Latin-1 file
+is refused with the way to re-save it); Windows line ends are fine, and error messages give the
+file's own line numbers. A labels cell that reads like several labels joined by spaces, commas or
+``|`` (``person dog`` where ``person`` and ``dog`` are labels) is refused unless it is one of the
+classes given explicitly. Labels are case-sensitive; classes that differ only in case are kept
+apart, with a warning.
 """
+import collections
 import csv
+import io
+import logging
 import os
 import pathlib
-from typing import Callable, List, Optional, Sequence
+import re
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._base import MultiLabelDataset
+from ._base import MultiLabelDataset, read_utf8_text
 
 __all__ = ["CSVDataset"]
 
+_logger = logging.getLogger(__name__)
+
 LABEL_SEPARATOR = ";"
+# What people put between labels instead of LABEL_SEPARATOR: spaces, commas, pipes.
+_OTHER_SEPARATORS = re.compile(r"[\s,|]+")
+
+_Row = Tuple[int, List[str]]  # (physical line number where the record starts, cells)
 
 
 class CSVDataset(MultiLabelDataset):
@@ -54,56 +71,68 @@ class CSVDataset(MultiLabelDataset):
         if not csv_file.is_file():
             raise FileNotFoundError(f"CSV file not found: {csv_file}")
         self.root = pathlib.Path(root).expanduser() if root is not None else csv_file.parent
-        with open(csv_file, newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+        rows = _read_rows(csv_file)
         if not rows:
             raise ValueError(f"CSV file {csv_file} is empty: expected a header 'image,labels' or "
                              f"'image,<class 1>,...' and one row per image.")
-        header = [cell.strip() for cell in rows[0]]
+        header_line, header = rows[0]
+        header = [cell.strip() for cell in header]
         body = rows[1:]
-        if not body:
-            raise ValueError(f"CSV file {csv_file} has a header but no image rows.")
+        if len(header) == 1 and any(mark in header[0] for mark in ";\t"):
+            delimiter = ";" if ";" in header[0] else "tab"
+            raise ValueError(
+                f"CSV file {csv_file}, line {header_line}: the columns are separated by {delimiter!r}, not "
+                f"by commas; save it with commas between columns (header 'image,labels' or "
+                f"'image,<class 1>,...')."
+            )
         if len(header) < 2 or header[0].lower() != "image":
             raise ValueError(
-                f"CSV file {csv_file}: the header must start with 'image', followed by 'labels' or by one "
-                f"column per class; got {header}."
+                f"CSV file {csv_file}, line {header_line}: the header must start with 'image', followed by "
+                f"'labels' or by one column per class; got {header}."
             )
+        if not body:
+            raise ValueError(f"CSV file {csv_file} has a header but no image rows.")
         if len(header) == 2 and header[1].lower() == "labels":
             paths, targets, classes = self._parse_list(csv_file, body, classes)
         else:
             paths, targets, classes = self._parse_one_hot(csv_file, header, body, classes)
+        _warn_case_duplicates(csv_file, classes)
         paths = [p if os.path.isabs(p) else str(self.root / p) for p in paths]
         super().__init__(paths, targets, None, classes, transform=transform, skip_bad_images=skip_bad_images)
 
     @staticmethod
-    def _parse_list(csv_file: pathlib.Path, body: List[List[str]], classes: Optional[Sequence[str]]):
+    def _parse_list(csv_file: pathlib.Path, body: List[_Row], classes: Optional[Sequence[str]]):
         paths, label_lists = [], []
-        for line, row in enumerate(body, start=2):
+        for line, row in body:
             if len(row) > 2:
                 raise ValueError(
-                    f"CSV file {csv_file}, line {line}: expected 2 columns (image, labels), got {len(row)}; separate "
-                    f"labels with '{LABEL_SEPARATOR}' and quote fields that contain commas."
+                    f"CSV file {csv_file}, line {line}: expected 2 columns (image, labels), got {len(row)}; "
+                    f"separate labels with '{LABEL_SEPARATOR}' and quote fields that contain commas."
                 )
             paths.append(row[0].strip())
             text = row[1] if len(row) > 1 else ""
             label_lists.append([name.strip() for name in text.split(LABEL_SEPARATOR) if name.strip()])
+        explicit = classes is not None
         if classes is None:
             classes = sorted({name for names in label_lists for name in names})
             if not classes:
-                raise ValueError(f"CSV file {csv_file} names no label at all; pass the class list explicitly.")
+                raise ValueError(f"CSV file {csv_file} names no label at all; pass the class list "
+                                 f"explicitly.")
         index = {name: i for i, name in enumerate(classes)}
+        _refuse_other_separators(csv_file, body, label_lists, index, explicit)
         targets = np.zeros((len(paths), len(classes)), dtype=np.int64)
-        for row, (names, line) in enumerate(zip(label_lists, range(2, len(paths) + 2))):
+        for row, (names, (line, _)) in enumerate(zip(label_lists, body)):
             for name in names:
                 if name not in index:
                     raise ValueError(
-                        f"CSV file {csv_file}, line {line}: unknown label {name!r}; known classes: {', '.join(classes)}."
+                        f"CSV file {csv_file}, line {line}: unknown label {name!r}; known classes: "
+                        f"{', '.join(classes)}."
                     )
                 targets[row, index[name]] = 1
         return paths, targets, list(classes)
 
     @staticmethod
-    def _parse_one_hot(csv_file: pathlib.Path, header: List[str], body: List[List[str]],
+    def _parse_one_hot(csv_file: pathlib.Path, header: List[str], body: List[_Row],
                        classes: Optional[Sequence[str]]):
         columns = header[1:]
         if len(set(columns)) != len(columns):
@@ -117,13 +146,66 @@ class CSVDataset(MultiLabelDataset):
             )
         order = [columns.index(name) for name in classes]
         paths, targets = [], np.zeros((len(body), len(classes)), dtype=np.int64)
-        for row, values in enumerate(body):
-            line = row + 2
+        for row, (line, values) in enumerate(body):
             if len(values) != len(header):
-                raise ValueError(f"CSV file {csv_file}, line {line}: expected {len(header)} columns, got {len(values)}.")
+                raise ValueError(f"CSV file {csv_file}, line {line}: expected {len(header)} columns, got "
+                                 f"{len(values)}.")
             cells = [cell.strip() for cell in values[1:]]
             if any(cell not in ("0", "1") for cell in cells):
-                raise ValueError(f"CSV file {csv_file}, line {line}: class columns must hold 0 or 1, got {cells}.")
+                raise ValueError(f"CSV file {csv_file}, line {line}: class columns must hold 0 or 1, got "
+                                 f"{cells}.")
             paths.append(values[0].strip())
             targets[row] = np.array([int(cells[i]) for i in order])
         return paths, targets, list(classes)
+
+
+def _read_rows(csv_file: pathlib.Path) -> List[_Row]:
+    """The non-blank records of the file with the physical line each starts on (BOM and CRLF are fine)."""
+    reader = csv.reader(io.StringIO(read_utf8_text(csv_file), newline=""))
+    rows: List[_Row] = []
+    line = 1
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                rows.append((line, cells))
+            line = reader.line_num + 1
+    except csv.Error as error:
+        raise ValueError(f"CSV file {csv_file}, line {line}: {error}.") from None
+    return rows
+
+
+def _refuse_other_separators(csv_file: pathlib.Path, body: List[_Row], label_lists: List[List[str]],
+                             index: dict, explicit: bool) -> None:
+    """A label that splits, at spaces / commas / pipes, into other labels is a labels cell written with
+    the wrong separator ('person dog' for 'person;dog'): refuse it, showing the right one, unless it is
+    one of the ``classes`` given explicitly (e.g. COCO's 'hot dog')."""
+    for (line, _), names in zip(body, label_lists):
+        for name in names:
+            if explicit and name in index:
+                continue
+            parts = [part for part in _OTHER_SEPARATORS.split(name) if part]
+            if len(parts) > 1 and all(part in index for part in parts):
+                raise ValueError(
+                    f"CSV file {csv_file}, line {line}: the labels cell {name!r} looks like several labels "
+                    f"separated by {_separator_shown(name)}; separate labels with '{LABEL_SEPARATOR}', e.g. "
+                    f"{LABEL_SEPARATOR.join(parts)!r} (or, if {name!r} really is one class, pass the class "
+                    f"list explicitly)."
+                )
+
+
+def _separator_shown(text: str) -> str:
+    for mark, shown in ((",", "commas"), ("|", "'|'")):
+        if mark in text:
+            return shown
+    return "spaces"
+
+
+def _warn_case_duplicates(csv_file: pathlib.Path, classes: Sequence[str]) -> None:
+    spellings = collections.defaultdict(list)
+    for name in classes:
+        spellings[name.casefold()].append(name)
+    clashes = [names for names in spellings.values() if len(names) > 1]
+    if clashes:
+        _logger.warning("CSV file %s: classes that differ only in case are kept apart: %s. Check that this "
+                        "is meant (labels are case-sensitive).", csv_file,
+                        "; ".join(" / ".join(repr(n) for n in names) for names in clashes))

@@ -19,6 +19,7 @@ from typing import Dict, List, Tuple
 from xml.sax.saxutils import escape
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image, ImageDraw
 
 from .voc import VOC_CLASSES
@@ -128,11 +129,55 @@ def _annotation_xml(image_id: str, size: Tuple[int, int], objects) -> str:
         parts += [
             "  <object>", f"    <name>{escape(name)}</name>", "    <pose>Unspecified</pose>",
             "    <truncated>0</truncated>", f"    <difficult>{int(difficult)}</difficult>",
-            f"    <bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox>",
+            f"    <bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
+            f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox>",
             "  </object>",
         ]
     parts.append("</annotation>")
     return "\n".join(parts) + "\n"
+
+
+def _holds(devkit: pathlib.Path, manifest: Dict[str, int]) -> bool:
+    """Whether ``devkit`` is a finished tree of ``manifest``; False when absent, an error when it is
+    something else."""
+    manifest_file = devkit / "VOC2007" / "synthetic.json"
+    if manifest_file.is_file():
+        try:
+            if json.loads(manifest_file.read_text()) == manifest:
+                return True
+        except json.JSONDecodeError:
+            pass
+        raise FileExistsError(
+            f"{devkit} holds a different data set than requested ({manifest}); pass another cache folder "
+            f"or delete {devkit}."
+        )
+    if devkit.exists():
+        raise FileExistsError(f"{devkit} exists but is not a generated synthetic set; pass another cache "
+                              f"folder.")
+    return False
+
+
+def _write_tree(voc: pathlib.Path, manifest: Dict[str, int]) -> None:
+    num_trainval, num_test, seed = manifest["num_trainval"], manifest["num_test"], manifest["seed"]
+    for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (voc / folder).mkdir(parents=True)
+    splits = {}
+    for split_number, (split, count) in enumerate((("trainval", num_trainval), ("test", num_test))):
+        ids = []
+        for k in range(count):
+            image_id = f"{split_number:01d}{k:05d}"
+            rng = np.random.default_rng([seed, split_number, k])
+            image, objects = _render(rng)
+            image.save(voc / "JPEGImages" / f"{image_id}.jpg", quality=92)
+            annotation = _annotation_xml(image_id, image.size, objects)
+            (voc / "Annotations" / f"{image_id}.xml").write_text(annotation)
+            ids.append(image_id)
+        splits[split] = ids
+    half = len(splits["trainval"]) // 2
+    splits["train"], splits["val"] = splits["trainval"][:half], splits["trainval"][half:]
+    for split, ids in splits.items():
+        (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    (voc / "synthetic.json").write_text(json.dumps(manifest))
 
 
 def generate_synthetic_voc(
@@ -146,7 +191,8 @@ def generate_synthetic_voc(
     The tree is ``<root>/VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main}`` with the split
     files ``trainval.txt``, ``test.txt`` (and ``train.txt``/``val.txt``, halves of trainval). The same
     arguments always give the same files; a tree generated earlier with the same arguments is reused.
-    Generation writes to a temporary folder first, so an interrupted run leaves no half-written tree.
+    Generation writes to a temporary folder first, so an interrupted run leaves no half-written tree,
+    and holds a lock file in ``root``, so that processes generating the same tree at once write it once.
 
     Args:
         root: cache folder (created when missing).
@@ -159,45 +205,26 @@ def generate_synthetic_voc(
     root = pathlib.Path(root).expanduser()
     devkit = root / "VOCdevkit"
     manifest = {"format": _FORMAT_VERSION, "num_trainval": num_trainval, "num_test": num_test, "seed": seed}
-    manifest_file = devkit / "VOC2007" / "synthetic.json"
-    if manifest_file.is_file():
-        try:
-            if json.loads(manifest_file.read_text()) == manifest:
-                return devkit
-        except json.JSONDecodeError:
-            pass
-        raise FileExistsError(
-            f"{devkit} holds a different data set than requested ({manifest}); pass another cache folder "
-            f"or delete {devkit}."
-        )
-    if devkit.exists():
-        raise FileExistsError(f"{devkit} exists but is not a generated synthetic set; pass another cache folder.")
+    if _holds(devkit, manifest):
+        return devkit
     root.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=".synthetic-voc-", dir=root))
-    try:
-        voc = staging / "VOCdevkit" / "VOC2007"
-        for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
-            (voc / folder).mkdir(parents=True)
-        splits = {}
-        for split_number, (split, count) in enumerate((("trainval", num_trainval), ("test", num_test))):
-            ids = []
-            for k in range(count):
-                image_id = f"{split_number:01d}{k:05d}"
-                rng = np.random.default_rng([seed, split_number, k])
-                image, objects = _render(rng)
-                image.save(voc / "JPEGImages" / f"{image_id}.jpg", quality=92)
-                (voc / "Annotations" / f"{image_id}.xml").write_text(_annotation_xml(image_id, image.size,
-                                                                                     objects))
-                ids.append(image_id)
-            splits[split] = ids
-        half = len(splits["trainval"]) // 2
-        splits["train"], splits["val"] = splits["trainval"][:half], splits["trainval"][half:]
-        for split, ids in splits.items():
-            (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-        (voc / "synthetic.json").write_text(json.dumps(manifest))
-        os.replace(staging / "VOCdevkit", devkit)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # Two first runs at once (two trainings, or two tests) must not both write: the second waits here
+    # and then finds the finished tree.
+    with FileLock(str(root / ".synthetic-voc.lock")):
+        if _holds(devkit, manifest):
+            return devkit
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=".synthetic-voc-", dir=root))
+        try:
+            _write_tree(staging / "VOCdevkit" / "VOC2007", manifest)
+            try:
+                os.replace(staging / "VOCdevkit", devkit)
+            except OSError:
+                # A process that could not take the lock (a file system without locks) finished first.
+                if not _holds(devkit, manifest):
+                    raise
+                return devkit
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     _logger.info("Generated a synthetic VOC set (%d trainval, %d test images) in %s", num_trainval, num_test,
                  devkit)
     return devkit

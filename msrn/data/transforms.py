@@ -1,4 +1,4 @@
-"""Image transforms of the paper's recipe (DESIGN.md section 6).
+"""Image transforms of the paper's recipe (docs/design.md section 6).
 
 Training: :class:`MultiScaleCrop` to the input size (crop sides drawn from ``scales`` times the
 short side, the two sides at most ``max_distort`` scale steps apart, the crop placed at one of five
@@ -65,7 +65,8 @@ class MultiScaleCrop:
         return image.crop(box).resize((self.size, self.size), self.interpolation)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size}, scales={self.scales}, max_distort={self.max_distort})"
+        return (f"{type(self).__name__}(size={self.size}, scales={self.scales}, "
+                f"max_distort={self.max_distort})")
 
 
 def train_transform(

@@ -8,8 +8,14 @@ Expected tree (``root`` may be the ``VOCdevkit`` folder or the ``VOC2007`` folde
 
 A label is present in an image when the XML has an object of that class. A label whose objects are
 all marked ``<difficult>1</difficult>`` is positive for training but ignored by evaluation
-(DESIGN.md sections 6-7).
+(docs/design.md sections 6-7).
+
+The image of an annotation is ``JPEGImages/<filename>`` (``<id>.jpg`` when the XML has no
+``<filename>``); a ``<filename>`` that is absolute or leaves ``JPEGImages`` with ``..`` is refused
+(sub-folders, symlinked ones included, are fine). An id listed twice in a split file is used once,
+with a warning.
 """
+import logging
 import os
 import pathlib
 import xml.etree.ElementTree as ET
@@ -17,9 +23,11 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._base import MultiLabelDataset
+from ._base import MultiLabelDataset, join_inside, read_utf8_text
 
 __all__ = ["VOC_CLASSES", "VOCDataset", "resolve_voc_root"]
+
+_logger = logging.getLogger(__name__)
 
 VOC_CLASSES: Tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -42,13 +50,31 @@ def resolve_voc_root(root: "os.PathLike[str] | str", year: str = "2007") -> path
 
 def _read_split(split_file: pathlib.Path) -> List[str]:
     if not split_file.is_file():
-        available = sorted(p.stem for p in split_file.parent.glob("*.txt")) if split_file.parent.is_dir() else []
+        folder = split_file.parent
+        available = sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
         raise FileNotFoundError(
-            f"Split file not found: {split_file}. Available splits in {split_file.parent}: {available or 'none'}."
+            f"Split file not found: {split_file}. Available splits in {folder}: {available or 'none'}."
         )
-    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    ids, first_line, repeated = [], {}, []
+    for line_number, line in enumerate(read_utf8_text(split_file).splitlines(), start=1):
+        if not line.strip():
+            continue
+        image_id = line.split()[0]
+        if join_inside(split_file.parent, image_id) is None:
+            raise ValueError(f"Split file {split_file}, line {line_number}: {image_id!r} is not an image id "
+                             f"(a file name without extension, e.g. 000005, that stays inside the tree).")
+        if image_id in first_line:
+            repeated.append((image_id, line_number))
+            continue
+        first_line[image_id] = line_number
+        ids.append(image_id)
     if not ids:
         raise ValueError(f"Split file {split_file} is empty: it must list one image id per line.")
+    if repeated:
+        image_id, line_number = repeated[0]
+        _logger.warning("Split file %s lists %d image id(s) more than once (first: %s on lines %d and %d); "
+                        "each image is used once.", split_file, len(repeated), image_id, first_line[image_id],
+                        line_number)
     return ids
 
 
@@ -74,6 +100,16 @@ def _parse_annotation(
         difficult_text = (obj.findtext("difficult") or "0").strip()
         objects.append((class_index[name], difficult_text not in ("0", "")))
     return tree.getroot().findtext("filename"), objects
+
+
+def _image_path(image_dir: pathlib.Path, filename: str, xml_file: pathlib.Path) -> pathlib.Path:
+    path = join_inside(image_dir, filename)
+    if path is None:
+        raise ValueError(
+            f"Annotation file {xml_file}: <filename> {filename!r} is not a path inside {image_dir}; write "
+            f"the image's name relative to that folder (e.g. {pathlib.PurePath(filename).name!r})."
+        )
+    return path
 
 
 class VOCDataset(MultiLabelDataset):
@@ -108,8 +144,10 @@ class VOCDataset(MultiLabelDataset):
         easy = np.zeros((len(self.image_ids), len(classes)), dtype=bool)
         paths = []
         for row, image_id in enumerate(self.image_ids):
-            filename, objects = _parse_annotation(self.root / "Annotations" / f"{image_id}.xml", class_index)
-            paths.append(str(self.root / "JPEGImages" / (filename or f"{image_id}.jpg")))
+            xml_file = self.root / "Annotations" / f"{image_id}.xml"
+            filename, objects = _parse_annotation(xml_file, class_index)
+            filename = (filename or "").strip() or f"{image_id}.jpg"
+            paths.append(str(_image_path(self.root / "JPEGImages", filename, xml_file)))
             for label, is_difficult in objects:
                 targets[row, label] = 1
                 easy[row, label] |= not is_difficult

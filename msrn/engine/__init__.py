@@ -3,7 +3,7 @@
 The trainer (:func:`train` with a :class:`TrainConfig`) is what ``examples/train_voc.py`` runs;
 :func:`evaluate_checkpoint` is what ``msrn evaluate`` runs.
 """
-from .checkpoint import load_model, load_training_state, save_model
+from .checkpoint import load_trained_model, load_training_state, save_model
 from .distributed import DistributedContext, EvalShardSampler, gather_predictions, init_distributed
 from .evaluate import evaluate_checkpoint
 from .loop import NonFiniteLossError, predict, train_one_epoch
@@ -15,6 +15,6 @@ __all__ = [
     "TrainConfig", "paper_config", "cpu_config", "train", "build_datasets", "default_cache_dir",
     "train_one_epoch", "predict", "NonFiniteLossError", "evaluate_checkpoint",
     "DistributedContext", "init_distributed", "EvalShardSampler", "gather_predictions",
-    "save_model", "load_model", "load_training_state", "format_metrics_table", "format_class_ap_table",
-    "keep_freed_memory",
+    "save_model", "load_trained_model", "load_training_state", "format_metrics_table",
+    "format_class_ap_table", "keep_freed_memory",
 ]

@@ -2,7 +2,7 @@
 
 - ``last/`` and ``best/``: :func:`msrn.save_pretrained` folders (``config.json`` +
   ``model.safetensors``) that rebuild the model alone: ``timm.create_model("local-dir:DIR")`` or
-  :func:`load_model`; plus ``checkpoint.json`` (epoch, test mAP, image size).
+  :func:`load_trained_model`; plus ``checkpoint.json`` (epoch, test mAP, image size).
 - ``train_state.pt``: everything ``--resume`` needs (model, optimizer, scheduler, grad scaler, epoch,
   best mAP, RNG states); it holds only tensors and plain Python values and is read with
   ``torch.load(weights_only=True)``.
@@ -13,70 +13,52 @@ import json
 import os
 import pathlib
 import random
-import tempfile
-from typing import Any, Callable, Dict, Tuple
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from .._io import atomic_write
+from ..hub import save_pretrained
+from ..models import load_model
+
 __all__ = [
-    "atomic_write", "save_model", "load_model", "save_training_state", "load_training_state",
+    "atomic_write", "save_model", "load_trained_model", "save_training_state", "load_training_state",
     "rng_state", "set_rng_state",
 ]
 
 
-def atomic_write(path: "os.PathLike[str] | str", write: Callable[[str], None]) -> None:
-    """Call ``write(temporary_path)`` and move the result onto ``path`` in one ``os.replace``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        with open(temporary, "rb") as flushed:
-            os.fsync(flushed.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def save_model(model: nn.Module, directory: "os.PathLike[str] | str", info: Dict[str, Any]) -> None:
+def save_model(model: nn.Module, directory: "os.PathLike[str] | str", info: dict[str, Any]) -> None:
     """Write ``model`` with :func:`msrn.save_pretrained` into ``directory``, and ``info`` as
     ``checkpoint.json``. Each file is replaced atomically; ``config.json`` never changes during a run,
     so the folder is consistent even if a crash falls between two files."""
-    from ..hub import save_pretrained
-
     save_pretrained(model, directory)
     text = json.dumps(info, indent=2) + "\n"
     atomic_write(pathlib.Path(directory) / "checkpoint.json",
                  lambda path: pathlib.Path(path).write_text(text))
 
 
-def load_model(directory: "os.PathLike[str] | str") -> Tuple[nn.Module, Dict[str, Any]]:
+def load_trained_model(directory: "os.PathLike[str] | str") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by the trainer (a ``last/`` or ``best/`` folder) in eval mode.
 
     Returns ``(model, info)``; ``info`` is the folder's ``checkpoint.json`` (empty when absent), with
     ``image_size`` defaulting to the model's configured input size.
     """
-    from .. import create_model
-
     directory = pathlib.Path(directory)
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(
             f"No saved model in {directory}: expected a folder with config.json and model.safetensors "
             f"(the best/ or last/ folder of a training run)."
         )
-    model = create_model(f"local-dir:{directory}")
+    model = load_model(f"local-dir:{directory}")
     info_file = directory / "checkpoint.json"
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     info.setdefault("image_size", int(model.pretrained_cfg.get("input_size", (3, 448, 448))[-1]))
-    return model.eval(), info
+    return model, info
 
 
-def rng_state() -> Dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     """The RNG states of torch (CPU and CUDA), numpy and Python, as tensors and plain values."""
     numpy_state = np.random.get_state()
     python_state = random.getstate()
@@ -89,7 +71,7 @@ def rng_state() -> Dict[str, Any]:
     }
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -99,12 +81,12 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     random.setstate((state["python"]["version"], tuple(state["python"]["state"]), None))
 
 
-def save_training_state(path: "os.PathLike[str] | str", state: Dict[str, Any]) -> None:
+def save_training_state(path: "os.PathLike[str] | str", state: dict[str, Any]) -> None:
     """Write the resumable training state (tensors and plain values only)."""
     atomic_write(path, lambda temporary: torch.save(state, temporary))
 
 
-def load_training_state(path: "os.PathLike[str] | str", map_location: str = "cpu") -> Dict[str, Any]:
+def load_training_state(path: "os.PathLike[str] | str", map_location: str = "cpu") -> dict[str, Any]:
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / "train_state.pt"

@@ -1,15 +1,14 @@
 """Evaluate a saved model on a test set (what ``msrn evaluate`` runs)."""
 import os
-from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
-from ..data import COCODataset, CSVDataset, VOCDataset, eval_transform
+from ..data import create_dataset, eval_transform
 from ..metrics import average_precision, multilabel_metrics
-from .checkpoint import load_model
+from .checkpoint import load_trained_model
 from .distributed import DistributedContext, EvalShardSampler
-from .loop import predict
+from .loop import check_amp, predict
 
 __all__ = ["evaluate_checkpoint"]
 
@@ -18,8 +17,8 @@ def evaluate_checkpoint(
     checkpoint: "os.PathLike[str] | str",
     data: "os.PathLike[str] | str",
     dataset: str = "voc",
-    split: Optional[str] = None,
-    image_size: Optional[int] = None,
+    split: str | None = None,
+    image_size: int | None = None,
     batch_size: int = 16,
     workers: int = 2,
     device: str = "cpu",
@@ -27,7 +26,7 @@ def evaluate_checkpoint(
     threshold: float = 0.5,
     skip_bad_images: bool = False,
     progress: bool = False,
-) -> Tuple[Dict[str, float], np.ndarray, list]:
+) -> tuple[dict[str, float], np.ndarray, list]:
     """Load ``checkpoint`` (a ``best/`` or ``last/`` folder of the trainer, or any
     :func:`msrn.save_pretrained` folder) and score it on a test set.
 
@@ -40,24 +39,20 @@ def evaluate_checkpoint(
         ``(metrics, per_class_ap [n], classes)``; metrics as :func:`msrn.metrics.multilabel_metrics`
         with ``top_k=3``, all in percent.
     """
-    model, info = load_model(checkpoint)
+    check_amp(amp, torch.device(device))
+    model, info = load_trained_model(checkpoint)
     classes = list(model.label_names or [])
     transform = eval_transform(image_size or info["image_size"])
-    if dataset == "voc":
-        kwargs: Dict[str, Any] = {"classes": classes} if classes else {}
-        test_set = VOCDataset(data, split or "test", transform=transform, skip_bad_images=skip_bad_images,
-                              **kwargs)
-    elif dataset == "coco":
-        test_set = COCODataset(data, split or "val", transform=transform, skip_bad_images=skip_bad_images)
-    elif dataset == "csv":
-        test_set = CSVDataset(data, classes=classes or None, transform=transform,
+    test_set = create_dataset(dataset, data, split, transform=transform, classes=classes or None,
                               skip_bad_images=skip_bad_images)
-    else:
-        raise ValueError(f"dataset must be 'voc', 'coco' or 'csv', got {dataset!r}.")
     if classes and list(test_set.classes) != classes:
-        raise ValueError(f"The checkpoint's labels {classes} differ from the data set's {list(test_set.classes)}.")
+        raise ValueError(
+            f"The checkpoint's labels {classes} differ from the data set's {list(test_set.classes)}."
+        )
     if model.num_classes != test_set.num_classes:
-        raise ValueError(f"The checkpoint has {model.num_classes} labels, the data set {test_set.num_classes}.")
+        raise ValueError(
+            f"The checkpoint has {model.num_classes} labels, the data set {test_set.num_classes}."
+        )
     context = DistributedContext(device=torch.device(device))
     model.to(context.device)
     loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=workers,

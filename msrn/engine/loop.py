@@ -3,7 +3,6 @@ import contextlib
 import logging
 import math
 import time
-from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -12,25 +11,31 @@ from tqdm import tqdm
 
 from .distributed import DistributedContext, gather_predictions
 
-__all__ = ["NonFiniteLossError", "autocast_context", "train_one_epoch", "predict"]
+__all__ = ["NonFiniteLossError", "AMP_MODES", "check_amp", "autocast_context", "train_one_epoch", "predict"]
 
 _logger = logging.getLogger(__name__)
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_MODES = ("none", *_AMP_DTYPES)
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def autocast_context(device: torch.device, amp: Optional[str]):
-    """``torch.autocast`` for ``amp`` in ``{None, "bf16", "fp16"}`` (fp16 only on CUDA)."""
+def check_amp(amp: str | None, device: torch.device | None = None) -> None:
+    """Refuse an unknown ``amp`` mode, and fp16 on a ``device`` other than CUDA."""
+    if amp is not None and amp not in AMP_MODES:
+        raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {amp!r}.")
+    if amp == "fp16" and device is not None and device.type != "cuda":
+        raise ValueError("fp16 mixed precision needs a CUDA device; use --amp bf16 on CPU.")
+
+
+def autocast_context(device: torch.device, amp: str | None):
+    """``torch.autocast`` for ``amp`` in ``{None, "none", "bf16", "fp16"}`` (fp16 only on CUDA)."""
+    check_amp(amp, device)
     if amp in (None, "none"):
         return contextlib.nullcontext()
-    if amp not in _AMP_DTYPES:
-        raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {amp!r}.")
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 mixed precision needs a CUDA device; use --amp bf16 on CPU.")
     return torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp])
 
 
@@ -41,12 +46,12 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     context: DistributedContext,
     epoch: int,
-    amp: Optional[str] = None,
-    scaler: Optional[torch.amp.GradScaler] = None,
+    amp: str | None = None,
+    scaler: torch.amp.GradScaler | None = None,
     channels_last: bool = False,
-    max_steps: Optional[int] = None,
+    max_steps: int | None = None,
     progress: bool = True,
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """Train for one pass over ``loader``; returns ``{"loss", "images_per_s", "time_s", "steps"}``.
 
     ``loss`` is the mean over steps and processes. A NaN or infinite loss on any process raises
@@ -101,10 +106,10 @@ def predict(
     loader: torch.utils.data.DataLoader,
     context: DistributedContext,
     length: int,
-    amp: Optional[str] = None,
+    amp: str | None = None,
     channels_last: bool = False,
     progress: bool = True,
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Probabilities, targets and difficult masks ``[length, n]`` of the whole evaluation set.
 
     ``loader`` must iterate a sampler that yields this process's share of ``range(length)`` without
@@ -131,6 +136,8 @@ def predict(
         np.concatenate(difficult) if difficult else np.zeros((0, num_classes), bool),
     )
     if len(indices) != len(local[0]):
-        raise RuntimeError(f"The evaluation loader yielded {len(local[0])} images for {len(indices)} indices; "
-                           f"use drop_last=False.")
+        raise RuntimeError(
+            f"The evaluation loader yielded {len(local[0])} images for {len(indices)} indices; "
+            f"use drop_last=False."
+        )
     return gather_predictions(context, indices, *local, length=length)

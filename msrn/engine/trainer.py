@@ -17,23 +17,25 @@ import logging
 import math
 import os
 import pathlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .. import create_model, param_groups
-from ..data import (COCODataset, CSVDataset, VOCDataset, eval_transform, generate_synthetic_voc,
-                    train_transform)
+from ..data import DATASET_KINDS, create_dataset, eval_transform, generate_synthetic_voc, train_transform
 from ..data.transforms import PAPER_CROP_SCALES
+from ..features import load_label_features
 from ..graph import label_graph_from_targets
 from ..loss import MSRNLoss
 from ..metrics import average_precision, multilabel_metrics
+from ..models import create_model
+from ..optim import param_groups
 from .checkpoint import load_training_state, rng_state, save_model, save_training_state, set_rng_state
 from .distributed import DistributedContext, EvalShardSampler, init_distributed
-from .loop import predict, train_one_epoch
+from .loop import AMP_MODES, check_amp, predict, train_one_epoch
 from .memory import keep_freed_memory
 
 __all__ = ["TrainConfig", "PretrainedWeightsUnavailable", "paper_config", "cpu_config", "train",
@@ -46,74 +48,109 @@ class PretrainedWeightsUnavailable(RuntimeError):
     """The backbone's ImageNet weights could not be loaded (no network and no cached copy)."""
 
 
-DATASET_KINDS = ("voc", "coco", "csv")
-
-
 def default_cache_dir() -> pathlib.Path:
     """``$MSRN_CACHE`` or ``~/.cache/msrn``: where the generated data set is written."""
     return pathlib.Path(os.environ.get("MSRN_CACHE", pathlib.Path.home() / ".cache" / "msrn")).expanduser()
 
 
+def _option(default: Any = None, help: str = "", group: str = "", **argparse_kwargs: Any) -> Any:
+    """A :class:`TrainConfig` field and its command-line option: ``help``, the ``--help`` ``group``
+    and other ``add_argument`` keywords (``choices``). A bool field gets ``--name`` when it has
+    ``help`` and ``--no-name`` when it has ``negation`` (that flag's help)."""
+    metadata = dict(help=help, group=group, **argparse_kwargs)
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _data(default: Any = None, help: str = "", **kwargs: Any) -> Any:
+    return _option(default, help, "data", **kwargs)
+
+
+def _model(default: Any = None, help: str = "", **kwargs: Any) -> Any:
+    return _option(default, help, "model", **kwargs)
+
+
+def _recipe(default: Any = None, help: str = "", **kwargs: Any) -> Any:
+    return _option(default, help, "recipe", **kwargs)
+
+
+def _execution(default: Any = None, help: str = "", **kwargs: Any) -> Any:
+    return _option(default, help, "execution", **kwargs)
+
+
 @dataclass
 class TrainConfig:
-    """Every setting of a training run (defaults: the paper's recipe, DESIGN.md section 6)."""
+    """Every setting of a training run (defaults: the paper's recipe, docs/design.md section 6).
 
-    # data
-    data: Optional[str] = None                 # VOCdevkit / COCO root / train CSV; None: generated VOC set
-    dataset: str = "voc"                       # voc | coco | csv
-    train_split: Optional[str] = None          # voc: trainval, coco: train, csv: (the --data file)
-    test_split: Optional[str] = None           # voc: test, coco: val, csv: path of the test CSV
-    cache_dir: Optional[str] = None            # where the generated set goes (default_cache_dir())
-    synthetic_trainval: int = 2000
-    synthetic_test: int = 1000
-    synthetic_seed: int = 0
-    skip_bad_images: bool = False
-    workers: int = 4
-    # model
-    model: str = "msrn_resnet101"
-    backbone: Optional[str] = None             # for msrn_custom
-    backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
-    pretrained: bool = True
+    Each field is also a command-line option of ``msrn train`` and ``examples/train_voc.py``
+    (``--field-name``); its help text and ``--help`` group are the field's metadata.
+    """
+
+    data: str | None = _data(help="VOCdevkit folder (COCO root or train CSV with --dataset); omit to use "
+                                     "the generated VOC-format set")
+    dataset: str = _data("voc", "format of --data (default: voc)", choices=DATASET_KINDS)
+    train_split: str | None = _data(help="voc: trainval (default); coco: train")
+    test_split: str | None = _data(help="voc: test (default); coco: val; csv: path of the test CSV")
+    cache_dir: str | None = _data(help="where the generated set is written (default: $MSRN_CACHE or "
+                                          "~/.cache/msrn)")
+    synthetic_trainval: int = _data(2000, "training images of the generated set")
+    synthetic_test: int = _data(1000, "test images of the generated set")
+    synthetic_seed: int = _data(0, "seed of the generated set")
+    skip_bad_images: bool = _data(False, "leave out unreadable images (and report how many) instead of "
+                                         "stopping")
+    workers: int = _data(4, "data-loading processes per training process")
+    model: str = _model("msrn_resnet101", "msrn_resnet101 (paper), msrn_resnet50, msrn_resnet18 or "
+                                          "msrn_custom")
+    backbone: str | None = _model(help="timm CNN for msrn_custom, e.g. convnext_tiny")
+    backbone_kwargs: dict[str, Any] = _model(
+        {}, 'JSON arguments of the timm backbone, e.g. \'{"channels": [16, 32, 64, 128]}\'')
+    pretrained: bool = _model(True, "start the backbone from ImageNet weights (paper default)",
+                              negation="random initialisation")
     # The authors' code (which produced the paper's tables): the paper text's compactness loss
     # (1e-3 x squared distances) starts ~1e4 times larger than the BCE and diverges (docs/training.md).
-    variant: str = "official"
-    embed_dim: int = 512
-    hidden_dim: int = 2048
-    gat_hidden_dim: int = 300
-    label_feature_dim: int = 300
-    num_groups: int = 4
-    glove: Optional[str] = None                # label features file (GloVe text or .npz)
-    graph_threshold: float = 0.4
-    # recipe
-    image_size: int = 448
-    crop_scales: Tuple[float, ...] = PAPER_CROP_SCALES
-    batch_size: int = 8
-    eval_batch_size: Optional[int] = None
-    optimizer: str = "sgd"                     # sgd | adamw
-    lr: float = 0.01
-    backbone_lr_scale: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    epochs: int = 90
-    schedule: str = "step"                     # step | cosine
-    lr_steps: Tuple[int, ...] = (30, 60)
-    lr_gamma: float = 0.1
-    warmup_epochs: int = 0
-    # execution
-    device: Optional[str] = None               # cpu | cuda | None (CUDA when available)
-    amp: str = "none"                          # none | bf16 | fp16
-    channels_last: bool = False
-    compile: bool = False
-    threads: Optional[int] = None              # torch CPU threads (None: torch's default)
-    keep_freed_memory: bool = True             # malloc keeps freed blocks (msrn.engine.keep_freed_memory)
-    seed: int = 0
-    output_dir: str = "output/train_voc"
-    resume: Optional[str] = None
-    stop_after_epoch: Optional[int] = None     # end early, as if interrupted (resume continues)
-    max_steps_per_epoch: Optional[int] = None  # for smoke tests
-    progress: bool = True
+    variant: str = _model("official", "official (the authors' code, default) or paper (the paper's text)",
+                          choices=("paper", "official"))
+    embed_dim: int = _model(512, "width d of the embeddings and branches (paper: 512)")
+    hidden_dim: int = _model(2048, "width of fc1 (paper: 2048)")
+    gat_hidden_dim: int = _model(300, "output width of the first GAT (paper: 300)")
+    label_feature_dim: int = _model(300, "width of learnable label features (without --glove)")
+    num_groups: int = _model(4, "label groups m (paper: 4)")
+    glove: str | None = _model(help="label features: a GloVe text file or a .npz with 'names' and 'glove'")
+    graph_threshold: float = _model(0.4, "co-occurrence threshold of the label graph (0.4)")
+    image_size: int = _recipe(448, "training and test image size in pixels (paper: 448)")
+    crop_scales: tuple[float, ...] = _recipe(PAPER_CROP_SCALES,
+                                             "multi-scale crop scales (paper: 1 .9 .8 .7 .6)")
+    batch_size: int = _recipe(8, "per process")
+    eval_batch_size: int | None = _recipe(help="per process (default: --batch-size)")
+    optimizer: str = _recipe("sgd", "sgd (paper) or adamw", choices=("sgd", "adamw"))
+    lr: float = _recipe(0.01, "learning rate of the MSRN layers (paper: 0.01)")
+    backbone_lr_scale: float = _recipe(0.1, "backbone lr = lr x this (paper: 0.1)")
+    momentum: float = _recipe(0.9, "SGD momentum")
+    weight_decay: float = _recipe(1e-4, "weight decay (paper: 1e-4)")
+    epochs: int = _recipe(90, "training epochs (paper: 90)")
+    schedule: str = _recipe("step", "learning-rate schedule", choices=("step", "cosine"))
+    lr_steps: tuple[int, ...] = _recipe((30, 60), "epochs where the step schedule multiplies lr by "
+                                                  "--lr-gamma", nargs="*")
+    lr_gamma: float = _recipe(0.1, "factor of each step of the step schedule")
+    warmup_epochs: int = _recipe(0, "epochs of linear learning-rate warm-up")
+    device: str | None = _execution(help="cpu or cuda (default: cuda when available)",
+                                       choices=("cpu", "cuda"))
+    amp: str = _execution("none", "mixed precision (bf16 on CPU)", choices=AMP_MODES)
+    channels_last: bool = _execution(False, "channels-last memory format")
+    compile: bool = _execution(False, "torch.compile the model")
+    threads: int | None = _execution(help="torch CPU threads per process (CPU profile: 1)")
+    keep_freed_memory: bool = _execution(True, negation="let malloc hand freed memory back to the kernel "
+                                                        "(keep_freed_memory() is not called; slower CPU steps)")
+    seed: int = _execution(0, "seed of the weights' init, the data order and the augmentation")
+    output_dir: str = _execution("output/train_voc", "checkpoints and log.jsonl go here")
+    resume: str | None = _execution(help="output folder (or train_state.pt) of a run to continue")
+    stop_after_epoch: int | None = _execution(help="end after this epoch as if interrupted (--resume "
+                                                      "continues)")
+    max_steps_per_epoch: int | None = _execution(help="cap the steps of each epoch (smoke tests)")
+    progress: bool = _execution(True, negation="no progress bars")
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
@@ -145,55 +182,57 @@ def cpu_config(**overrides: Any) -> TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------- data
-def build_datasets(config: TrainConfig, context: Optional[DistributedContext] = None):
+def build_datasets(config: TrainConfig, context: DistributedContext | None = None):
     """``(train_set, test_set)`` for ``config`` (generating the synthetic set when ``data`` is None)."""
     context = context or DistributedContext()
     if config.dataset not in DATASET_KINDS:
         raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {config.dataset!r}.")
-    train_tf = train_transform(config.image_size, scales=config.crop_scales)
-    test_tf = eval_transform(config.image_size)
+    data = config.data if config.data is not None else _synthetic_voc(config, context)
     options = dict(skip_bad_images=config.skip_bad_images)
-    data = config.data
-    if data is None:
-        if config.dataset != "voc":
-            raise ValueError("Without --data only the generated VOC-format set is available; pass --data.")
-        cache = pathlib.Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        folder = cache / f"synthetic-voc-v2-{config.synthetic_trainval}-{config.synthetic_test}-s{config.synthetic_seed}"
-        if context.is_main:  # one process writes; the others wait and then reuse it
-            generate_synthetic_voc(folder, config.synthetic_trainval, config.synthetic_test,
-                                   config.synthetic_seed)
-        context.barrier()
-        data = str(generate_synthetic_voc(folder, config.synthetic_trainval, config.synthetic_test,
-                                          config.synthetic_seed))
-    if config.dataset == "voc":
-        train_set = VOCDataset(data, config.train_split or "trainval", transform=train_tf, **options)
-        test_set = VOCDataset(data, config.test_split or "test", transform=test_tf, **options)
-    elif config.dataset == "coco":
-        train_set = COCODataset(data, config.train_split or "train", transform=train_tf, **options)
-        test_set = COCODataset(data, config.test_split or "val", transform=test_tf, **options)
-    else:
+    augment = train_transform(config.image_size, scales=config.crop_scales)
+    train_set = create_dataset(config.dataset, data, config.train_split, is_training=True, transform=augment,
+                               **options)
+    test_transform = eval_transform(config.image_size)
+    if config.dataset == "csv":
         if not config.test_split:
             raise ValueError("CSV training needs the test CSV file: pass --test-split PATH.")
-        train_set = CSVDataset(data, transform=train_tf, **options)
-        test_set = CSVDataset(config.test_split, classes=train_set.classes, transform=test_tf, **options)
+        test_set = create_dataset("csv", config.test_split, classes=train_set.classes,
+                                  transform=test_transform, **options)
+    else:
+        test_set = create_dataset(config.dataset, data, config.test_split, transform=test_transform,
+                                  **options)
     if train_set.classes != test_set.classes:
-        raise ValueError(f"The train and test sets have different classes: {train_set.classes} vs {test_set.classes}.")
+        raise ValueError(
+            f"The train and test sets have different classes: {train_set.classes} vs {test_set.classes}."
+        )
     return train_set, test_set
 
 
-def _label_features(config: TrainConfig, classes: Sequence[str]) -> Optional[torch.Tensor]:
+def _synthetic_voc(config: TrainConfig, context: DistributedContext) -> str:
+    """The generated VOC-format set of ``config`` (written once, by the main process)."""
+    if config.dataset != "voc":
+        raise ValueError("Without --data only the generated VOC-format set is available; pass --data.")
+    cache = pathlib.Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    sizes = (config.synthetic_trainval, config.synthetic_test, config.synthetic_seed)
+    folder = cache / "synthetic-voc-v2-{}-{}-s{}".format(*sizes)
+    if context.is_main:  # one process writes; the others wait and then reuse it
+        generate_synthetic_voc(folder, *sizes)
+    context.barrier()
+    return str(generate_synthetic_voc(folder, *sizes))
+
+
+def _label_features(config: TrainConfig, classes: Sequence[str]) -> torch.Tensor | None:
     if config.glove is None:
         return None
-    from ..features import load_label_features
-
     return torch.as_tensor(load_label_features(config.glove, list(classes)), dtype=torch.float32)
 
 
 # ---------------------------------------------------------------------------------------- model
-def _model_config(config: TrainConfig, classes: Sequence[str], fixed_features: bool) -> Dict[str, Any]:
-    kwargs: Dict[str, Any] = dict(
-        num_classes=len(classes), label_names=list(classes), variant=config.variant, embed_dim=config.embed_dim,
-        hidden_dim=config.hidden_dim, gat_hidden_dim=config.gat_hidden_dim, num_groups=config.num_groups,
+def _model_config(config: TrainConfig, classes: Sequence[str], fixed_features: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(
+        num_classes=len(classes), label_names=list(classes), variant=config.variant,
+        embed_dim=config.embed_dim, hidden_dim=config.hidden_dim, gat_hidden_dim=config.gat_hidden_dim,
+        num_groups=config.num_groups,
     )
     if not fixed_features:
         kwargs["label_feature_dim"] = config.label_feature_dim
@@ -204,7 +243,7 @@ def _model_config(config: TrainConfig, classes: Sequence[str], fixed_features: b
     return {"architecture": config.model, "fixed_label_features": fixed_features, "kwargs": kwargs}
 
 
-def _create_model(config: TrainConfig, model_config: Dict[str, Any], label_features,
+def _create_model(config: TrainConfig, model_config: dict[str, Any], label_features,
                   label_graph) -> nn.Module:
     kwargs = dict(model_config["kwargs"], label_graph=label_graph)
     if label_features is not None:
@@ -227,7 +266,8 @@ class _LRSchedule:
     def __init__(self, epochs: int, schedule: str, steps: Sequence[int], gamma: float, warmup: int) -> None:
         if schedule not in ("step", "cosine"):
             raise ValueError(f"schedule must be 'step' or 'cosine', got {schedule!r}.")
-        self.epochs, self.schedule, self.steps, self.gamma, self.warmup = epochs, schedule, list(steps), gamma, warmup
+        self.epochs, self.schedule, self.steps = epochs, schedule, list(steps)
+        self.gamma, self.warmup = gamma, warmup
 
     def __call__(self, epoch: int) -> float:
         if epoch < self.warmup:
@@ -255,20 +295,19 @@ def _check_config(config: TrainConfig) -> None:
         raise ValueError(f"batch_size must be >= 1, got {config.batch_size}.")
     if config.lr <= 0:
         raise ValueError(f"lr must be > 0, got {config.lr}.")
-    if config.amp not in ("none", "bf16", "fp16"):
-        raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {config.amp!r}.")
+    check_amp(config.amp)
 
 
 # ------------------------------------------------------------------------------------------ run
-def _loader(dataset, batch_size: int, sampler, workers: int, generator: Optional[torch.Generator] = None,
+def _loader(dataset, batch_size: int, sampler, workers: int, generator: torch.Generator | None = None,
             pin: bool = False) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                        pin_memory=pin, drop_last=False, generator=generator)
 
 
 def train(
-    config: TrainConfig, on_epoch_end: Optional[Callable[[Dict[str, Any]], None]] = None
-) -> Dict[str, Any]:
+    config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     """Run the training described by ``config``; returns the last epoch's record.
 
     ``on_epoch_end(record)`` is called on the main process after each epoch with the record that is
@@ -290,16 +329,83 @@ def train(
             torch.distributed.destroy_process_group()
 
 
-def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> Dict[str, Any]:
-    if config.amp == "fp16" and context.device.type != "cuda":
-        raise ValueError("fp16 mixed precision needs a CUDA device; use --amp bf16 on CPU.")
+@dataclass
+class _Run:
+    """What the steps of one training run share."""
+
+    config: TrainConfig
+    context: DistributedContext
+    output: pathlib.Path
+    train_set: Any
+    test_set: Any
+    model_config: dict[str, Any]
+    model: nn.Module  # the MSRN itself: evaluated and saved
+    train_model: nn.Module  # the model as trained: under DDP and/or torch.compile when asked
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None
+    train_sampler: torch.utils.data.DistributedSampler
+    test_loader: torch.utils.data.DataLoader
+    start_epoch: int = 0
+    best_map: float = -math.inf
+
+
+def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> dict[str, Any]:
+    run = _prepare(config, context)
+    record: dict[str, Any] = {}
+    last_epoch = config.epochs if config.stop_after_epoch is None else min(config.epochs,
+                                                                           config.stop_after_epoch)
+    for epoch in range(run.start_epoch, last_epoch):
+        record, is_best, predictions = _run_epoch(run, epoch)
+        rng_states = _gather_rng_states(context)
+        if context.is_main:
+            _save_epoch(run, record, is_best, rng_states)
+            with open(run.output / "log.jsonl", "a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+        context.barrier()
+    if context.is_main and record:
+        class_ap = average_precision(*predictions).tolist()
+        record["class_ap"] = dict(zip(run.train_set.classes, class_ap, strict=True))
+    return record
+
+
+def _prepare(config: TrainConfig, context: DistributedContext) -> _Run:
+    """Data, model, optimisation and (with ``resume``) the state of an earlier run."""
+    check_amp(config.amp, context.device)
     output = pathlib.Path(config.output_dir)
     if context.is_main:
         output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-
     train_set, test_set = build_datasets(config, context)
+    model, model_config = _build_model(config, context, train_set, test_set)
+    criterion = MSRNLoss(model)
+    optimizer = _build_optimizer(config, model)
+    schedule = _LRSchedule(config.epochs, config.schedule, config.lr_steps, config.lr_gamma,
+                           config.warmup_epochs)
+    train_sampler = torch.utils.data.DistributedSampler(
+        train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed)
+    test_loader = _loader(test_set, config.eval_batch_size or config.batch_size,
+                          EvalShardSampler(len(test_set), context.rank, context.world_size), config.workers,
+                          pin=context.device.type == "cuda")
+    run = _Run(
+        config=config, context=context, output=output, train_set=train_set, test_set=test_set,
+        model_config=model_config, model=model, train_model=model, criterion=criterion, optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        scaler=torch.amp.GradScaler("cuda") if config.amp == "fp16" else None,
+        train_sampler=train_sampler, test_loader=test_loader,
+    )
+    if config.resume:
+        _resume(run)
+    run.train_model = _wrap_for_training(model, config, context)
+    return run
+
+
+def _build_model(config: TrainConfig, context: DistributedContext, train_set, test_set):
+    """The model for the training labels (their graph, and GloVe features when given), on its device."""
     classes = train_set.classes
     label_graph = label_graph_from_targets(train_set.targets, config.graph_threshold)
     label_features = _label_features(config, classes)
@@ -314,97 +420,84 @@ def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> Di
     _logger.info("%s: %d labels, %d graph edges, %.2fM parameters, %d train / %d test images", config.model,
                  len(classes), int(label_graph.sum()) - len(classes),
                  sum(p.numel() for p in model.parameters()) / 1e6, len(train_set), len(test_set))
+    return model, model_config
 
-    criterion = MSRNLoss(model)
-    optimizer = _build_optimizer(config, model)
-    schedule = _LRSchedule(config.epochs, config.schedule, config.lr_steps, config.lr_gamma,
-                           config.warmup_epochs)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
 
-    start_epoch, best_map = 0, -math.inf
-    if config.resume:
-        state = load_training_state(config.resume)
-        if state["model_config"] != json.dumps(model_config, sort_keys=True):
-            raise ValueError(
-                f"--resume {config.resume}: that run trained a different model or label set "
-                f"({state['model_config']}); resume with the same settings."
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, best_map = int(state["epoch"]), float(state["best_map"])
-        set_rng_state(state["rng"][context.rank] if context.rank < len(state["rng"]) else state["rng"][0])
-        _logger.info("Resumed from %s at epoch %d (best mAP %.2f)", config.resume, start_epoch, best_map)
+def _resume(run: _Run) -> None:
+    """Load the model, optimiser, schedule, scaler, epoch, best mAP and RNG state of ``config.resume``."""
+    config, context = run.config, run.context
+    state = load_training_state(config.resume)
+    if state["model_config"] != json.dumps(run.model_config, sort_keys=True):
+        raise ValueError(
+            f"--resume {config.resume}: that run trained a different model or label set "
+            f"({state['model_config']}); resume with the same settings."
+        )
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.start_epoch, run.best_map = int(state["epoch"]), float(state["best_map"])
+    set_rng_state(state["rng"][context.rank] if context.rank < len(state["rng"]) else state["rng"][0])
+    _logger.info("Resumed from %s at epoch %d (best mAP %.2f)", config.resume, run.start_epoch, run.best_map)
 
-    train_model: nn.Module = model
+
+def _wrap_for_training(model: nn.Module, config: TrainConfig, context: DistributedContext) -> nn.Module:
     if context.distributed:
         device_ids = [context.device.index] if context.device.type == "cuda" else None
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if config.compile:
-        train_model = torch.compile(train_model)
-
-    train_sampler = torch.utils.data.DistributedSampler(
-        train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed)
-    test_loader = _loader(test_set, config.eval_batch_size or config.batch_size,
-                          EvalShardSampler(len(test_set), context.rank, context.world_size), config.workers,
-                          pin=context.device.type == "cuda")
-
-    record: Dict[str, Any] = {}
-    last_epoch = config.epochs if config.stop_after_epoch is None else min(config.epochs,
-                                                                           config.stop_after_epoch)
-    for epoch in range(start_epoch, last_epoch):
-        train_sampler.set_epoch(epoch)
-        # Worker seeds come from this generator: the data order and augmentation of an epoch depend
-        # only on (seed, epoch, rank), which is what makes --resume exact.
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 1_009 + context.rank)
-        train_loader = _loader(train_set, config.batch_size, train_sampler, config.workers, generator,
-                               pin=context.device.type == "cuda")
-        lr = optimizer.param_groups[0]["lr"]
-        stats = train_one_epoch(train_model, criterion, train_loader, optimizer, context, epoch + 1,
-                                amp=config.amp, scaler=scaler, channels_last=config.channels_last,
-                                max_steps=config.max_steps_per_epoch, progress=config.progress)
-        scheduler.step()
-        context.broadcast_buffers(model)
-        scores, targets, difficult = predict(model, test_loader, context, len(test_set), amp=config.amp,
-                                             channels_last=config.channels_last, progress=config.progress)
-        metrics = multilabel_metrics(scores, targets, ignore=difficult, top_k=3)
-        is_best = metrics["mAP"] > best_map
-        best_map = max(best_map, metrics["mAP"])
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"],
-                  "images_per_s": stats["images_per_s"], "train_time_s": stats["time_s"],
-                  "test_images": int(len(scores)), **metrics, "best_mAP": best_map}
-        # RNG states of every process, so that each rank resumes its own stream (a collective call).
-        rng_states: List[Any] = [rng_state()]
-        if context.distributed:
-            rng_states = [None] * context.world_size
-            torch.distributed.all_gather_object(rng_states, rng_state())
-        if context.is_main:
-            _save_epoch(output, model, model_config, record, is_best, optimizer, scheduler, scaler, best_map,
-                        config, rng_states)
-            with open(output / "log.jsonl", "a", encoding="utf-8") as log:
-                log.write(json.dumps(record) + "\n")
-            if on_epoch_end is not None:
-                on_epoch_end(record)
-        context.barrier()
-    if context.is_main and record:
-        record["class_ap"] = dict(zip(classes, average_precision(scores, targets, difficult).tolist()))
-    return record
+        model = torch.compile(model)
+    return model
 
 
-def _save_epoch(output: pathlib.Path, model: nn.Module, model_config: Dict[str, Any], record: Dict[str, Any],
-                is_best: bool, optimizer, scheduler, scaler, best_map: float, config: TrainConfig,
-                rng_states: List[Any]) -> None:
-    info = {"epoch": record["epoch"], "mAP": record["mAP"], "image_size": config.image_size}
-    save_model(model, output / "last", info)
+def _run_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], bool, tuple[np.ndarray, ...]]:
+    """Train one epoch, then score the test set. Returns the epoch's record, whether its mAP is the
+    best so far (``run.best_map`` is updated), and the test predictions ``(scores, targets, difficult)``."""
+    config, context = run.config, run.context
+    run.train_sampler.set_epoch(epoch)
+    # Worker seeds come from this generator: the data order and augmentation of an epoch depend
+    # only on (seed, epoch, rank), which is what makes --resume exact.
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 1_009 + context.rank)
+    train_loader = _loader(run.train_set, config.batch_size, run.train_sampler, config.workers, generator,
+                           pin=context.device.type == "cuda")
+    lr = run.optimizer.param_groups[0]["lr"]
+    stats = train_one_epoch(run.train_model, run.criterion, train_loader, run.optimizer, context, epoch + 1,
+                            amp=config.amp, scaler=run.scaler, channels_last=config.channels_last,
+                            max_steps=config.max_steps_per_epoch, progress=config.progress)
+    run.scheduler.step()
+    context.broadcast_buffers(run.model)
+    predictions = predict(run.model, run.test_loader, context, len(run.test_set), amp=config.amp,
+                          channels_last=config.channels_last, progress=config.progress)
+    scores, targets, difficult = predictions
+    metrics = multilabel_metrics(scores, targets, ignore=difficult, top_k=3)
+    is_best = metrics["mAP"] > run.best_map
+    run.best_map = max(run.best_map, metrics["mAP"])
+    record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"],
+              "images_per_s": stats["images_per_s"], "train_time_s": stats["time_s"],
+              "test_images": int(len(scores)), **metrics, "best_mAP": run.best_map}
+    return record, is_best, predictions
+
+
+def _gather_rng_states(context: DistributedContext) -> list[Any]:
+    """RNG states of every process, so that each rank resumes its own stream (a collective call)."""
+    if not context.distributed:
+        return [rng_state()]
+    states: list[Any] = [None] * context.world_size
+    torch.distributed.all_gather_object(states, rng_state())
+    return states
+
+
+def _save_epoch(run: _Run, record: dict[str, Any], is_best: bool, rng_states: list[Any]) -> None:
+    """``last/``, ``best/`` when the epoch is the best so far, and ``train_state.pt``."""
+    info = {"epoch": record["epoch"], "mAP": record["mAP"], "image_size": run.config.image_size}
+    save_model(run.model, run.output / "last", info)
     if is_best:
-        save_model(model, output / "best", info)
-    save_training_state(output / "train_state.pt", {
-        "epoch": record["epoch"], "best_map": best_map, "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else {},
-        "rng": rng_states, "model_config": json.dumps(model_config, sort_keys=True),
-        "train_config": json.dumps(config.to_dict()),
+        save_model(run.model, run.output / "best", info)
+    save_training_state(run.output / "train_state.pt", {
+        "epoch": record["epoch"], "best_map": run.best_map, "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else {},
+        "rng": rng_states, "model_config": json.dumps(run.model_config, sort_keys=True),
+        "train_config": json.dumps(run.config.to_dict()),
     })

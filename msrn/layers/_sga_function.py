@@ -1,4 +1,4 @@
-r"""Memory-efficient semantic guided attention (paper eq. 7-9, DESIGN.md section 4).
+r"""Memory-efficient semantic guided attention (paper eq. 7-9, docs/design.md section 4).
 
 The literal formula materialises ``N * K * d * P`` attention weights (1 GB at COCO size, batch 8) and
 autograd keeps them for the backward pass. Here the weights only ever exist for a chunk of
@@ -172,7 +172,7 @@ def _features_backward(
     grad: torch.Tensor,
     chunk_elements: int,
 ) -> torch.Tensor:
-    r"""``dL/df`` of eq. 7-9 (DESIGN.md section 4), recomputing the weights ``a`` per chunk.
+    r"""``dL/df`` of eq. 7-9 (docs/design.md section 4), recomputing the weights ``a`` per chunk.
 
     With ``g = dL/do`` and centred features ``f`` (output ``o`` centred alike),
     ``dL/df[p] = sum_k a[p,k] (g_k (1 - e_k o_k)) + f[p] * sum_k a[p,k] (g_k e_k)``: one matrix

@@ -52,7 +52,7 @@ class SemanticGuidedAttention(nn.Module):
 
     By default the attention weights never exist in full: they are computed for a few thousand
     ``(sample, channel)`` rows at a time, in the forward pass and again in the backward pass, which
-    uses the closed-form gradients of DESIGN.md section 4. Memory stays at the size of the inputs and
+    uses the closed-form gradients of docs/design.md section 4. Memory stays at the size of the inputs and
     outputs, and on CPU it is also several times faster than the literal formula. Half-precision
     inputs (e.g. under ``torch.autocast``) are computed in float32 and returned in their own dtype,
     since the unscaled scores ``f * e`` overflow bfloat16/float16 exponentials easily.

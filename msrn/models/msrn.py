@@ -9,27 +9,34 @@ The model composes the layers of :mod:`msrn.layers`:
 
 Registered architectures sit at the bottom of this file (timm's layout).
 """
-import dataclasses
 import functools
+import inspect
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import (
-    PretrainedCfg, build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg,
-)
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
 from ..layers import LabelGroupEmbedding, MultiBranchBackbone, SemanticGuidedAttention, SemanticHead
 from ..layers.diffpool import compactness_loss
+from ._weights import (
+    Checkpoint,
+    checkpoint_location,
+    load_backbone_weights,
+    load_checkpoint_into,
+    read_checkpoint,
+    registry_cfg,
+)
 
 __all__ = ["MSRN", "VARIANTS", "EMBEDDING_MODES"]
 
 _logger = logging.getLogger(__name__)
 
-# What differs between the paper's text and the authors' code (DESIGN.md sections 2 and 5).
-VARIANTS: Dict[str, Dict[str, Any]] = {
+# What differs between the paper's text and the authors' code (docs/design.md sections 2 and 5).
+VARIANTS: dict[str, dict[str, Any]] = {
     "paper": dict(input_proj_dim=None, compactness_weight=1e-3, compactness_squared=True),
     "official": dict(input_proj_dim=256, compactness_weight=1e-4, compactness_squared=False),
 }
@@ -52,7 +59,9 @@ def _as_label_features(value: Any, num_classes: int) -> torch.Tensor:
         )
     if not torch.isfinite(features).all():
         bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten().tolist()
-        raise ValueError(f"label_features contains NaN or infinite values in rows {bad}; fix or drop those labels.")
+        raise ValueError(
+            f"label_features contains NaN or infinite values in rows {bad}; fix or drop those labels."
+        )
     return features.detach().clone().float()
 
 
@@ -110,19 +119,19 @@ class MSRN(nn.Module):
         embed_dim: int = 512,
         num_branches: int = 3,
         variant: str = "paper",
-        label_features: Optional[Any] = None,
-        label_graph: Optional[Any] = None,
+        label_features: Any | None = None,
+        label_graph: Any | None = None,
         label_feature_dim: int = 300,
         embeddings: str = "both",
-        compactness_weight: Optional[float] = None,
-        compactness_squared: Optional[bool] = None,
+        compactness_weight: float | None = None,
+        compactness_squared: bool | None = None,
         gat_hidden_dim: int = 300,
         hidden_dim: int = 2048,
         drop_rate: float = 0.0,
         in_chans: int = 3,
         pretrained_backbone: bool = False,
-        label_names: Optional[Sequence[str]] = None,
-        backbone_kwargs: Optional[Dict[str, Any]] = None,
+        label_names: Sequence[str] | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -155,7 +164,6 @@ class MSRN(nn.Module):
         if self.label_names is not None and len(self.label_names) != num_classes:
             raise ValueError(f"label_names has {len(self.label_names)} names but num_classes={num_classes}.")
 
-        self.backbone_kwargs = dict(backbone_kwargs or {})  # kept so the model can be saved and rebuilt
         self.backbone = MultiBranchBackbone(
             backbone, num_branches=num_branches, embed_dim=embed_dim, pretrained=pretrained_backbone,
             in_chans=in_chans, **(backbone_kwargs or {}),
@@ -166,6 +174,16 @@ class MSRN(nn.Module):
         ]
         self._set_label_inputs(label_features, label_graph, label_feature_dim)
         feature_dim = self.label_features.shape[1]
+        # The constructor arguments that rebuild this architecture (num_classes and the label inputs
+        # are saved beside them): what msrn.save_pretrained writes as config.json's model_args.
+        self.model_args: dict[str, Any] = dict(
+            backbone=backbone, num_groups=num_groups, embed_dim=embed_dim, num_branches=num_branches,
+            variant=variant, label_feature_dim=int(feature_dim), embeddings=embeddings,
+            compactness_weight=self.compactness_weight, compactness_squared=self.compactness_squared,
+            gat_hidden_dim=gat_hidden_dim, hidden_dim=hidden_dim, drop_rate=drop_rate, in_chans=in_chans,
+        )
+        if backbone_kwargs:
+            self.model_args["backbone_kwargs"] = dict(backbone_kwargs)
         if embeddings == "none":
             self.lge = None
             self.label_projection = nn.Linear(feature_dim, embed_dim)
@@ -179,10 +197,11 @@ class MSRN(nn.Module):
         self.sga = SemanticGuidedAttention()
         self.num_features = self.head_hidden_size = hidden_dim
         self.head = self._make_head(num_classes)
-        self._embedding_cache: Optional[Tuple[tuple, tuple]] = None
+        self._embedding_cache: tuple[tuple, tuple] | None = None
 
     # ----------------------------------------------------------------------------------- set-up
-    def _set_label_inputs(self, label_features: Optional[Any], label_graph: Optional[Any], feature_dim: int) -> None:
+    def _set_label_inputs(self, label_features: Any | None, label_graph: Any | None,
+                          feature_dim: int) -> None:
         if label_features is None:
             features = nn.Parameter(torch.randn(self.num_classes, feature_dim) * _LEARNABLE_FEATURE_STD)
             self.register_parameter("label_features", features)
@@ -210,7 +229,8 @@ class MSRN(nn.Module):
 
     # ------------------------------------------------------------------------- label/group part
     def _cache_key(self) -> tuple:
-        tensors = list(self.lge.parameters()) if self.lge is not None else list(self.label_projection.parameters())
+        module = self.lge if self.lge is not None else self.label_projection
+        tensors = list(module.parameters())
         tensors += [self.label_features, self.label_graph]
         autocast = torch.is_autocast_enabled(self.label_features.device.type)
         return (
@@ -219,12 +239,12 @@ class MSRN(nn.Module):
             torch.get_autocast_dtype(self.label_features.device.type) if autocast else None,
         )
 
-    def _compute_embeddings(self) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    def _compute_embeddings(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         if self.lge is None:
             return self.label_projection(self.label_features), None, None
         return self.lge(self.label_features, self.label_graph)
 
-    def label_group_embeddings(self) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    def label_group_embeddings(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``(E_l [n, d], E_g [m, d] or None, S [n, m] or None)`` (paper eq. 4-5).
 
         They do not depend on the image. In eval mode without autograd they are computed once and
@@ -262,44 +282,72 @@ class MSRN(nn.Module):
         label_embeddings, group_embeddings, assignment = self._compute_embeddings()
         if group_embeddings is None:
             return self.label_features.new_zeros(())
-        loss = compactness_loss(label_embeddings, group_embeddings, assignment, squared=self.compactness_squared)
+        loss = compactness_loss(label_embeddings, group_embeddings, assignment,
+                                squared=self.compactness_squared)
         return loss * self.compactness_weight if weighted else loss
 
     # ------------------------------------------------------------------------------ image part
-    def forward_branches(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward_branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Projected branch maps ``f_b``: a list of ``[N, d, H_b, W_b]``, shallowest first."""
         return self.backbone(x)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Semantic representations ``M = [O || Q]`` before the tanh: ``[N, num_rows, B * d]``."""
+    def forward_features(self, x: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """Semantic representations ``M = [O || Q]`` before the tanh: ``[N, num_rows, B * d]``.
+
+        ``queries`` replaces :meth:`semantic_queries` (they do not depend on the image; the ONNX
+        export passes them in as constants)."""
         branches = self.backbone(x)
-        queries = self.semantic_queries()
+        if queries is None:
+            queries = self.semantic_queries()
         return torch.cat([self.sga(f, queries.to(f.dtype)) for f in branches], dim=2)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """``fc2(LeakyReLU(fc1(tanh(M))))``; ``pre_logits=True`` stops before ``fc2`` (``[N, hidden_dim]``)."""
+        """``fc2(LeakyReLU(fc1(tanh(M))))``; ``pre_logits=True`` stops before ``fc2``
+        (``[N, hidden_dim]``)."""
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @torch.no_grad()
+    def label_attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-label attention of every branch (eq. 8 averaged over channels): a list of
+        ``[N, n, H_b, W_b]``, shallowest first, each map summing to one over its positions."""
+        if not self.uses_label_rows:
+            raise ValueError(
+                f"This model was built with embeddings={self.embeddings_mode!r}: its attention is guided by "
+                f"group embeddings only, so there are no per-label attention maps."
+            )
+        queries = self.semantic_queries()[: self.num_classes]
+        return [self.sga.attention_maps(f, queries.to(f.dtype)) for f in self.forward_branches(x)]
+
     # --------------------------------------------------------------------- timm conventions
+    def get_label_names(self) -> list[str]:
+        """The label names: the model's own, its ``pretrained_cfg``'s, else ``label_0``, ``label_1``..."""
+        cfg = getattr(self, "pretrained_cfg", None) or {}
+        names = self.label_names or cfg.get("label_names")
+        if names and len(names) == self.num_classes:
+            return list(names)
+        return [f"label_{i}" for i in range(self.num_classes)]
+
     def get_classifier(self) -> nn.Module:
         return self.head.fc2
 
     def reset_classifier(
         self,
         num_classes: int,
-        global_pool: Optional[str] = None,
-        label_features: Optional[Any] = None,
-        label_graph: Optional[Any] = None,
-        label_names: Optional[Sequence[str]] = None,
+        global_pool: str | None = None,
+        label_features: Any | None = None,
+        label_graph: Any | None = None,
+        label_names: Sequence[str] | None = None,
     ) -> None:
         """Rebuild everything sized by the number of labels: label features (learnable unless given),
         label graph (self-loops unless given), ``fc1`` and ``fc2``. The backbone, the GATs and DiffPool
         keep their weights. ``global_pool`` is accepted for timm compatibility and must be ``None``."""
         if global_pool not in (None, ""):
-            raise ValueError("MSRN has no global pooling; call reset_classifier(num_classes) without global_pool.")
+            raise ValueError(
+                "MSRN has no global pooling; call reset_classifier(num_classes) without global_pool."
+            )
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}.")
         device = self.head.fc1.weight.device
@@ -323,7 +371,7 @@ class MSRN(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.backbone.set_grad_checkpointing(enable)
 
-    def group_matcher(self, coarse: bool = False) -> Dict[str, str]:
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
         """Two parameter groups: the pretrained trunk, then every layer MSRN adds (for layer-wise lr)."""
         return dict(backbone=r"^backbone\.trunk\.", msrn=r"^(?!backbone\.trunk\.)")
 
@@ -340,7 +388,7 @@ class MSRN(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ cfgs
-def _cfg(**kwargs: Any) -> Dict[str, Any]:
+def _cfg(**kwargs: Any) -> dict[str, Any]:
     return {
         "url": "",
         "num_classes": 20,
@@ -365,7 +413,7 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
 # trained MSRN gets its own tag with its Hub repository and labels, e.g.
 #   "msrn_resnet101.voc2007": _cfg(hf_hub_id="owner/msrn_resnet101.voc2007", num_classes=20,
 #                                  label_names=VOC_NAMES),
-# and then ``pretrained=True`` loads the whole checkpoint (see msrn/hub.py and docs/weights.md).
+# and then ``pretrained=True`` loads the whole checkpoint (see msrn/models/_weights.py and docs/weights.md).
 default_cfgs = generate_default_cfgs({
     "msrn_resnet101.tv_in1k": _cfg(),
     "msrn_resnet50.tv_in1k": _cfg(),
@@ -373,76 +421,86 @@ default_cfgs = generate_default_cfgs({
     "msrn_custom": _cfg(first_conv=None),
 })
 
-# The backbone (with the tag of its ImageNet weights) of each registered architecture.
-_BACKBONES = {
-    "msrn_resnet101": "resnet101.tv_in1k",
-    "msrn_resnet50": "resnet50.tv_in1k",
-    "msrn_resnet18": "resnet18.tv_in1k",
+# Constructor arguments that a checkpoint may set: everything except the label inputs (read from
+# the checkpoint's tensors) and the switch for ImageNet weights (the builder loads those itself).
+_CHECKPOINT_ARGS = frozenset(inspect.signature(MSRN.__init__).parameters) - {
+    "self", "label_features", "label_graph", "pretrained_backbone",
 }
 
 
-def _as_registry_cfg(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """A pretrained_cfg read from config.json, as timm's registry holds it: tuples, known fields only."""
-    from ..hub import _TUPLE_CFG_KEYS
-
-    fields = {field.name for field in dataclasses.fields(PretrainedCfg)}
-    unknown = sorted(set(cfg) - fields)
+def _check_checkpoint_args(checkpoint: Checkpoint) -> None:
+    unknown = sorted(set(checkpoint.model_args) - _CHECKPOINT_ARGS)
     if unknown:
-        _logger.warning("Ignoring unknown pretrained_cfg entries %s.", unknown)
-    return {k: tuple(v) if k in _TUPLE_CFG_KEYS and isinstance(v, list) else v for k, v in cfg.items() if k in fields}
+        raise ValueError(
+            f"{checkpoint.config_path}: model_args holds {unknown}, which are not MSRN constructor arguments "
+            f"(written by a newer msrn, or edited by hand?)."
+        )
 
 
-def _create_msrn(architecture: str, pretrained: bool = False, **kwargs: Any) -> MSRN:
-    """Build an MSRN and fill it with weights.
+def _apply_checkpoint(checkpoint: Checkpoint, cfg: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
+    """Fill the unset constructor arguments from ``checkpoint`` (its model_args, label features, graph
+    and names); returns the label inputs the caller set, which the checkpoint must not overwrite."""
+    _check_checkpoint_args(checkpoint)
+    for key, value in checkpoint.model_args.items():
+        kwargs.setdefault(key, value)
+    num_classes = kwargs.get("num_classes", checkpoint.num_classes)
+    keep = [key for key in ("label_features", "label_graph") if kwargs.get(key) is not None]
+    if num_classes == checkpoint.num_classes:
+        if checkpoint.fixed_label_features:
+            kwargs.setdefault("label_features", checkpoint.state_dict["label_features"])
+        kwargs.setdefault("label_graph", checkpoint.state_dict["label_graph"])
+        if checkpoint.label_names is not None:
+            kwargs.setdefault("label_names", checkpoint.label_names)
+    else:
+        for key in ("label_names", "label_descriptions"):
+            cfg.pop(key, None)
+    cfg["num_classes"] = num_classes
+    return keep
 
-    - ``hf-hub:`` / ``local-dir:`` names (and ``pretrained=True`` on a tag or ``pretrained_cfg`` with
-      weights) load a full MSRN checkpoint written by :func:`msrn.save_pretrained`; with another
-      ``num_classes`` the label-sized parts are re-initialised with a warning.
-    - ``pretrained=True`` otherwise loads the backbone's ImageNet weights; the MSRN layers use their init.
-    """
-    from .. import hub  # hub builds on this module
 
-    cache_dir = kwargs.get("cache_dir")
-    cfg = resolve_pretrained_cfg(
-        architecture, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None)
-    ).to_dict()
-    location = hub._checkpoint_location(cfg, pretrained)
-    load_backbone = bool(kwargs.pop("pretrained_backbone", False)) or (pretrained and location is None)
-    checkpoint = None
-    keep: List[str] = []
-    if location is not None:
-        checkpoint = hub._read_checkpoint(*location, cache_dir=cache_dir)
-        for key, value in checkpoint.model_args.items():
-            kwargs.setdefault(key, value)
-        num_classes = kwargs.get("num_classes", checkpoint.num_classes)
-        keep = [key for key in ("label_features", "label_graph") if kwargs.get(key) is not None]
-        if num_classes == checkpoint.num_classes:
-            if checkpoint.fixed_label_features:
-                kwargs.setdefault("label_features", checkpoint.state_dict["label_features"])
-            kwargs.setdefault("label_graph", checkpoint.state_dict["label_graph"])
-            if checkpoint.label_names is not None:
-                kwargs.setdefault("label_names", checkpoint.label_names)
-        else:
-            for key in ("label_names", "label_descriptions"):
-                cfg.pop(key, None)
-        cfg["num_classes"] = num_classes
-    kwargs.setdefault("backbone", _BACKBONES.get(architecture))
-    if kwargs["backbone"] is None:
+def _build(architecture: str, cfg: dict[str, Any], kwargs: dict[str, Any]) -> MSRN:
+    """The MSRN with its init, carrying ``cfg`` as its pretrained_cfg (timm loads no weights here)."""
+    if kwargs.get("backbone") is None:
         raise ValueError(
             f"{architecture} needs a backbone= argument naming a timm CNN, e.g. backbone='convnext_tiny'."
         )
     # MSRN's `variant` argument would collide with build_model_with_cfg's own `variant` (the
     # architecture name), so it is bound here.
     model_cls = functools.partial(MSRN, variant=kwargs.pop("variant", "paper"), pretrained_backbone=False)
-    # Weights are loaded below, not by timm: a full checkpoint and an ImageNet backbone are both
-    # MSRN-specific (timm would load a state dict into the whole model).
-    model = build_model_with_cfg(
-        model_cls, architecture, pretrained=False, pretrained_cfg=_as_registry_cfg(cfg), **kwargs
-    )
+    # Weights are loaded by the caller, not by timm: a full checkpoint and an ImageNet backbone are
+    # both MSRN-specific (timm would load a state dict into the whole model).
+    return build_model_with_cfg(model_cls, architecture, pretrained=False, pretrained_cfg=registry_cfg(cfg),
+                                **kwargs)
+
+
+def _create_msrn(
+    architecture: str, model_args: dict[str, Any], pretrained: bool = False, **kwargs: Any
+) -> MSRN:
+    """Build an MSRN and fill it with weights.
+
+    Constructor arguments come from, in order: ``kwargs``, the checkpoint being loaded, the
+    architecture's ``model_args``.
+
+    - ``hf-hub:`` / ``local-dir:`` names (and ``pretrained=True`` on a tag or ``pretrained_cfg`` with
+      weights) load a full MSRN checkpoint written by :func:`msrn.save_pretrained`; with another
+      ``num_classes`` the label-sized parts are re-initialised with a warning.
+    - ``pretrained=True`` otherwise loads the backbone's ImageNet weights; the MSRN layers use their init.
+    """
+    cache_dir = kwargs.get("cache_dir")
+    cfg = resolve_pretrained_cfg(
+        architecture, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None)
+    ).to_dict()
+    location = checkpoint_location(cfg, pretrained)
+    load_backbone = bool(kwargs.pop("pretrained_backbone", False)) or (pretrained and location is None)
+    checkpoint = read_checkpoint(*location, cache_dir=cache_dir) if location is not None else None
+    keep = _apply_checkpoint(checkpoint, cfg, kwargs) if checkpoint is not None else []
+    for key, value in model_args.items():
+        kwargs.setdefault(key, value)
+    model = _build(architecture, cfg, kwargs)
     if checkpoint is not None:
-        hub._load_checkpoint_into(model, checkpoint, keep=keep)
+        load_checkpoint_into(model, checkpoint, keep=keep)
     elif load_backbone:
-        hub._load_backbone_weights(model, cache_dir=cache_dir)
+        load_backbone_weights(model, cache_dir=cache_dir)
     if model.label_names is not None:
         model.pretrained_cfg["label_names"] = list(model.label_names)
     model.pretrained_cfg["num_classes"] = model.num_classes
@@ -452,22 +510,25 @@ def _create_msrn(architecture: str, pretrained: bool = False, **kwargs: Any) -> 
 @register_model
 def msrn_resnet101(pretrained: bool = False, **kwargs: Any) -> MSRN:
     """MSRN on ResNet-101, the paper's model (branches on layer2, layer3, layer4)."""
-    return _create_msrn("msrn_resnet101", pretrained=pretrained, **kwargs)
+    model_args = dict(backbone="resnet101.tv_in1k")
+    return _create_msrn("msrn_resnet101", model_args, pretrained=pretrained, **kwargs)
 
 
 @register_model
 def msrn_resnet50(pretrained: bool = False, **kwargs: Any) -> MSRN:
     """MSRN on ResNet-50."""
-    return _create_msrn("msrn_resnet50", pretrained=pretrained, **kwargs)
+    model_args = dict(backbone="resnet50.tv_in1k")
+    return _create_msrn("msrn_resnet50", model_args, pretrained=pretrained, **kwargs)
 
 
 @register_model
 def msrn_resnet18(pretrained: bool = False, **kwargs: Any) -> MSRN:
     """MSRN on ResNet-18: a light model for CPUs and quick experiments."""
-    return _create_msrn("msrn_resnet18", pretrained=pretrained, **kwargs)
+    model_args = dict(backbone="resnet18.tv_in1k")
+    return _create_msrn("msrn_resnet18", model_args, pretrained=pretrained, **kwargs)
 
 
 @register_model
 def msrn_custom(pretrained: bool = False, **kwargs: Any) -> MSRN:
     """MSRN on any timm CNN given as ``backbone=`` (e.g. ``backbone="convnext_tiny"``)."""
-    return _create_msrn("msrn_custom", pretrained=pretrained, **kwargs)
+    return _create_msrn("msrn_custom", {}, pretrained=pretrained, **kwargs)

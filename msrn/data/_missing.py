@@ -1,0 +1,41 @@
+"""Images that a data set's lists name but that are not on disk: count, report, leave out or refuse."""
+
+import logging
+import os
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["drop_missing_images"]
+
+_logger = logging.getLogger(__name__)
+
+
+def drop_missing_images(
+    paths: Sequence[str], targets: np.ndarray, skip: bool, what: str, hint: str = ""
+) -> Tuple[List[str], np.ndarray, List[str]]:
+    """``(kept paths, their targets, missing paths)``.
+
+    Missing images are always counted in a log warning. Unless ``skip``, any missing image is a
+    ``FileNotFoundError`` naming how many, the first one and how to leave them out.
+    ``what`` names the list in messages (e.g. ``"NUS-WIDE train"``); ``hint`` is appended to the error.
+    """
+    present = np.fromiter((os.path.isfile(path) for path in paths), dtype=bool, count=len(paths))
+    missing = [path for path, found in zip(paths, present) if not found]
+    if not missing:
+        return list(paths), targets, []
+    _logger.warning(
+        "%s: %d of %d listed images are not on disk%s (first: %s)",
+        what,
+        len(missing),
+        len(paths),
+        "; leaving them out" if skip else "",
+        missing[0],
+    )
+    if not skip:
+        raise FileNotFoundError(
+            f"{what}: {len(missing)} of {len(paths)} listed images are not on disk "
+            f"(first: {missing[0]}).{hint} Pass skip_missing_images=True (--skip-missing-images) "
+            f"to leave them out."
+        )
+    return [path for path, found in zip(paths, present) if found], targets[present], missing

@@ -1,0 +1,369 @@
+"""Reading MSRN weights: full checkpoints (``config.json`` + ``model.safetensors``, timm's folder layout,
+from a folder or the Hugging Face Hub) and the ImageNet weights of the backbone.
+
+The builder in :mod:`msrn.models.msrn` calls these; writing lives in :mod:`msrn.hub`. Weights are only
+ever read from safetensors files: no weight file is unpickled.
+"""
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import timm
+import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from timm.models import PretrainedCfg, get_pretrained_cfg, parse_model_name
+
+__all__ = [
+    "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "Checkpoint", "checkpoint_location", "read_checkpoint",
+    "read_config", "read_safetensors", "load_checkpoint_into", "load_backbone_weights", "check_model_source",
+    "registry_cfg",
+]
+
+_logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+# Version of the "msrn" section of config.json; a reader refuses newer versions it does not know.
+FORMAT_VERSION = 1
+LABEL_FEATURE_KINDS = ("fixed", "learnable")
+# Entries of the state dict whose shape depends on the number of labels. fc1 is sized by the rows of
+# M = [O || Q] (labels + groups), so it goes with the labels as a whole, bias included.
+_LABEL_SIZED_PREFIXES = ("label_features", "label_graph", "head.fc1.", "head.fc2.")
+# pretrained_cfg entries that describe input tensors (JSON turns their tuples into lists).
+_TUPLE_CFG_KEYS = (
+    "input_size", "test_input_size", "min_input_size", "mean", "std", "pool_size", "test_pool_size",
+)
+_WRITER_HINT = "Write MSRN folders with msrn.save_pretrained(model, directory)."
+
+PathLike = str | os.PathLike
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A full MSRN checkpoint: its validated config.json and its tensors."""
+
+    source: str  # "local-dir:PATH" or "hf-hub:ID", for messages
+    config_path: str
+    config: dict[str, Any]
+    weights_path: str
+    state_dict: dict[str, torch.Tensor]
+
+    @property
+    def num_classes(self) -> int:
+        return self.config["num_classes"]
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        return dict(self.config["model_args"])
+
+    @property
+    def fixed_label_features(self) -> bool:
+        return self.config["msrn"]["label_features"] == "fixed"
+
+    @property
+    def label_names(self) -> list[str] | None:
+        return self.config.get("label_names")
+
+
+# ------------------------------------------------------------------------------------------ where
+def checkpoint_location(pretrained_cfg: Mapping[str, Any], pretrained: bool) -> tuple[str, str] | None:
+    """Where a full MSRN checkpoint comes from (``(kind, location)``), or ``None`` when the model
+    starts from its init.
+
+    ``hf-hub:`` and ``local-dir:`` names always load their checkpoint (the name says where the weights
+    are). A registry tag or a ``pretrained_cfg`` with weights loads only with ``pretrained=True``.
+    """
+    source = pretrained_cfg.get("source")
+    if source == "local-dir":
+        return "local-dir", str(pretrained_cfg["file"])
+    if source == "hf-hub":
+        return "hf-hub", str(pretrained_cfg["hf_hub_id"])
+    if not pretrained:
+        return None
+    if pretrained_cfg.get("state_dict") is not None:
+        raise ValueError(
+            "MSRN does not take weights as pretrained_cfg['state_dict']; create the model with "
+            "pretrained=False and call model.load_state_dict(state_dict), or load a folder with 'local-dir:'."
+        )
+    if pretrained_cfg.get("file"):
+        return "local-dir", str(pretrained_cfg["file"])
+    if pretrained_cfg.get("hf_hub_id"):
+        return "hf-hub", str(pretrained_cfg["hf_hub_id"])
+    if pretrained_cfg.get("url"):
+        raise ValueError(
+            f"pretrained_cfg points MSRN weights at the URL {pretrained_cfg['url']!r}; MSRN reads full "
+            f"checkpoints only as safetensors from a Hub repository (hf_hub_id) or a folder (file)."
+        )
+    return None
+
+
+def _split_hub_id(hub_id: str) -> tuple[str, str | None]:
+    repo_id, _, revision = hub_id.partition("@")
+    if not repo_id or "@" in revision:
+        raise ValueError(f"Hub id {hub_id!r} is not of the form 'owner/name' or 'owner/name@revision'.")
+    return repo_id, revision or None
+
+
+def _hub_file(hub_id: str, filename: str, cache_dir: PathLike | None = None) -> str:
+    """Local path of ``filename`` in Hub repository ``hub_id`` (downloaded or from the cache)."""
+    repo_id, revision = _split_hub_id(hub_id)
+    try:
+        return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, library_name="msrn")
+    except (EntryNotFoundError, HfHubHTTPError, OSError) as error:
+        where = cache_dir or hub_constants.HF_HUB_CACHE
+        hint = (
+            f"Hugging Face Hub offline mode is on (HF_HUB_OFFLINE=1) and the file is not in the cache at "
+            f"{where}: download it once with network access, or point HF_HUB_CACHE at a cache that holds it."
+            if hub_constants.is_offline_mode()
+            else f"Check the repository id, your network and your access token (cache: {where})."
+        )
+        raise FileNotFoundError(
+            f"Cannot resolve {filename} of Hub repository {hub_id!r} "
+            f"({type(error).__name__}: {error}). {hint}"
+        ) from error
+
+
+def _validate_config(config: Any, path: str) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}.")
+    hint = _WRITER_HINT
+    required = ("architecture", "num_classes", "model_args", "pretrained_cfg")
+    missing = [key for key in required if key not in config]
+    if missing:
+        raise ValueError(f"{path} is missing the key(s) {missing}. {hint}")
+    architecture = config["architecture"]
+    if not (isinstance(architecture, str) and architecture.startswith("msrn_")
+            and timm.is_model(architecture)):
+        known = ", ".join(timm.list_models("msrn*"))
+        raise ValueError(
+            f"{path} names the architecture {architecture!r}, which is not a registered MSRN architecture "
+            f"(known: {known}). Is the file from an MSRN model, and was `import msrn` run? {hint}"
+        )
+    num_classes = config["num_classes"]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"{path}: num_classes must be an integer >= 1, got {num_classes!r}.")
+    for key in ("model_args", "pretrained_cfg"):
+        if not isinstance(config[key], dict):
+            raise ValueError(f"{path}: {key!r} must be a JSON object, got {type(config[key]).__name__}.")
+    if "msrn" not in config:
+        # A timm-layout config from another writer: the label features in the weights are taken as
+        # fixed inputs (as GloVe vectors are); the values, and so the logits, are the same either way.
+        _logger.info("%s has no 'msrn' section; its label features load as a fixed buffer.", path)
+        config["msrn"] = {"format_version": FORMAT_VERSION, "label_features": "fixed"}
+    if not isinstance(config["msrn"], dict):
+        raise ValueError(f"{path}: 'msrn' must be a JSON object, got {type(config['msrn']).__name__}.")
+    section = config["msrn"]
+    version = section.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{path}: msrn.format_version must be an integer >= 1, got {version!r}. {hint}")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written in MSRN format version {version}, newer than this msrn package reads "
+            f"({FORMAT_VERSION}); upgrade msrn."
+        )
+    if section.get("label_features") not in LABEL_FEATURE_KINDS:
+        raise ValueError(
+            f"{path}: msrn.label_features must be one of {list(LABEL_FEATURE_KINDS)}, "
+            f"got {section.get('label_features')!r}. {hint}"
+        )
+    label_names = config.get("label_names")
+    if label_names is not None and (
+        not isinstance(label_names, list) or len(label_names) != num_classes
+        or not all(isinstance(name, str) for name in label_names)
+    ):
+        raise ValueError(f"{path}: label_names must be a list of {num_classes} strings (one per label).")
+    return config
+
+
+def read_config(path: PathLike) -> dict[str, Any]:
+    path = str(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"No {CONFIG_NAME} at {path}: an MSRN folder holds {CONFIG_NAME} and {WEIGHTS_NAME}."
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}).") from error
+    return _validate_config(config, path)
+
+
+def read_safetensors(path: PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file (never a pickle), on the CPU."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No weights file at {path}.")
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, ValueError, RuntimeError, OSError) as error:
+        raise ValueError(
+            f"{path} is not a readable safetensors file (corrupt or truncated?): {error}. "
+            f"Download or save the weights again."
+        ) from error
+
+
+def read_checkpoint(kind: str, location: str, cache_dir: PathLike | None = None) -> Checkpoint:
+    """Read and check the config and the tensors of a checkpoint named by :func:`checkpoint_location`."""
+    config: dict[str, Any] | None = None
+    if kind == "local-dir":
+        folder = pathlib.Path(location)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"MSRN checkpoint folder {folder} does not exist (or is not a folder); it must hold "
+                f"{CONFIG_NAME} and {WEIGHTS_NAME} as written by msrn.save_pretrained."
+            )
+        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        if not weights_path.is_file():
+            pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pth", ".pt", ".ckpt"))
+            refused = (f" ({', '.join(pickles)} not read: MSRN loads weights only from safetensors)"
+                       if pickles else "")
+            raise FileNotFoundError(f"No {WEIGHTS_NAME} in {folder}{refused}.")
+        source = f"local-dir:{folder}"
+    elif kind == "hf-hub":
+        config_path = _hub_file(location, CONFIG_NAME, cache_dir)
+        config = read_config(config_path)  # before the weights: a bad config fails without a download
+        weights_path = _hub_file(location, WEIGHTS_NAME, cache_dir)
+        source = f"hf-hub:{location}"
+    else:  # pragma: no cover - checkpoint_location only returns the two kinds above
+        raise ValueError(f"Unknown checkpoint source {kind!r}.")
+    if config is None:
+        config = read_config(config_path)
+    state_dict = read_safetensors(weights_path)
+    fc2 = state_dict.get("head.fc2.weight")
+    if fc2 is not None and fc2.shape[0] != config["num_classes"]:
+        raise ValueError(
+            f"{config_path} says num_classes={config['num_classes']} but {weights_path} holds a classifier "
+            f"for {fc2.shape[0]} labels; the two files do not belong together."
+        )
+    return Checkpoint(source, str(config_path), config, str(weights_path), state_dict)
+
+
+def _is_label_sized(key: str) -> bool:
+    return any(key == prefix or key.startswith(prefix) for prefix in _LABEL_SIZED_PREFIXES)
+
+
+def load_checkpoint_into(
+    model: torch.nn.Module,
+    checkpoint: Checkpoint,
+    keep: Sequence[str] = (),
+) -> None:
+    """Copy the checkpoint's tensors into ``model`` (built from the checkpoint's config).
+
+    When the model has another number of labels, the label-sized parts (label features, label
+    graph, ``head.fc1``, ``head.fc2``) keep their fresh init, with a warning. Entries named in
+    ``keep`` (label inputs the caller passed explicitly) keep the model's values.
+    """
+    state_dict = dict(checkpoint.state_dict)
+    expected = model.state_dict()
+    reinitialised: list[str] = []
+    if model.num_classes != checkpoint.num_classes:
+        reinitialised = sorted({key.rsplit(".", 1)[0] if key.startswith("head.") else key
+                                for key in expected if _is_label_sized(key)})
+        state_dict = {key: value for key, value in state_dict.items() if not _is_label_sized(key)}
+        expected = {key: value for key, value in expected.items() if not _is_label_sized(key)}
+        _logger.warning(
+            "%s was trained for %d labels but the model has %d: %s start from their init; everything "
+            "else is loaded.", checkpoint.source, checkpoint.num_classes, model.num_classes,
+            ", ".join(reinitialised),
+        )
+    for key in keep:
+        state_dict.pop(key, None)
+        expected.pop(key, None)
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [f"{key}: file {list(state_dict[key].shape)}, model {list(expected[key].shape)}"
+                  for key in sorted(set(state_dict) & set(expected))
+                  if state_dict[key].shape != expected[key].shape]
+    if missing or unexpected or mismatched:
+        def listing(items: list[str]) -> str:
+            return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
+
+        problems = []
+        if missing:
+            problems.append(f"missing from the file: {listing(missing)}")
+        if unexpected:
+            problems.append(f"not in the model: {listing(unexpected)}")
+        if mismatched:
+            problems.append(f"shape mismatches: {listing(mismatched)}")
+        raise ValueError(
+            f"The weights in {checkpoint.weights_path} ({checkpoint.source}) do not fit the model built from "
+            f"{checkpoint.config_path}: {'; '.join(problems)}. Do not override architecture arguments "
+            f"(backbone, embed_dim, variant, ...) when loading a checkpoint."
+        )
+    model.load_state_dict(state_dict, strict=False)
+    _logger.info("Loaded %d tensors from %s.", len(state_dict), checkpoint.source)
+
+
+def load_backbone_weights(model: torch.nn.Module, cache_dir: PathLike | None = None) -> None:
+    """Load the ImageNet weights of the model's timm backbone (paper 4.1); MSRN's own layers keep their init.
+
+    The weights are the ones timm lists for the backbone name (its tag, or timm's default tag), read
+    through timm from the Hugging Face Hub as ``model.safetensors`` where timm hosts them there.
+    """
+    backbone = model.backbone
+    name = backbone.backbone_name
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not cfg.has_weights:
+        raise ValueError(
+            f"timm has no pretrained weights for backbone {name!r}; pick a tagged name from "
+            f"timm.list_pretrained({name.split('.', 1)[0] + '*'!r}) or use pretrained=False."
+        )
+    weights = f"{name.split('.', 1)[0]}.{cfg.tag}" if cfg.tag else name
+    overlay: dict[str, Any] = {}
+    if cfg.hf_hub_id and not cfg.hf_hub_filename and not cfg.custom_load:
+        overlay["hf_hub_filename"] = WEIGHTS_NAME  # safetensors, never the pickled alternative
+    where = f"hf-hub:{cfg.hf_hub_id}" if cfg.hf_hub_id else str(cfg.url or cfg.file)
+    try:
+        donor = timm.create_model(
+            weights, pretrained=True, features_only=True,
+            out_indices=tuple(backbone.trunk.feature_info.out_indices), in_chans=backbone.in_chans,
+            pretrained_cfg_overlay=overlay, cache_dir=cache_dir,
+            **model.model_args.get("backbone_kwargs", {}),
+        )
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"Cannot load the ImageNet weights of backbone {weights!r} from {where}: {error}"
+        ) from error
+    except (EntryNotFoundError, HfHubHTTPError, OSError) as error:
+        raise FileNotFoundError(
+            f"Cannot load the ImageNet weights of backbone {weights!r} from {where} ({type(error).__name__}: "
+            f"{error}). With HF_HUB_OFFLINE=1 the file must already be in the Hugging Face cache."
+        ) from error
+    trunk_state = donor.state_dict()
+    backbone.trunk.load_state_dict(trunk_state, strict=True)
+    initialised = sorted({".".join(key.split(".")[:2]) if key.startswith("backbone.") else key.split(".")[0]
+                          for key in model.state_dict()
+                          if not key.startswith("backbone.trunk.") and key != "label_graph"})
+    _logger.info(
+        "Loaded %d backbone tensors (backbone.trunk) of %s from %s; initialised from scratch: %s.",
+        len(trunk_state), weights, where, ", ".join(initialised),
+    )
+
+
+def check_model_source(model_name: str, cache_dir: PathLike | None = None) -> None:
+    """Validate the config.json behind an ``hf-hub:`` / ``local-dir:`` name before timm parses it,
+    so a bad file or an unreachable id fails with a message that names it."""
+    source, location = parse_model_name(model_name)
+    if source == "local-dir":
+        read_config(pathlib.Path(location) / CONFIG_NAME)
+    elif source == "hf-hub":
+        read_config(_hub_file(location, CONFIG_NAME, cache_dir))
+
+
+def registry_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A pretrained_cfg read from config.json, as timm's registry holds it: tuples, known fields only."""
+    fields = {field.name for field in dataclasses.fields(PretrainedCfg)}
+    unknown = sorted(set(cfg) - fields)
+    if unknown:
+        _logger.warning("Ignoring unknown pretrained_cfg entries %s.", unknown)
+    return {key: tuple(value) if key in _TUPLE_CFG_KEYS and isinstance(value, list) else value
+            for key, value in cfg.items() if key in fields}
