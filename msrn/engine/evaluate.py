@@ -56,7 +56,8 @@ def evaluate_checkpoint(
     context = DistributedContext(device=torch.device(device))
     model.to(context.device)
     loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=workers,
-                                         sampler=EvalShardSampler(len(test_set)))
+                                         sampler=EvalShardSampler(len(test_set)),
+                                         pin_memory=context.device.type == "cuda")
     scores, targets, difficult = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
     metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=threshold, top_k=3)
     return metrics, average_precision(scores, targets, difficult), list(test_set.classes)
