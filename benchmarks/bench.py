@@ -18,9 +18,11 @@ processes kept busy during the run (from ``/proc/stat``, minus the CPU time of i
 loaded machine it warns, and the JSON line says ``"quiet": false``: such figures compare variants
 with each other, but do not go into docs/performance.md.
 
-Memory allocator. By default every worker first calls :func:`msrn.engine.keep_freed_memory`, as
-msrn's trainer does: glibc then keeps freed blocks for the next step instead of unmapping every block
-above 32 MiB and page-faulting it in again. ``--allocator glibc`` leaves malloc as it comes.
+Memory allocator. By default malloc is left as it comes: glibc unmaps every freed block above
+32 MiB, and each step page-faults its large tensors in again. With ``--allocator keep-freed`` the
+workers of the model cases first call :func:`msrn.engine.keep_freed_memory` (the trainer's
+``--keep-freed-memory``), so freed blocks are reused without faults; the attention cases keep
+malloc's defaults (the literal formula fragments a heap that never unmaps).
 
 Cases:
     sga_naive / sga_ours    eq. 7-9 forward + backward at COCO size (8 x 512 x 28 x 28 features,
@@ -141,7 +143,7 @@ def _build_case(name: str, args: argparse.Namespace) -> Callable[[], None]:
 def run_worker(name: str, args: argparse.Namespace) -> None:
     import torch
 
-    if args.allocator == "keep-freed":
+    if args.allocator == "keep-freed" and not name.startswith("sga"):
         from msrn.engine import keep_freed_memory
 
         keep_freed_memory()
@@ -323,7 +325,7 @@ def run_all(args: argparse.Namespace) -> Dict[str, object]:
     return summary
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(PAIRS), default=["sga", "train", "eval"])
     parser.add_argument("--rounds", type=int, default=2,
@@ -340,10 +342,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sgd", choices=["fused", "loop"], default="fused",
                         help="torch.optim.SGD implementation for both models: fused=True (one pass over each "
                              "parameter) or the plain per-parameter loop")
-    parser.add_argument("--allocator", choices=["keep-freed", "glibc"], default="keep-freed",
-                        help="keep-freed: msrn.engine.keep_freed_memory() in every worker, as msrn's trainer "
-                             "does; glibc: malloc's defaults (large blocks unmapped on free)")
+    parser.add_argument("--allocator", choices=["glibc", "keep-freed"], default="glibc",
+                        help="glibc: malloc's defaults (large blocks unmapped on free); keep-freed: "
+                             "msrn.engine.keep_freed_memory() in the model cases' workers")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     for option in ("rounds", "repeats", "sga_repeats", "batch", "image_size", "sga_size", "num_classes",
                    "num_groups", "embed_dim"):

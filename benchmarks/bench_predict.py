@@ -1,6 +1,6 @@
 """Images per second of ``msrn predict`` and ``msrn evaluate`` against a plain timm ResNet-101 loop.
 
-    python benchmarks/bench_predict.py                  # 48 generated 448 px JPEGs, about 3 min on 2 quiet cores
+    python benchmarks/bench_predict.py                  # 64 generated 448 px JPEGs, about 2-3 min on 2 quiet cores
     python benchmarks/bench_predict.py --images 300     # a few hundred images (about 12 min on 2 cores)
     python benchmarks/bench_predict.py --device cuda    # on a GPU (data loading matters far more there)
 
@@ -210,9 +210,9 @@ def run_all(args: argparse.Namespace) -> Dict[str, object]:
     return summary
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=48, help="generated JPEGs (default 48)")
+    parser.add_argument("--images", type=int, default=64, help="generated JPEGs (default 64)")
     parser.add_argument("--image-size", type=int, default=448, help="side of the JPEGs and of the models' input")
     parser.add_argument("--batch", type=int, default=8, help="images per forward pass, every case")
     parser.add_argument("--workers", type=int, default=2,
@@ -226,6 +226,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--worker", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=pathlib.Path, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=pathlib.Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     for option in ("images", "image_size", "batch", "rounds"):
         if getattr(args, option) < 1:

@@ -27,12 +27,12 @@ def test_attention_workers_report_times_faults_and_peak_memory(capsys):
 
 def test_worker_command_forwards_the_sizes():
     bench = load_bench()
-    args = bench.parse_args(["--batch", "3", "--sga-repeats", "5", "--sgd", "loop", "--allocator", "glibc"])
+    args = bench.parse_args(["--batch", "3", "--sga-repeats", "5", "--sgd", "loop", "--allocator", "keep-freed"])
     command = bench._worker_command("sga_ours", args)
     assert command[command.index("--batch") + 1] == "3"
     assert command[command.index("--repeats") + 1] == "5"
     assert command[command.index("--sgd") + 1] == "loop"
-    assert command[command.index("--allocator") + 1] == "glibc"
+    assert command[command.index("--allocator") + 1] == "keep-freed"
 
 
 def test_defaults_time_several_steps_per_case():
@@ -51,7 +51,7 @@ def test_whole_run_prints_the_table_and_a_json_line_with_the_ratios_and_the_load
     for key in ("sga_speedup", "sga_memory_ratio", "sga_naive_s", "sga_ours_s", "quiet", "load_before",
                 "load_after", "other_cores", "config"):
         assert key in summary
-    assert summary["config"]["allocator"] == "keep-freed"
+    assert summary["config"]["allocator"] == "glibc"
     assert "sga_ours_spread" in summary and "median s" in result.stdout
     # Each pair swaps its order every other round.
     order = [line.split()[2] for line in result.stderr.splitlines() if line.strip().startswith("round")]

@@ -3,7 +3,7 @@ import argparse
 import json
 import os
 
-from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table, keep_freed_memory
+from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table
 from ..engine.loop import AMP_MODES
 from . import CommandError
 
@@ -38,7 +38,6 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(
             f"no saved model in {args.checkpoint}: pass the best/ or last/ folder of a training run"
         )
-    keep_freed_memory()  # every batch's activations reuse the previous batch's memory
     image_size = args.image_size
     metrics, class_ap, classes = evaluate_checkpoint(
         args.checkpoint, args.data, dataset=args.dataset, split=args.split, image_size=image_size,

@@ -19,7 +19,6 @@ from tqdm import tqdm
 from .. import visualize
 from ..data import BadImageError, load_rgb_image
 from ..data.image import IMAGE_SUFFIXES, find_image_files
-from ..engine.memory import keep_freed_memory
 from ..models import load_model
 from . import CommandError
 
@@ -155,7 +154,6 @@ class _Table:
 
 def run(args: argparse.Namespace) -> int:
     _check_options(args)
-    keep_freed_memory()  # every batch's activations reuse the previous batch's memory
     paths, any_folder = _collect_images(args.inputs)
     try:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -23,12 +23,18 @@ def keep_freed_memory() -> bool:
     ``mmap`` and unmaps it on ``free``, so a training step page-faults all of its large activations
     and gradients in again, page by page, every step (at 448 px and batch 8: about 0.7 M faults per
     step for ResNet-101, and another 1 GB for the gradient of MSRN's ``fc1``). In a virtual machine a
-    page fault costs microseconds; together they were 10-25% of a CPU training step here.
+    page fault costs microseconds; together they were 6-28% of the CPU time of a step here.
 
     This sets ``M_MMAP_MAX = 0`` (every block comes from the heap) and raises ``M_TRIM_THRESHOLD``
     to 2 GiB (the heap is not shrunk after every step), for the whole process and for processes it
-    forks afterwards (data-loading workers). The resident size then stays at its peak until the
-    process exits. Results do not change.
+    forks afterwards (data-loading workers). Results do not change.
+
+    The price is memory, and it is why this is opt-in: the resident size stays at its peak until
+    the process exits, and glibc's heap can fragment. Small tensors get carved out of the holes
+    that large ones leave, and a large block that no longer fits a hole extends the heap. Training
+    steps of fixed shapes settle after a step or two, but e.g. the literal attention formula
+    (``SemanticGuidedAttention(memory_efficient=False)``, 1 GB temporaries) grew by 1-2 GB per step.
+    Watch the resident size of the first steps when you turn it on.
 
     Returns:
         ``True`` when the settings were applied, ``False`` where there is no glibc (macOS, Windows,
