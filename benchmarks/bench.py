@@ -1,6 +1,6 @@
 """What MSRN costs over its backbone, and what the memory-efficient attention saves (CPU).
 
-    python benchmarks/bench.py                   # every case at the paper's sizes: COCO (80 labels), 448 px, batch 8
+    python benchmarks/bench.py                   # every case, COCO sizes (80 labels), 448 px, batch 8
     python benchmarks/bench.py --only sga        # just the attention
     python benchmarks/bench.py --only train --rounds 3 --repeats 5
 
@@ -45,7 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -149,8 +149,8 @@ def run_worker(name: str, args: argparse.Namespace) -> None:
         keep_freed_memory()
     step = _build_case(name, args)
     baseline_kib = _reset_peak()
-    times: List[float] = []
-    faults: List[int] = []
+    times: list[float] = []
+    faults: list[int] = []
     for repeat in range(args.warmup + args.repeats):
         faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
@@ -166,7 +166,7 @@ def run_worker(name: str, args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------- parent side
-def _worker_command(name: str, args: argparse.Namespace) -> List[str]:
+def _worker_command(name: str, args: argparse.Namespace) -> list[str]:
     command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", name]
     for option in ("batch", "image_size", "sga_size", "num_classes", "num_groups", "embed_dim", "warmup",
                    "sgd", "allocator"):
@@ -175,7 +175,7 @@ def _worker_command(name: str, args: argparse.Namespace) -> List[str]:
     return command
 
 
-def _run_case(name: str, args: argparse.Namespace) -> Dict[str, object]:
+def _run_case(name: str, args: argparse.Namespace) -> dict[str, object]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     result = subprocess.run(_worker_command(name, args), env=env, capture_output=True, text=True)
@@ -192,18 +192,18 @@ class MachineLoad:
         self._busy_before = self._busy_seconds()
         self._ours_before = self._our_seconds()
         self._start = time.monotonic()
-        self.load_after: Optional[float] = None
-        self.other_cores: Optional[float] = None
+        self.load_after: float | None = None
+        self.other_cores: float | None = None
 
     @staticmethod
-    def _load() -> Optional[float]:
+    def _load() -> float | None:
         try:
             return os.getloadavg()[0]
         except OSError:
             return None
 
     @staticmethod
-    def _busy_seconds() -> Optional[float]:
+    def _busy_seconds() -> float | None:
         """CPU seconds all processes spent running (user, nice, system, irq, softirq) since boot."""
         try:
             with open("/proc/stat") as stat:
@@ -231,22 +231,22 @@ class MachineLoad:
                 and self.other_cores is not None and self.other_cores <= QUIET_OTHER_CORES)
 
     def describe(self) -> str:
-        def show(value: Optional[float]) -> str:
+        def show(value: float | None) -> str:
             return "unknown" if value is None else f"{value:.2f}"
 
         return (f"load average {show(self.load_before)} before, {show(self.load_after)} after; "
                 f"other processes kept {show(self.other_cores)} cores busy during the run")
 
 
-def _stats(times: List[float]) -> Tuple[float, float, float]:
+def _stats(times: list[float]) -> tuple[float, float, float]:
     """Best, median and spread ``(max - min) / median`` of some step times."""
     median = statistics.median(times)
     return min(times), median, (max(times) - min(times)) / median
 
 
-def run_all(args: argparse.Namespace) -> Dict[str, object]:
+def run_all(args: argparse.Namespace) -> dict[str, object]:
     pairs = [PAIRS[key] for key in args.only]
-    results: Dict[str, Dict[str, list]] = {}
+    results: dict[str, dict[str, list]] = {}
     load = MachineLoad()
     print(f"before: load average {load.load_before}", file=sys.stderr, flush=True)
     for round_index in range(args.rounds):
@@ -271,7 +271,7 @@ def run_all(args: argparse.Namespace) -> Dict[str, object]:
     def peak(name: str) -> float:
         return max(results[name]["peak_mib"])
 
-    summary: Dict[str, object] = {}
+    summary: dict[str, object] = {}
     print()
     print(f"{'case':14s} {'best s':>8s} {'median s':>9s} {'spread':>7s} {'peak MiB':>9s} {'faults/step':>12s}"
           f"   steps")
@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds of every case; the order within a pair swaps every round")
     parser.add_argument("--repeats", type=int, default=3, help="timed model steps per case and round")
-    parser.add_argument("--sga-repeats", type=int, default=5, help="timed attention passes per case and round")
+    parser.add_argument("--sga-repeats", type=int, default=5,
+                        help="timed attention passes per case and round")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=448)

@@ -1,6 +1,6 @@
 """Images per second of ``msrn predict`` and ``msrn evaluate`` against a plain timm ResNet-101 loop.
 
-    python benchmarks/bench_predict.py                  # 64 generated 448 px JPEGs, about 2-3 min on 2 quiet cores
+    python benchmarks/bench_predict.py                  # 64 generated 448 px JPEGs, ~2-3 min on 2 cores
     python benchmarks/bench_predict.py --images 300     # a few hundred images (about 12 min on 2 cores)
     python benchmarks/bench_predict.py --device cuda    # on a GPU (data loading matters far more there)
 
@@ -32,14 +32,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CASES = ("resnet_loop", "predict", "evaluate")
 
 
 # ------------------------------------------------------------------------------------------ data
-def write_images(folder: pathlib.Path, count: int, size: int, seed: int = 0) -> List[str]:
+def write_images(folder: pathlib.Path, count: int, size: int, seed: int = 0) -> list[str]:
     """``count`` JPEGs of a noisy background with a few coloured shapes, and ``labels.csv``."""
     import numpy as np
     from PIL import Image, ImageDraw
@@ -86,7 +85,7 @@ def write_model(folder: pathlib.Path, image_size: int, architecture: str, **mode
 
 # ---------------------------------------------------------------------------------- worker side
 @contextlib.contextmanager
-def _mark_when_done(module, name: str, marks: Dict[str, float]):
+def _mark_when_done(module, name: str, marks: dict[str, float]):
     """While active, ``marks["ready"]`` records when ``module.name`` returned (the model is loaded)."""
     original = getattr(module, name)
 
@@ -102,7 +101,7 @@ def _mark_when_done(module, name: str, marks: Dict[str, float]):
         setattr(module, name, original)
 
 
-def _resnet_loop(args: argparse.Namespace, marks: Dict[str, float]) -> int:
+def _resnet_loop(args: argparse.Namespace, marks: dict[str, float]) -> int:
     import timm
     import torch
     from timm.data import ImageDataset, create_transform, resolve_model_data_config
@@ -125,7 +124,7 @@ def _resnet_loop(args: argparse.Namespace, marks: Dict[str, float]) -> int:
 
 def run_worker(name: str, args: argparse.Namespace) -> None:
     start = time.perf_counter()
-    marks: Dict[str, float] = {}
+    marks: dict[str, float] = {}
     if name == "resnet_loop":
         images = _resnet_loop(args, marks)
     else:
@@ -158,10 +157,11 @@ def run_worker(name: str, args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------- parent side
-def _run_case(name: str, args: argparse.Namespace) -> Dict[str, object]:
+def _run_case(name: str, args: argparse.Namespace) -> dict[str, object]:
     command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", name,
                "--folder", str(args.folder), "--model-dir", str(args.model_dir), "--images", str(args.images),
-               "--batch", str(args.batch), "--workers", str(args.workers), "--image-size", str(args.image_size),
+               "--batch", str(args.batch), "--workers", str(args.workers),
+               "--image-size", str(args.image_size),
                "--device", args.device, "--baseline", args.baseline]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -171,9 +171,9 @@ def _run_case(name: str, args: argparse.Namespace) -> Dict[str, object]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run_all(args: argparse.Namespace) -> Dict[str, object]:
+def run_all(args: argparse.Namespace) -> dict[str, object]:
     load_before = os.getloadavg()[0]
-    results: Dict[str, List[Dict[str, object]]] = {name: [] for name in CASES}
+    results: dict[str, list[dict[str, object]]] = {name: [] for name in CASES}
     for round_index in range(args.rounds):
         for name in CASES if round_index % 2 == 0 else CASES[::-1]:
             measured = _run_case(name, args)
@@ -185,13 +185,14 @@ def run_all(args: argparse.Namespace) -> Dict[str, object]:
                   file=sys.stderr, flush=True)
     load_after = os.getloadavg()[0]
 
-    summary: Dict[str, object] = {}
+    summary: dict[str, object] = {}
     print()
     print(f"{'case':12s} {'best img/s':>11s} {'median img/s':>13s} {'start-up s':>11s}   runs")
     for name in CASES:
         speeds = [r["images_per_s"] for r in results[name]]
         startup = statistics.median(r["startup_s"] for r in results[name])
-        print(f"{name:12s} {max(speeds):11.2f} {statistics.median(speeds):13.2f} {startup:11.1f}   {len(speeds)}")
+        print(f"{name:12s} {max(speeds):11.2f} {statistics.median(speeds):13.2f} {startup:11.1f}"
+              f"   {len(speeds)}")
         summary[f"{name}_images_per_s"] = round(max(speeds), 3)
         summary[f"{name}_startup_s"] = round(startup, 2)
     for name in ("predict", "evaluate"):
@@ -213,13 +214,16 @@ def run_all(args: argparse.Namespace) -> Dict[str, object]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=64, help="generated JPEGs (default 64)")
-    parser.add_argument("--image-size", type=int, default=448, help="side of the JPEGs and of the models' input")
+    parser.add_argument("--image-size", type=int, default=448,
+                        help="side of the JPEGs and of the models' input")
     parser.add_argument("--batch", type=int, default=8, help="images per forward pass, every case")
     parser.add_argument("--workers", type=int, default=2,
                         help="DataLoader processes of the ResNet loop and of msrn evaluate")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds of every case (order swapped every round)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of every case (order swapped every round)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--architecture", default="msrn_resnet101", help="the MSRN that predict/evaluate load")
+    parser.add_argument("--architecture", default="msrn_resnet101",
+                        help="the MSRN that predict/evaluate load")
     parser.add_argument("--baseline", default="resnet101", help="the timm model of the plain loop")
     parser.add_argument("--dir", type=pathlib.Path,
                         help="keep the images and the model here (default: a temporary folder)")

@@ -27,7 +27,8 @@ def test_attention_workers_report_times_faults_and_peak_memory(capsys):
 
 def test_worker_command_forwards_the_sizes():
     bench = load_bench()
-    args = bench.parse_args(["--batch", "3", "--sga-repeats", "5", "--sgd", "loop", "--allocator", "keep-freed"])
+    args = bench.parse_args(["--batch", "3", "--sga-repeats", "5", "--sgd", "loop",
+                             "--allocator", "keep-freed"])
     command = bench._worker_command("sga_ours", args)
     assert command[command.index("--batch") + 1] == "3"
     assert command[command.index("--repeats") + 1] == "5"

@@ -9,7 +9,8 @@ TINY_MODEL = dict(embed_dim=16, hidden_dim=32, gat_hidden_dim=16, label_feature_
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_predict", REPO_ROOT / "benchmarks" / "bench_predict.py")
+    path = REPO_ROOT / "benchmarks" / "bench_predict.py"
+    spec = importlib.util.spec_from_file_location("bench_predict", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -29,9 +30,9 @@ def test_workers_label_every_image_and_time_the_loop_apart_from_the_start_up(tmp
     hooked = [("msrn.cli.predict", "load_model"), ("msrn.engine.evaluate", "load_trained_model")]
     loaders_before = [loader_of(*place) for place in hooked]
     for case in bench.CASES:
-        bench.main(["--worker", case, "--folder", str(tmp_path / "images"), "--model-dir", str(tmp_path / "model"),
-                    "--images", "3", "--image-size", "64", "--batch", "2", "--workers", "0",
-                    "--baseline", "resnet18"])
+        bench.main(["--worker", case, "--folder", str(tmp_path / "images"),
+                    "--model-dir", str(tmp_path / "model"), "--images", "3", "--image-size", "64",
+                    "--batch", "2", "--workers", "0", "--baseline", "resnet18"])
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert report["case"] == case and report["images"] == 3
         assert report["startup_s"] > 0 and report["loop_s"] > 0 and report["images_per_s"] > 0

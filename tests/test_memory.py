@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT
 
 SCRIPT = """
@@ -25,7 +24,8 @@ print(applied, faults[-1])
 
 def faults_of_a_reused_block(mode):
     code = SCRIPT.format(root=str(REPO_ROOT))
-    out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True).stdout
+    command = [sys.executable, "-c", code, mode]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     applied, faults = out.split()
     return applied == "True", int(faults)
 

@@ -108,7 +108,8 @@ class _ImageFiles(torch.utils.data.Dataset):
         try:
             return index, self.transform(load_rgb_image(self.paths[index])), None
         except (OSError, ValueError) as error:
-            return index, None, error.reason if isinstance(error, BadImageError) and error.reason else str(error)
+            reason = error.reason if isinstance(error, BadImageError) and error.reason else str(error)
+            return index, None, reason
 
 
 def _collate(samples):

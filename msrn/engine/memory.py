@@ -51,5 +51,6 @@ def keep_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _MAX_TRIM_THRESHOLD))
     if not applied:
-        _logger.warning("malloc refused the settings of keep_freed_memory(); freed memory is returned as usual.")
+        _logger.warning("malloc refused the settings of keep_freed_memory(); freed memory is returned "
+                        "as usual.")
     return applied

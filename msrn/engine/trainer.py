@@ -140,8 +140,9 @@ class TrainConfig:
     channels_last: bool = _execution(False, "channels-last memory format")
     compile: bool = _execution(False, "torch.compile the model")
     threads: int | None = _execution(help="torch CPU threads per process (CPU profile: 1)")
-    keep_freed_memory: bool = _execution(False, "keep freed memory in the process (fewer page faults per "
-                                                "CPU step, more resident memory; msrn.engine.keep_freed_memory)")
+    keep_freed_memory: bool = _execution(
+        False, "keep freed memory in the process (fewer page faults per CPU step, more resident memory; "
+               "msrn.engine.keep_freed_memory)")
     seed: int = _execution(0, "seed of the weights' init, the data order and the augmentation")
     output_dir: str = _execution("output/train_voc", "checkpoints and log.jsonl go here")
     resume: str | None = _execution(help="output folder (or train_state.pt) of a run to continue")

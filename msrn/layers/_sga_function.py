@@ -28,7 +28,6 @@ What keeps a chunk cheap (each pass over ``K * P`` values costs about one expone
   cancellation.
 """
 import math
-from typing import List, Optional, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -79,7 +78,7 @@ class _Scores:
         lowest = (high - low).squeeze(2) * embeddings_t.abs().amax(dim=1)  # [N, d]
         self.needs_clamp = self._per_chunk(lowest.reshape(-1) > -_MIN_SHIFTED_SCORE)
 
-    def _per_chunk(self, row_flags: torch.Tensor) -> List[bool]:
+    def _per_chunk(self, row_flags: torch.Tensor) -> list[bool]:
         padded = row_flags.new_zeros(-(-self.rows // self.step) * self.step)
         padded[: self.rows] = row_flags
         return padded.view(-1, self.step).any(dim=1).tolist()
@@ -98,7 +97,7 @@ class _Scores:
 
 def _attend(
     features: torch.Tensor, embeddings: torch.Tensor, chunk_elements: int, for_backward: bool = False
-) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Eq. 7-9 chunk by chunk.
 
     Args:
@@ -189,7 +188,8 @@ def _features_backward(
     centred_output = (output - mean).reshape(rows, k)
     grad_e = grad * embeddings.t().repeat(n, 1)  # g_k e_k, [rows, K]
     # Normalising the coefficients instead of the weights saves a pass over every chunk.
-    coefficients = torch.stack([grad - grad_e * centred_output, grad_e], dim=1).div_(denominators.unsqueeze(1))
+    coefficients = torch.stack([grad - grad_e * centred_output, grad_e], dim=1)
+    coefficients.div_(denominators.unsqueeze(1))
     contractions = features.new_empty(rows, 2, p)
     scores = _Scores(centred, embeddings, chunk_elements)
     for start, stop, weights in scores.chunks():
