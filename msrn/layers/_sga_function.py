@@ -74,12 +74,16 @@ class _Scores:
         self.positions = centred.reshape(self.rows, 1, p)
         self.step = _rows_per_chunk(self.rows, k, p, chunk_elements)
         self.scratch = centred.new_empty(self.step, k, p)
-        # The lowest shifted score of a row is -|e| * (max_p f - min_p f); clamp only where it can underflow.
-        lowest = (high - low).squeeze(2) * embeddings_t.abs().amax(dim=1)  # [N, d]
-        self.needs_clamp = self._per_chunk(lowest.reshape(-1) > -_MIN_SHIFTED_SCORE)
+        chunks = -(-self.rows // self.step)
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            self.needs_clamp = [True] * chunks  # a traced graph cannot branch on the data
+        else:
+            # A row's lowest shifted score is -|e| * (max_p f - min_p f); clamp only where it can underflow.
+            lowest = (high - low).squeeze(2) * embeddings_t.abs().amax(dim=1)  # [N, d]
+            self.needs_clamp = self._per_chunk(lowest.reshape(-1) > -_MIN_SHIFTED_SCORE, chunks)
 
-    def _per_chunk(self, row_flags: torch.Tensor) -> list[bool]:
-        padded = row_flags.new_zeros(-(-self.rows // self.step) * self.step)
+    def _per_chunk(self, row_flags: torch.Tensor, chunks: int) -> list[bool]:
+        padded = row_flags.new_zeros(chunks * self.step)
         padded[: self.rows] = row_flags
         return padded.view(-1, self.step).any(dim=1).tolist()
 
