@@ -5,6 +5,7 @@ import os
 import pathlib
 import secrets
 import shutil
+import stat
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -33,8 +34,10 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_name(path)
     os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = stat.S_IMODE(os.stat(temporary).st_mode)  # 0666 less the umask
     try:
         write(str(temporary))
+        os.chmod(temporary, mode)  # a writer that re-creates the file (safetensors does) may narrow it
         with open(temporary, "rb") as flushed:
             os.fsync(flushed.fileno())
         os.replace(temporary, path)

@@ -29,8 +29,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="probability threshold of CP/CR/... (0.5)")
     parser.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables (null for the AP of a class "
-                        "without positives)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object instead of tables (null for the AP of a class without "
+                             "positives)")
     parser.set_defaults(func=run)
 
 

@@ -23,8 +23,8 @@ from .trainer import (
 )
 
 __all__ = [
-    "TrainConfig", "paper_config", "cpu_config", "train", "resume_config", "build_datasets", "default_cache_dir",
-    "RunFolderError", "StoppedWithMainProcess", "LRSchedule",
+    "TrainConfig", "paper_config", "cpu_config", "train", "resume_config", "build_datasets",
+    "default_cache_dir", "RunFolderError", "StoppedWithMainProcess", "LRSchedule",
     "train_one_epoch", "predict", "NonFiniteLossError", "evaluate_checkpoint",
     "DistributedContext", "init_distributed", "EvalShardSampler", "gather_predictions",
     "save_model", "load_trained_model", "load_training_state", "format_metrics_table",

@@ -44,7 +44,8 @@ def save_model(model: nn.Module, directory: "os.PathLike[str] | str", info: dict
 def write_checkpoint_info(directory: "os.PathLike[str] | str", info: dict[str, Any]) -> None:
     """Replace ``directory/checkpoint.json`` (epoch, test mAP, image size; strict JSON)."""
     text = to_json(info, indent=2) + "\n"
-    atomic_write(pathlib.Path(directory) / "checkpoint.json", lambda path: pathlib.Path(path).write_text(text))
+    atomic_write(pathlib.Path(directory) / "checkpoint.json",
+                 lambda path: pathlib.Path(path).write_text(text))
 
 
 def load_trained_model(directory: "os.PathLike[str] | str") -> tuple[nn.Module, dict[str, Any]]:

@@ -63,7 +63,7 @@ def evaluate_checkpoint(
                                          sampler=EvalShardSampler(len(test_set)))
     scores, targets, difficult = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
     class_ap = average_precision(scores, targets, difficult)
-    missing = [name for name, ap in zip(test_set.classes, class_ap) if not np.isfinite(ap)]
+    missing = [name for name, ap in zip(test_set.classes, class_ap, strict=True) if not np.isfinite(ap)]
     if missing:
         _logger.warning("%d class(es) have no positive test label and are left out of the mAP: %s",
                         len(missing), ", ".join(missing))

@@ -35,9 +35,9 @@ class LRSchedule:
     def lengthened(self, epochs: int, finished: int) -> "LRSchedule":
         """The schedule for a new total of ``epochs`` after ``finished`` epochs were trained with this one.
 
-        The epochs already trained keep their rates. Step decay goes on as it was. A cosine decay
-        past its warm-up restarts its curve at the last finished epoch's multiplier and reaches zero
-        at the new end.
+        Step decay goes on as it was. A cosine decay past its warm-up restarts its curve at the last
+        finished epoch's multiplier and reaches zero at the new end (the new schedule describes the
+        epochs from the last finished one on).
         """
         anchor = self.anchor
         if self.schedule == "cosine" and finished - 1 >= self.warmup:

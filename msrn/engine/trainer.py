@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .._io import remove_partial_writes
 from ..data import (
     DATASET_KINDS,
     SeededAugmentation,
@@ -46,7 +47,6 @@ from ..loss import MSRNLoss
 from ..metrics import average_precision, multilabel_metrics
 from ..models import create_model
 from ..optim import param_groups
-from .._io import remove_partial_writes
 from .checkpoint import (
     load_training_state,
     rng_state,
@@ -58,11 +58,19 @@ from .checkpoint import (
 from .distributed import DistributedContext, EvalShardSampler, init_distributed
 from .loop import AMP_MODES, NonFiniteLossError, check_amp, predict, train_one_epoch
 from .resume import check_resume_changes, config_fields, resume_folder, save_train_config, saved_train_config
-from .run_folder import RunFolderError, RunFolderLock, append_log, clear_run, read_log, run_files_in, write_log
+from .run_folder import (
+    RunFolderError,
+    RunFolderLock,
+    append_log,
+    clear_run,
+    read_log,
+    run_files_in,
+    write_log,
+)
 from .schedule import LRSchedule
 
-__all__ = ["TrainConfig", "PretrainedWeightsUnavailable", "StoppedWithMainProcess", "paper_config", "cpu_config",
-           "train", "resume_config", "build_datasets", "default_cache_dir"]
+__all__ = ["TrainConfig", "PretrainedWeightsUnavailable", "StoppedWithMainProcess", "paper_config",
+           "cpu_config", "train", "resume_config", "build_datasets", "default_cache_dir"]
 
 _logger = logging.getLogger(__name__)
 
@@ -378,21 +386,23 @@ def train(
             torch.distributed.destroy_process_group()
 
 
-def _agree(context: DistributedContext, check: Callable[[], Any]) -> Any:
+def _agree(context: DistributedContext, check: Callable[[], Any], share: bool = False) -> Any:
     """Run ``check`` on rank 0; when it raises, every process stops (rank 0 with the error itself,
-    the others with :class:`StoppedWithMainProcess`). Returns ``check``'s result on rank 0."""
+    the others with :class:`StoppedWithMainProcess`). Returns ``check``'s result on rank 0, and on
+    every process when ``share`` (the result must then be picklable)."""
     result, failure = None, None
     if context.is_main:
         try:
             result = check()
         except Exception as error:
             failure = error
-    message = context.broadcast_object(None if failure is None else f"{type(failure).__name__}: {failure}")
+    message = None if failure is None else f"{type(failure).__name__}: {failure}"
+    message, shared = context.broadcast_object((message, result if share else None))
     if failure is not None:
         raise failure
     if message is not None:
         raise StoppedWithMainProcess(message)
-    return result
+    return result if context.is_main else shared
 
 
 def _claim_output(config: TrainConfig) -> RunFolderLock:
@@ -518,8 +528,8 @@ def _check_test_set(test_set, skip_bad_images: bool) -> None:
     if not skip_bad_images:  # with skip_bad_images, the data set has decoded every image already
         for path in test_set.image_paths:
             check_image_header(path)
-    positives = (np.asarray(test_set.targets) > 0) & ~np.asarray(test_set.difficult)
-    missing = [name for name, count in zip(test_set.classes, positives.sum(axis=0)) if count == 0]
+    positives = ((np.asarray(test_set.targets) > 0) & ~np.asarray(test_set.difficult)).sum(axis=0)
+    missing = [name for name, count in zip(test_set.classes, positives, strict=True) if count == 0]
     if len(missing) == len(test_set.classes):
         raise ValueError("The test set has no positive label (every class is absent or difficult): "
                          "there is nothing to measure. Check --test-split.")
@@ -576,7 +586,7 @@ def _resume(run: _Run) -> None:
         raise ValueError(f"--resume {config.resume}: the run has finished its {config.epochs} epochs; "
                          f"pass --epochs N (more than {config.epochs}) to train it longer.")
     set_rng_state(state["rng"][context.rank] if context.rank < len(state["rng"]) else state["rng"][0])
-    run.best_map, run.unevaluated = _agree(context, lambda: _evaluation_progress(run, state))
+    run.best_map, run.unevaluated = _agree(context, lambda: _evaluation_progress(run, state), share=True)
     if context.is_main:
         save_train_config(run.output, config)
     _logger.info("Resumed %s after epoch %d (best mAP %.2f)", run.output, run.start_epoch, run.best_map)
@@ -623,20 +633,22 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     # The sampler's order depends on (seed, epoch, rank) and each sample's augmentation on (seed,
     # epoch, index): neither depends on --workers, and --resume continues exactly.
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 1_009 + context.rank)
-    train_loader = _loader(run.train_samples, config.batch_size, run.train_sampler, config.workers, generator,
-                           pin=context.device.type == "cuda")
+    train_loader = _loader(run.train_samples, config.batch_size, run.train_sampler, config.workers,
+                           generator, pin=context.device.type == "cuda")
     lr = run.optimizer.param_groups[0]["lr"]
     try:
         stats = train_one_epoch(run.train_model, run.criterion, train_loader, run.optimizer, context,
-                                epoch + 1, amp=config.amp, scaler=run.scaler, channels_last=config.channels_last,
-                                max_steps=config.max_steps_per_epoch, progress=config.progress)
+                                epoch + 1, amp=config.amp, scaler=run.scaler,
+                                channels_last=config.channels_last, max_steps=config.max_steps_per_epoch,
+                                progress=config.progress)
     except NonFiniteLossError as error:
         also = " (or with --amp none)" if config.amp != "none" else ""
         if epoch:
-            advice = (f"The checkpoints of epoch {epoch} stay in {run.output}; continue with a lower learning "
-                      f"rate: --resume {run.output} --lr {config.lr / 10:g}{also}")
+            advice = (f"The checkpoints of epoch {epoch} stay in {run.output}; continue with a lower "
+                      f"learning rate: --resume {run.output} --lr {config.lr / 10:g}{also}")
         else:
-            advice = f"No epoch had finished; start again with a lower learning rate, e.g. --lr {config.lr / 10:g}{also}"
+            advice = (f"No epoch had finished; start again with a lower learning rate, e.g. "
+                      f"--lr {config.lr / 10:g}{also}")
         raise NonFiniteLossError(f"{error} {advice}.") from None
     context.broadcast_buffers(run.model)
     return {"lr": lr, "train_loss": stats["loss"], "images_per_s": stats["images_per_s"],
