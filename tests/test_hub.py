@@ -99,7 +99,7 @@ def tiny_msrn(num_classes=4, **kwargs):
 def perturbed(model):
     """Give every tensor non-init values, so a skipped load cannot pass unnoticed."""
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
+        for tensor in model.state_dict().values():
             if tensor.is_floating_point():
                 tensor.add_(torch.randn_like(tensor) * 0.05)
     return model
