@@ -247,11 +247,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(cache_dir, output, *extra):
+def _torchrun(cache_dir, output, *extra, entry=(str(REPO / "examples" / "train_voc.py"),)):
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-               str(REPO / "examples" / "train_voc.py"), "--cache-dir", str(cache_dir),
-               "--output-dir", str(output), "--device", "cpu", *extra] + TINY_ARGS
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *entry,
+               "--cache-dir", str(cache_dir), "--output-dir", str(output), "--device", "cpu", *extra]
+    command += TINY_ARGS
     return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
 
 
@@ -270,7 +270,8 @@ def test_torchrun_resume_is_exact_and_only_rank_0_reports(cache_dir, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     refused = _torchrun(cache_dir, tmp_path / "split", "--epochs", "2")
     assert refused.returncode != 0 and refused.stderr.count("already holds a training run") == 1
-    resumed = _torchrun(cache_dir, tmp_path / "split", "--resume", str(tmp_path / "split"))
+    resumed = _torchrun(cache_dir, tmp_path / "split", "--resume", str(tmp_path / "split"),
+                        entry=("-m", "msrn", "train"))  # the documented form
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_weights(_weights(tmp_path / "straight"), _weights(tmp_path / "split"))
 
