@@ -28,7 +28,9 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
 
     A crash in the middle leaves the previous file (or no file) under ``path``, never a truncated one.
     The parent folder is created when missing. The file gets the permissions of any new file (``0666``
-    less the umask, usually ``0644``), not the ``0600`` of :func:`tempfile.mkstemp`.
+    less the umask, usually ``0644``), not the ``0600`` of :func:`tempfile.mkstemp`. An ``OSError``
+    while writing (a full disk, no permission) is raised again as an ``OSError`` whose message names
+    ``path``.
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,9 +43,13 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
         with open(temporary, "rb") as flushed:
             os.fsync(flushed.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.remove(temporary)
+        if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+            reason = error.strerror or str(error)
+            raise OSError(error.errno, f"Cannot write {path}: {reason} (nothing was replaced; free some "
+                                       f"space or choose another folder)") from error
         raise
 
 

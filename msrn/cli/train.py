@@ -15,6 +15,7 @@ from typing import Any
 
 from ..engine import NonFiniteLossError, TrainConfig, cpu_config, format_metrics_table, paper_config, train
 from ..engine.trainer import PretrainedWeightsUnavailable, StoppedWithMainProcess, resume_config
+from . import OneLineErrorParser, one_line
 
 __all__ = ["register", "add_train_arguments", "config_from_args", "run", "build_parser", "main"]
 
@@ -106,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except StoppedWithMainProcess:  # rank 0 prints the reason
         return 2
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PretrainedWeightsUnavailable) as error:
+    except (ValueError, TypeError, OSError, PretrainedWeightsUnavailable) as error:
         where = f" (rank {rank})" if rank else ""
-        print(f"{prefix}{where}: error: {error}", file=sys.stderr)
+        print(f"{prefix}{where}: error: {one_line(error)}", file=sys.stderr)
         return 2
     if last:
         print(f"\nfinished: test mAP {last['mAP']:.2f} (best {last['best_mAP']:.2f}); "
@@ -127,8 +128,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 def build_parser(prog: str | None = None, description: str = DESCRIPTION) -> argparse.ArgumentParser:
     """A stand-alone parser with the options of ``msrn train`` and a ``-v`` flag of its own."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     return parser
