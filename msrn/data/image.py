@@ -97,8 +97,8 @@ def load_rgb_image(
 
 
 def check_image_header(
-    path: "os.PathLike[str] | str", max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
-) -> tuple:
+    path: "os.PathLike[str] | str", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[int, int]:
     """Read only the header of ``path`` (format, size) and return ``(width, height)``: a check of a
     whole data set in seconds, before a long run reads the pixels with :func:`load_rgb_image`.
 
