@@ -1,11 +1,11 @@
 """``msrn evaluate``: score a trained checkpoint on a test set; print the metrics and per-class AP."""
 import argparse
-import json
 import os
 
+from .._io import to_json
 from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table
 from ..engine.loop import AMP_MODES
-from . import CommandError
+from . import CommandError, check_threshold
 
 __all__ = ["register"]
 
@@ -27,13 +27,23 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", default="none", choices=AMP_MODES)
     parser.add_argument("--threshold", type=float, default=0.5,
-                        help="probability threshold of CP/CR/... (0.5)")
+                        help="probability threshold of CP/CR/..., in (0, 1) (default 0.5)")
     parser.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object instead of tables (null for the AP of a class without "
+                             "positives)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_threshold(args.threshold)
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.workers < 0:
+        raise CommandError(f"--workers must be 0 or more (0 reads images in this process), got "
+                           f"{args.workers}.")
+    if args.image_size is not None and args.image_size < 1:
+        raise CommandError(f"--image-size must be a positive number of pixels, got {args.image_size}.")
     if not os.path.isfile(os.path.join(args.checkpoint, "config.json")):
         raise CommandError(
             f"no saved model in {args.checkpoint}: pass the best/ or last/ folder of a training run"
@@ -46,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.json:
         class_ap_by_name = dict(zip(classes, class_ap.tolist(), strict=True))
-        print(json.dumps({"metrics": metrics, "class_ap": class_ap_by_name}))
+        print(to_json({"metrics": metrics, "class_ap": class_ap_by_name}))
         return 0
     print(format_metrics_table(metrics))
     print()

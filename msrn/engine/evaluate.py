@@ -1,4 +1,5 @@
 """Evaluate a saved model on a test set (what ``msrn evaluate`` runs)."""
+import logging
 import os
 
 import numpy as np
@@ -7,10 +8,12 @@ import torch
 from ..data import create_dataset, eval_transform
 from ..metrics import average_precision, multilabel_metrics
 from .checkpoint import load_trained_model
-from .distributed import DistributedContext, EvalShardSampler
+from .distributed import DistributedContext, EvalShardSampler, resolve_device
 from .loop import check_amp, predict
 
 __all__ = ["evaluate_checkpoint"]
+
+_logger = logging.getLogger(__name__)
 
 
 def evaluate_checkpoint(
@@ -37,9 +40,17 @@ def evaluate_checkpoint(
 
     Returns:
         ``(metrics, per_class_ap [n], classes)``; metrics as :func:`msrn.metrics.multilabel_metrics`
-        with ``top_k=3``, all in percent.
+        with ``top_k=3``, all in percent. A class without a positive test label has AP NaN and is
+        left out of the mAP, with a warning naming it.
     """
-    check_amp(amp, torch.device(device))
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}.")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
+    torch_device = resolve_device(device)
+    check_amp(amp, torch_device)
     model, info = load_trained_model(checkpoint)
     classes = list(model.label_names or [])
     transform = eval_transform(image_size or info["image_size"])
@@ -53,11 +64,16 @@ def evaluate_checkpoint(
         raise ValueError(
             f"The checkpoint has {model.num_classes} labels, the data set {test_set.num_classes}."
         )
-    context = DistributedContext(device=torch.device(device))
+    context = DistributedContext(device=torch_device)
     model.to(context.device)
     loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=workers,
                                          sampler=EvalShardSampler(len(test_set)),
                                          pin_memory=context.device.type == "cuda")
     scores, targets, difficult = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
+    class_ap = average_precision(scores, targets, difficult)
+    missing = [name for name, ap in zip(test_set.classes, class_ap, strict=True) if not np.isfinite(ap)]
+    if missing:
+        _logger.warning("%d class(es) have no positive test label and are left out of the mAP: %s",
+                        len(missing), ", ".join(missing))
     metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=threshold, top_k=3)
-    return metrics, average_precision(scores, targets, difficult), list(test_set.classes)
+    return metrics, class_ap, list(test_set.classes)
