@@ -11,7 +11,6 @@ import importlib
 import inspect
 import pathlib
 import sys
-from typing import List
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,12 +53,12 @@ def _signature(obj) -> str:
         return "(...)"
 
 
-def _doc(obj) -> List[str]:
+def _doc(obj) -> list[str]:
     doc = inspect.getdoc(obj)
     return ["```text", doc, "```", ""] if doc else []
 
 
-def _class_methods(cls) -> List[str]:
+def _class_methods(cls) -> list[str]:
     lines = []
     for name, member in cls.__dict__.items():
         if name.startswith("_") or name in {"forward", "extra_repr", "training", "train"}:

@@ -18,9 +18,10 @@ import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ._io import atomic_write
 from .models import MSRN
 
-__all__ = ["export_onnx", "onnx_metadata", "resolve_input_size", "run_onnx", "DEFAULT_OPSET"]
+__all__ = ["export_onnx", "onnx_metadata", "resolve_input_size", "run_onnx", "check_opset", "DEFAULT_OPSET"]
 
 _logger = logging.getLogger(__name__)
 
@@ -83,8 +84,8 @@ def _add_metadata(path: pathlib.Path, metadata: dict[str, str]) -> None:
     try:
         import onnx
     except ImportError:
-        _logger.warning("The onnx package is not installed: %s is written without its metadata "
-                        "(label names, preprocessing). pip install onnx to include them.", path)
+        _logger.warning("The onnx package is not installed: the ONNX file is written without its metadata "
+                        "(label names, preprocessing). pip install onnx to include them.")
         return
     proto = onnx.load(str(path))
     for key, value in metadata.items():
@@ -118,8 +119,8 @@ def export_onnx(
     """
     if not isinstance(model, MSRN):
         raise TypeError(f"export_onnx expects an msrn.MSRN model, got {type(model).__name__}.")
+    check_opset(opset_version)
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     input_size = resolve_input_size(model, img_size)
     parameter = next(model.parameters())
     example = torch.zeros(2, *input_size, device=parameter.device, dtype=parameter.dtype)
@@ -129,8 +130,9 @@ def export_onnx(
     # The literal eq. 7-9 is tensor ops only, which a tracer records for any batch size, whereas the
     # memory-saving SGA loops over chunks sized by the traced batch.
     model.sga.memory_efficient = False
-    try:
-        wrapper = _FrozenEmbeddingsMSRN(model).eval()
+    wrapper = _FrozenEmbeddingsMSRN(model).eval()
+
+    def write(temporary: str) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             # Input checks branch on static shapes (channels, height, width), which the traced graph
             # fixes anyway; only the batch dimension is dynamic.
@@ -139,18 +141,48 @@ def export_onnx(
             # onnxscript, which is not a dependency of this package.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                wrapper, (example,), str(path), dynamo=False,
+                wrapper, (example,), temporary, dynamo=False,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 opset_version=opset_version, do_constant_folding=True,
             )
+        _add_metadata(pathlib.Path(temporary), onnx_metadata(model, input_size))
+
+    try:
+        atomic_write(path, write)  # a failed export (a full disk...) leaves no half-written file
     finally:
         model.sga.memory_efficient = was_memory_efficient
         model.train(was_training)
-    _add_metadata(path, onnx_metadata(model, input_size))
     _logger.info("Exported %s: %s %s -> %s [batch, %d]", path, INPUT_NAME, ["batch", *input_size],
                  OUTPUT_NAME, model.num_classes)
     return path
+
+
+def check_opset(opset_version: int) -> None:
+    """Refuse an ONNX opset that this torch cannot export to, before any export work."""
+    if isinstance(opset_version, bool) or not isinstance(opset_version, int):
+        raise ValueError(f"opset_version must be an integer, got {opset_version!r}.")
+    lowest, highest = _SUPPORTED_OPSETS
+    if not lowest <= opset_version <= (highest or opset_version):
+        supported = f"{lowest}..{highest}" if highest else f">= {lowest}"
+        raise ValueError(
+            f"ONNX opset {opset_version} is not supported by torch {torch.__version__} (it exports opsets "
+            f"{supported}); use the default, {DEFAULT_OPSET}."
+        )
+
+
+def _supported_opsets() -> tuple[int, int | None]:
+    """The opsets torch's exporter accepts; torch keeps the range in a private module, so when it moves
+    only the lower bound is checked here (torch still refuses the rest, less clearly)."""
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_MIN_OPSET), int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):
+        return 7, None
+
+
+_SUPPORTED_OPSETS = _supported_opsets()
 
 
 def run_onnx(path: str | pathlib.Path, images: Any) -> np.ndarray:

@@ -149,7 +149,7 @@ def _tree(tmp_path):
     (voc / "Annotations").mkdir()
     (voc / "ImageSets" / "Main").mkdir(parents=True)
     ids = [f"{k:06d}" for k in range(len(names))]
-    for image_id, name in zip(ids, names):
+    for image_id, name in zip(ids, names, strict=True):
         (voc / "Annotations" / f"{image_id}.xml").write_text(
             f"<annotation><filename>{name}</filename><object><name>dog</name></object></annotation>")
     (voc / "ImageSets" / "Main" / "all.txt").write_text("\n".join(ids) + "\n")
@@ -185,7 +185,7 @@ def test_same_file_same_tensor_through_every_path(tmp_path, saved_model, record_
     # msrn evaluate: what the model is fed
     evaluate_checkpoint(folder, images / "set.csv", dataset="csv", image_size=SIZE, batch_size=1, workers=0)
     assert len(record_inputs) == len(names)
-    for got, expected in zip(record_inputs, reference):
+    for got, expected in zip(record_inputs, reference, strict=True):
         assert torch.equal(got[0], expected)
 
     # msrn predict (its own transform from the model's pretrained_cfg)
@@ -195,7 +195,7 @@ def test_same_file_same_tensor_through_every_path(tmp_path, saved_model, record_
                  "--batch-size", "1", "--json"])
     capsys.readouterr()
     assert code == 0 and len(record_inputs) == len(names)
-    for got, name in zip(record_inputs, names):
+    for got, name in zip(record_inputs, names, strict=True):
         assert torch.equal(got[0], predict_transform(load_rgb_image(images / name))), name
 
     # attention pictures drawn from an opened file show what the model saw

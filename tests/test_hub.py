@@ -99,7 +99,7 @@ def tiny_msrn(num_classes=4, **kwargs):
 def perturbed(model):
     """Give every tensor non-init values, so a skipped load cannot pass unnoticed."""
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
+        for tensor in model.state_dict().values():
             if tensor.is_floating_point():
                 tensor.add_(torch.randn_like(tensor) * 0.05)
     return model
@@ -224,7 +224,9 @@ def test_other_num_classes_reinitialises_the_label_sized_parts(tmp_path, caplog)
         loaded = timm.create_model(f"local-dir:{folder}", num_classes=6)
     assert "trained for 4 labels but the model has 6" in caplog.text
     assert loaded.num_classes == 6 and loaded.label_names is None
-    assert "label_names" not in loaded.pretrained_cfg and loaded.pretrained_cfg["num_classes"] == 6
+    # the checkpoint's names described its 4 labels: the 6 new ones are unnamed
+    assert loaded.pretrained_cfg["label_names"] == [f"label_{i}" for i in range(6)]
+    assert loaded.pretrained_cfg["num_classes"] == 6
     label_sized = ("label_features", "label_graph", "head.fc1.", "head.fc2.")
     state = loaded.state_dict()
     for key, value in stored.items():

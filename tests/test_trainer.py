@@ -34,8 +34,8 @@ TINY = dict(synthetic_trainval=24, synthetic_test=13, image_size=64, embed_dim=3
             gat_hidden_dim=32,
             label_feature_dim=32, batch_size=8, workers=0, epochs=2, max_steps_per_epoch=2, progress=False)
 TINY_ARGS = ["--synthetic-trainval", "24", "--synthetic-test", "13", "--image-size", "64", "--embed-dim",
-             "32",
-             "--hidden-dim", "64", "--batch-size", "8", "--workers", "0", "--max-steps-per-epoch", "2", "--no-progress"]
+             "32", "--hidden-dim", "64", "--batch-size", "8", "--workers", "0", "--max-steps-per-epoch", "2",
+             "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,8 @@ def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, cap
     assert info["epoch"] == 2 and info["image_size"] == 64
     assert model.num_classes == 20 and model.label_names[0] == "aeroplane"
     same = timm.create_model(f"local-dir:{output / 'last'}")
-    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), model.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), model.state_dict().values(),
+                                                           strict=True))
     assert (output / "best" / "model.safetensors").is_file()
     test_set = VOCDataset(cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", "test",
                           transform=eval_transform(64))
@@ -173,8 +174,9 @@ def test_torchrun_two_processes_evaluate_each_image_once(cache_dir, tmp_path):
     output = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(REPO / "examples" / "train_voc.py"),
-               "--cache-dir", str(cache_dir), "--output-dir", str(output), "--epochs", "1", "--device", "cpu"] + TINY_ARGS
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+               str(REPO / "examples" / "train_voc.py"), "--cache-dir", str(cache_dir),
+               "--output-dir", str(output), "--epochs", "1", "--device", "cpu"] + TINY_ARGS
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((output / "log.jsonl").read_text().splitlines()[-1])
@@ -206,12 +208,13 @@ def test_glove_label_features_from_npz(cache_dir, tmp_path, shared_dir):
 def test_csv_data_trains_with_the_same_trainer(cache_dir, tmp_path):
     devkit = generate_synthetic_voc(cache_dir / "synthetic-voc-v2-24-13-s0", 24, 13, 0)
     train_voc = VOCDataset(devkit, "trainval")  # one-hot layout: the header gives all 20 classes
-    rows = [",".join([path] + [str(t) for t in target]) for path, target in zip(train_voc.image_paths,
-                                                                               train_voc.targets)]
-    (tmp_path / "train.csv").write_text(",".join(["image"] + train_voc.classes) + "\n" + "\n".join(rows) + "\n")
+    rows = [",".join([path] + [str(t) for t in target])
+            for path, target in zip(train_voc.image_paths, train_voc.targets, strict=True)]
+    header = ",".join(["image"] + train_voc.classes)
+    (tmp_path / "train.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
     test_voc = VOCDataset(devkit, "test")  # list layout, checked against the training classes
-    rows = [f"{path},{';'.join(c for c, t in zip(test_voc.classes, target) if t)}"
-            for path, target in zip(test_voc.image_paths, test_voc.targets)]
+    rows = [f"{path},{';'.join(c for c, t in zip(test_voc.classes, target, strict=True) if t)}"
+            for path, target in zip(test_voc.image_paths, test_voc.targets, strict=True)]
     (tmp_path / "test.csv").write_text("image,labels\n" + "\n".join(rows) + "\n")
     record = train(_config(cache_dir, tmp_path / "csv", dataset="csv", data=str(tmp_path / "train.csv"),
                            test_split=str(tmp_path / "test.csv"), epochs=1, max_steps_per_epoch=1))

@@ -3,11 +3,12 @@
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from ..version import __version__
 
-__all__ = ["main", "CommandError"]
+__all__ = ["main", "CommandError", "OneLineErrorParser", "check_threshold", "one_line"]
 
 # Modules of msrn.cli that provide sub-commands, in the order `msrn --help` lists them.
 _COMMAND_MODULES = ("models", "train", "predict", "evaluate", "export", "convert")
@@ -17,8 +18,22 @@ class CommandError(Exception):
     """A mistake in the command line or its inputs; printed without a traceback."""
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (with where to read more), like the
+    commands' own errors."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def check_threshold(value: float) -> None:
+    """Refuse a ``--threshold`` that is not a probability strictly between 0 and 1."""
+    if not 0.0 < value < 1.0:
+        raise CommandError(f"--threshold must be between 0 and 1 (exclusive), got {value}.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="msrn", description="MSRN multi-label image classification.")
+    parser = OneLineErrorParser(prog="msrn", description="MSRN multi-label image classification.")
     parser.add_argument("--version", action="version", version=f"msrn {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -36,20 +51,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
-    except (CommandError, ValueError, FileNotFoundError) as error:
-        print(f"msrn {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`msrn predict ... | head -1`): stop quietly. Python would report the
+        # pipe again when it flushes stdout at exit, so stdout now goes nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    except (CommandError, ValueError, OSError) as error:
+        # OSError: a full disk or a missing permission while writing; the message names the file.
+        print(f"msrn {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line."""
     text = str(error)
     # An error re-raised from a DataLoader worker carries the worker's traceback in its message; its
     # last line is the original "module.Type: message".
     if "Original Traceback" in text:
         last = text.strip().splitlines()[-1]
         text = last.split(": ", 1)[1] if ": " in last else last
-    return text
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

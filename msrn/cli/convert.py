@@ -39,6 +39,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise CommandError(f"--out {args.out} is a file; give a folder (it is created when missing).")
     outputs = ("model.safetensors", "config.json")
     existing = [name for name in outputs if os.path.exists(os.path.join(args.out, name))]
     if existing and not args.force:

@@ -6,7 +6,7 @@ import os
 from ..data import DATASET_KINDS
 from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table
 from ..engine.loop import AMP_MODES
-from . import CommandError
+from . import CommandError, check_threshold
 
 __all__ = ["register"]
 
@@ -29,7 +29,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", default="none", choices=AMP_MODES)
     parser.add_argument("--threshold", type=float, default=0.5,
-                        help="probability threshold of CP/CR/... (0.5)")
+                        help="probability threshold of CP/CR/..., in (0, 1) (default 0.5)")
     parser.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images")
     parser.add_argument("--skip-missing-images", action="store_true",
                         help="nuswide, apparel: leave out listed images that are not on disk")
@@ -38,6 +38,14 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_threshold(args.threshold)
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.workers < 0:
+        raise CommandError(f"--workers must be 0 or more (0 reads images in this process), got "
+                           f"{args.workers}.")
+    if args.image_size is not None and args.image_size < 1:
+        raise CommandError(f"--image-size must be a positive number of pixels, got {args.image_size}.")
     if not os.path.isfile(os.path.join(args.checkpoint, "config.json")):
         raise CommandError(
             f"no saved model in {args.checkpoint}: pass the best/ or last/ folder of a training run"

@@ -4,7 +4,7 @@ import pathlib
 
 import torch
 
-from ..export import DEFAULT_OPSET, export_onnx, resolve_input_size, run_onnx
+from ..export import DEFAULT_OPSET, check_opset, export_onnx, resolve_input_size, run_onnx
 from ..models import load_model
 from . import CommandError
 
@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--onnx {out} is a folder; give a file name such as model.onnx.")
     if args.img_size is not None and args.img_size < 1:
         raise CommandError(f"--img-size must be a positive number of pixels, got {args.img_size}.")
+    try:
+        check_opset(args.opset)
+    except ValueError as error:
+        raise CommandError(f"--opset: {error}") from None
     model = load_model(args.model, args.checkpoint).cpu()
     input_size = resolve_input_size(model, args.img_size)
     path = export_onnx(model, out, img_size=input_size[1:], opset_version=args.opset)

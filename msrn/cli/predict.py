@@ -17,8 +17,9 @@ from tqdm import tqdm
 from .. import visualize
 from ..data import BadImageError, load_rgb_image
 from ..data.image import IMAGE_SUFFIXES, find_image_files
+from ..engine.distributed import resolve_device
 from ..models import load_model
-from . import CommandError
+from . import CommandError, check_threshold
 
 __all__ = ["register"]
 
@@ -70,8 +71,7 @@ def _collect_images(inputs: Sequence[str]) -> tuple[list[pathlib.Path], bool]:
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    if not 0.0 < args.threshold < 1.0:
-        raise CommandError(f"--threshold must be between 0 and 1 (exclusive), got {args.threshold}.")
+    check_threshold(args.threshold)
     if args.top_k is not None and args.top_k < 1:
         raise CommandError(f"--top-k must be at least 1, got {args.top_k}.")
     if args.batch_size < 1:
@@ -120,12 +120,7 @@ class _Table:
 def run(args: argparse.Namespace) -> int:
     _check_options(args)
     paths, any_folder = _collect_images(args.inputs)
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as error:
-        raise CommandError(
-            f"--device {args.device!r} is not a torch device ({error}); use e.g. cpu or cuda:0."
-        ) from None
+    device = resolve_device(args.device)
     model = load_model(args.model, args.checkpoint).to(device)
     if args.img_size is not None and args.img_size < model.backbone.min_input_size:
         raise CommandError(f"--img-size {args.img_size} is too small for this backbone: use at least "

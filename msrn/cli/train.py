@@ -14,6 +14,7 @@ from typing import Any
 
 from ..engine import NonFiniteLossError, TrainConfig, cpu_config, format_metrics_table, paper_config, train
 from ..engine.trainer import PretrainedWeightsUnavailable
+from . import OneLineErrorParser, one_line
 
 __all__ = ["register", "add_train_arguments", "config_from_args", "run", "build_parser", "main"]
 
@@ -88,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as error:
         print(f"{prefix}: stopped: {error}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PretrainedWeightsUnavailable) as error:
-        print(f"{prefix}: error: {error}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, PretrainedWeightsUnavailable) as error:
+        print(f"{prefix}: error: {one_line(error)}", file=sys.stderr)
         return 2
     if last:
         print(f"\nfinished: test mAP {last['mAP']:.2f} (best {last['best_mAP']:.2f}); "
@@ -108,8 +109,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 def build_parser(prog: str | None = None, description: str = DESCRIPTION) -> argparse.ArgumentParser:
     """A stand-alone parser with the options of ``msrn train`` and a ``-v`` flag of its own."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     return parser

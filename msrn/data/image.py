@@ -5,7 +5,7 @@ every path (:func:`load_rgb_image`).
 import os
 import pathlib
 import struct
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -37,7 +37,7 @@ class BadImageError(ValueError):
     are ``None`` when the error was rebuilt from its message alone (e.g. in a DataLoader worker).
     """
 
-    def __init__(self, message: str, *, path: Optional[str] = None, reason: Optional[str] = None) -> None:
+    def __init__(self, message: str, *, path: str | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.path = path
         self.reason = reason
@@ -52,7 +52,7 @@ def _bad_image(path: str, reason: str) -> BadImageError:
 
 
 def load_rgb_image(
-    path: "os.PathLike[str] | str", max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
+    path: "os.PathLike[str] | str", max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> Image.Image:
     """Decode ``path`` fully and return it as an upright RGB image.
 
@@ -149,7 +149,7 @@ def _clip(values: np.ndarray) -> np.ndarray:
 
 def find_image_files(
     folder: "os.PathLike[str] | str", suffixes: Sequence[str] = IMAGE_SUFFIXES
-) -> List[pathlib.Path]:
+) -> list[pathlib.Path]:
     """The files under ``folder`` (recursively, through symlinked sub-folders, each real folder once)
     whose ending is one of ``suffixes`` (case-insensitive), sorted."""
     suffixes = tuple(s.lower() for s in suffixes)

@@ -1,7 +1,7 @@
 """Training and evaluation machinery: the loop, distributed helpers, checkpoints, reports.
 
-The trainer (:func:`train` with a :class:`TrainConfig`) is what ``examples/train_voc.py`` runs;
-:func:`evaluate_checkpoint` is what ``msrn evaluate`` runs.
+The trainer (:func:`train` with a :class:`TrainConfig`) is what ``msrn train`` and
+``examples/train_voc.py`` run; :func:`evaluate_checkpoint` is what ``msrn evaluate`` runs.
 """
 from .checkpoint import load_trained_model, load_training_state, save_model
 from .distributed import DistributedContext, EvalShardSampler, gather_predictions, init_distributed

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedContext", "init_distributed", "EvalShardSampler", "gather_predictions"]
+__all__ = [
+    "DistributedContext", "init_distributed", "resolve_device", "EvalShardSampler", "gather_predictions",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -68,6 +70,34 @@ class DistributedContext:
         return float(tensor.item())
 
 
+def resolve_device(device: Optional[str] = None) -> torch.device:
+    """The torch device named by ``device``; ``None`` is CUDA when a GPU is visible, else the CPU.
+
+    Raises:
+        ValueError: ``device`` is not a device name, or names a GPU that is not there (CUDA without a
+            visible GPU, a GPU index beyond the visible ones, MPS where it is unavailable).
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device {device!r} is not a torch device ({error}); use e.g. cpu or cuda:0."
+        ) from None
+    if resolved.type == "cuda":
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if visible == 0:
+            raise ValueError(f"device {device!r} was requested but no CUDA GPU is visible "
+                             f"(torch.cuda.is_available() is False); use --device cpu.")
+        if resolved.index is not None and resolved.index >= visible:
+            raise ValueError(f"device {device!r} was requested but only {visible} CUDA GPU(s) are visible "
+                             f"(cuda:0 to cuda:{visible - 1}).")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} was requested but MPS is not available here; use --device cpu.")
+    return resolved
+
+
 def init_distributed(device: Optional[str] = None, timeout_s: float = 1800.0) -> DistributedContext:
     """Read ``torchrun``'s environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and join the group.
 
@@ -75,11 +105,7 @@ def init_distributed(device: Optional[str] = None, timeout_s: float = 1800.0) ->
     (CUDA when available). The backend is ``nccl`` on CUDA and ``gloo`` on CPU; on CUDA each process
     takes GPU ``LOCAL_RANK``.
     """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device_type = torch.device(device).type
-    if device_type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but no CUDA GPU is visible; use --device cpu.")
+    device_type = resolve_device(device).type
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -7,7 +7,7 @@ import torch
 from ..data import create_dataset, eval_transform
 from ..metrics import average_precision, multilabel_metrics
 from .checkpoint import load_trained_model
-from .distributed import DistributedContext, EvalShardSampler
+from .distributed import DistributedContext, EvalShardSampler, resolve_device
 from .loop import check_amp, predict
 
 __all__ = ["evaluate_checkpoint"]
@@ -41,7 +41,14 @@ def evaluate_checkpoint(
         ``(metrics, per_class_ap [n], classes)``; metrics as :func:`msrn.metrics.multilabel_metrics`
         with ``top_k=3``, all in percent.
     """
-    check_amp(amp, torch.device(device))
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}.")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
+    torch_device = resolve_device(device)
+    check_amp(amp, torch_device)
     model, info = load_trained_model(checkpoint)
     classes = list(model.label_names or [])
     transform = eval_transform(image_size or info["image_size"])
@@ -55,7 +62,7 @@ def evaluate_checkpoint(
         raise ValueError(
             f"The checkpoint has {model.num_classes} labels, the data set {test_set.num_classes}."
         )
-    context = DistributedContext(device=torch.device(device))
+    context = DistributedContext(device=torch_device)
     model.to(context.device)
     loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=workers,
                                          sampler=EvalShardSampler(len(test_set)))

@@ -317,6 +317,10 @@ def _check_config(config: TrainConfig) -> None:
         raise ValueError(f"batch_size must be >= 1, got {config.batch_size}.")
     if config.lr <= 0:
         raise ValueError(f"lr must be > 0, got {config.lr}.")
+    if config.threads is not None and config.threads < 1:
+        raise ValueError(f"threads must be >= 1 (torch CPU threads per process), got {config.threads}.")
+    if config.workers < 0:
+        raise ValueError(f"workers must be >= 0 (0 loads data in the training process), got {config.workers}.")
     check_amp(config.amp)
 
 

@@ -150,12 +150,14 @@ def load_model(spec: str, checkpoint: str | None = None) -> MSRN:
         if not folder.is_dir():
             raise FileNotFoundError(f"model {spec}: folder {folder} does not exist.")
         for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (folder / name).is_file():
+            if not (folder / name).exists():
                 raise FileNotFoundError(
                     f"model {spec}: {folder} has no {name} (write it with msrn.save_pretrained)."
                 )
+        check_model_source(f"local-dir:{folder}", require_msrn=False)  # names a broken config.json
         model = _from_saved(f"local-dir:{folder}")
     elif spec.startswith("hf-hub:"):
+        check_model_source(spec, require_msrn=False)
         model = _from_saved(spec)
     else:
         return _from_architecture(spec, checkpoint).eval()

@@ -24,7 +24,7 @@ from timm.models import PretrainedCfg, get_pretrained_cfg, parse_model_name
 __all__ = [
     "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "Checkpoint", "checkpoint_location", "read_checkpoint",
     "read_config", "read_safetensors", "load_checkpoint_into", "load_backbone_weights", "check_model_source",
-    "registry_cfg",
+    "registry_cfg", "summarize_names",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ _TUPLE_CFG_KEYS = (
     "input_size", "test_input_size", "min_input_size", "mean", "std", "pool_size", "test_pool_size",
 )
 _WRITER_HINT = "Write MSRN folders with msrn.save_pretrained(model, directory)."
+# Tensors every MSRN state dict holds, whatever its variant and embeddings.
+_MSRN_TENSORS = ("label_features", "label_graph", "head.fc1.weight", "head.fc2.weight")
+# How many names a message lists before it only counts.
+_NAMES_SHOWN = 5
 
 PathLike = str | os.PathLike
 
@@ -184,6 +188,11 @@ def _validate_config(config: Any, path: str) -> dict[str, Any]:
 
 
 def read_config(path: PathLike) -> dict[str, Any]:
+    """The checked contents of an MSRN ``config.json``."""
+    return _validate_config(_read_json(path), str(path))
+
+
+def _read_json(path: PathLike) -> Any:
     path = str(path)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -192,23 +201,57 @@ def read_config(path: PathLike) -> dict[str, Any]:
         raise FileNotFoundError(
             f"No {CONFIG_NAME} at {path}: an MSRN folder holds {CONFIG_NAME} and {WEIGHTS_NAME}."
         ) from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a JSON file. {_WRITER_HINT}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}).") from error
-    return _validate_config(config, path)
+        raise ValueError(f"{path} is not valid JSON ({error}). {_WRITER_HINT}") from error
+    return config
+
+
+def summarize_names(names: Sequence[str], noun: str = "tensor", limit: int = _NAMES_SHOWN) -> str:
+    """``"2 tensors (a, b)"`` or ``"120 tensors (first: a, b, c, d, e)"``: a count and the first names,
+    so that a message stays short however many names there are."""
+    names = list(names)
+    counted = f"{len(names)} {noun}{'' if len(names) == 1 else 's'}"
+    if len(names) <= limit:
+        return f"{counted} ({', '.join(names)})"
+    return f"{counted} (first: {', '.join(names[:limit])})"
 
 
 def read_safetensors(path: PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file (never a pickle), on the CPU."""
+    """Tensors of a safetensors file (never a pickle), on the CPU; NaN or infinite values are refused."""
     path = str(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not a safetensors file.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No weights file at {path}.")
     try:
-        return load_file(path, device="cpu")
+        tensors = load_file(path, device="cpu")
     except (SafetensorError, ValueError, RuntimeError, OSError) as error:
         raise ValueError(
             f"{path} is not a readable safetensors file (corrupt or truncated?): {error}. "
             f"Download or save the weights again."
         ) from error
+    broken = [name for name, tensor in tensors.items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise ValueError(
+            f"{path} holds NaN or infinite values in {summarize_names(broken)}; such weights give "
+            f"NaN outputs (a diverged training run?). Use an earlier checkpoint or retrain."
+        )
+    return tensors
+
+
+def _check_msrn_tensors(state_dict: Mapping[str, torch.Tensor], path: str) -> None:
+    """Refuse a state dict that is not MSRN's (another architecture, or a hand-trimmed file)."""
+    missing = [name for name in _MSRN_TENSORS if name not in state_dict]
+    if len(missing) == len(_MSRN_TENSORS):
+        raise ValueError(
+            f"{path} is not an MSRN state dict: it has none of {', '.join(_MSRN_TENSORS)} (it holds "
+            f"{summarize_names(sorted(state_dict))}: weights of another architecture?). {_WRITER_HINT}"
+        )
+    if missing:
+        raise ValueError(f"{path} lacks the MSRN tensor(s) {', '.join(missing)}. {_WRITER_HINT}")
 
 
 def read_checkpoint(kind: str, location: str, cache_dir: PathLike | None = None) -> Checkpoint:
@@ -222,6 +265,8 @@ def read_checkpoint(kind: str, location: str, cache_dir: PathLike | None = None)
                 f"{CONFIG_NAME} and {WEIGHTS_NAME} as written by msrn.save_pretrained."
             )
         config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        if weights_path.is_dir():
+            raise ValueError(f"{weights_path} is a folder, not a safetensors file.")
         if not weights_path.is_file():
             pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pth", ".pt", ".ckpt"))
             refused = (f" ({', '.join(pickles)} not read: MSRN loads weights only from safetensors)"
@@ -238,8 +283,9 @@ def read_checkpoint(kind: str, location: str, cache_dir: PathLike | None = None)
     if config is None:
         config = read_config(config_path)
     state_dict = read_safetensors(weights_path)
-    fc2 = state_dict.get("head.fc2.weight")
-    if fc2 is not None and fc2.shape[0] != config["num_classes"]:
+    _check_msrn_tensors(state_dict, str(weights_path))
+    fc2 = state_dict["head.fc2.weight"]
+    if fc2.shape[0] != config["num_classes"]:
         raise ValueError(
             f"{config_path} says num_classes={config['num_classes']} but {weights_path} holds a classifier "
             f"for {fc2.shape[0]} labels; the two files do not belong together."
@@ -284,16 +330,13 @@ def load_checkpoint_into(
                   for key in sorted(set(state_dict) & set(expected))
                   if state_dict[key].shape != expected[key].shape]
     if missing or unexpected or mismatched:
-        def listing(items: list[str]) -> str:
-            return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
-
         problems = []
         if missing:
-            problems.append(f"missing from the file: {listing(missing)}")
+            problems.append(f"missing from the file: {summarize_names(missing)}")
         if unexpected:
-            problems.append(f"not in the model: {listing(unexpected)}")
+            problems.append(f"not in the model: {summarize_names(unexpected)}")
         if mismatched:
-            problems.append(f"shape mismatches: {listing(mismatched)}")
+            problems.append(f"shape mismatches: {summarize_names(mismatched, limit=3)}")
         raise ValueError(
             f"The weights in {checkpoint.weights_path} ({checkpoint.source}) do not fit the model built from "
             f"{checkpoint.config_path}: {'; '.join(problems)}. Do not override architecture arguments "
@@ -349,14 +392,22 @@ def load_backbone_weights(model: torch.nn.Module, cache_dir: PathLike | None = N
     )
 
 
-def check_model_source(model_name: str, cache_dir: PathLike | None = None) -> None:
+def check_model_source(model_name: str, cache_dir: PathLike | None = None, require_msrn: bool = True) -> None:
     """Validate the config.json behind an ``hf-hub:`` / ``local-dir:`` name before timm parses it,
-    so a bad file or an unreachable id fails with a message that names it."""
+    so a bad file or an unreachable id fails with a message that names it. With
+    ``require_msrn=False`` only its being a JSON object is checked (any timm model passes)."""
     source, location = parse_model_name(model_name)
     if source == "local-dir":
-        read_config(pathlib.Path(location) / CONFIG_NAME)
+        path = pathlib.Path(location) / CONFIG_NAME
     elif source == "hf-hub":
-        read_config(_hub_file(location, CONFIG_NAME, cache_dir))
+        path = pathlib.Path(_hub_file(location, CONFIG_NAME, cache_dir))
+    else:
+        return
+    config = _read_json(path)
+    if require_msrn:
+        _validate_config(config, str(path))
+    elif not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}.")
 
 
 def registry_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -377,6 +377,18 @@ class MSRN(nn.Module):
         self.label_names = list(label_names) if label_names is not None else None
         self.head = self._make_head(num_classes).to(device=device, dtype=dtype)
         self._embedding_cache = None
+        if isinstance(getattr(self, "pretrained_cfg", None), dict):
+            self.pretrained_cfg.pop("label_descriptions", None)  # they described the old labels
+            self._record_labels_in_cfg()
+
+    def _record_labels_in_cfg(self) -> None:
+        """Keep ``pretrained_cfg`` (timm's place for them) in step with the labels: ``num_classes`` and
+        ``label_names`` (``label_0``, ``label_1``... when the labels have no names)."""
+        self.pretrained_cfg["num_classes"] = self.num_classes
+        self.pretrained_cfg["label_names"] = (
+            list(self.label_names) if self.label_names is not None
+            else [f"label_{i}" for i in range(self.num_classes)]
+        )
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.backbone.set_grad_checkpointing(enable)
@@ -534,9 +546,7 @@ def _create_msrn(
         load_checkpoint_into(model, checkpoint, keep=keep)
     elif load_backbone:
         load_backbone_weights(model, cache_dir=cache_dir)
-    if model.label_names is not None:
-        model.pretrained_cfg["label_names"] = list(model.label_names)
-    model.pretrained_cfg["num_classes"] = model.num_classes
+    model._record_labels_in_cfg()
     return model
 
 
