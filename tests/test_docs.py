@@ -55,3 +55,30 @@ def test_api_reference_lists_every_public_name(module_name):
     module = importlib.import_module(module_name)
     missing = [name for name in module.__all__ if not re.search(rf"`(class )?{re.escape(name)}[(` ]", text)]
     assert not missing, f"docs/api.md lacks {module_name}.{missing}: run python docs/generate_api.py"
+
+
+def _bash_lines(page: pathlib.Path) -> list:
+    blocks = re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S)
+    return [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+
+
+@pytest.mark.parametrize("page", [REPO_ROOT / "README.md", DOCS / "training.md"], ids=lambda p: p.name)
+def test_training_commands_parse_and_options_exist(page):
+    import shlex
+
+    parser = build_parser()
+    commands = []
+    for line in _bash_lines(page):
+        words = shlex.split(line.replace("~", "/home/user"))
+        if "msrn" in words and words[words.index("msrn") + 1:words.index("msrn") + 2] == ["train"]:
+            commands.append(words[words.index("msrn"):])
+        elif words[:2] == ["python", "examples/train_voc.py"]:
+            commands.append(["msrn", "train", *words[2:]])
+    assert commands, f"no training command in {page.name}"
+    for words in commands:
+        args = parser.parse_args(words[1:])
+        assert args.command == "train", words
+    if page.name == "training.md":
+        known = _options("train") | _options("evaluate") | {"--field-name"}  # the naming rule itself
+        flags = set(re.findall(r"`(--[a-z][a-z-]*)", page.read_text()))
+        assert not flags - known, f"training.md documents unknown options: {sorted(flags - known)}"

@@ -1,8 +1,8 @@
 """``msrn evaluate``: score a trained checkpoint on a test set; print the metrics and per-class AP."""
 import argparse
-import json
 import os
 
+from .._io import to_json
 from ..data import DATASET_KINDS
 from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table
 from ..engine.loop import AMP_MODES
@@ -33,7 +33,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images")
     parser.add_argument("--skip-missing-images", action="store_true",
                         help="nuswide, apparel: leave out listed images that are not on disk")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object instead of tables (null for the AP of a class without "
+                             "positives)")
     parser.set_defaults(func=run)
 
 
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.json:
         class_ap_by_name = dict(zip(classes, class_ap.tolist(), strict=True))
-        print(json.dumps({"metrics": metrics, "class_ap": class_ap_by_name}))
+        print(to_json({"metrics": metrics, "class_ap": class_ap_by_name}))
         return 0
     print(format_metrics_table(metrics))
     print()

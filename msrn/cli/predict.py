@@ -5,7 +5,6 @@ interpolation, mean, std). Images are read and labelled in batches. A file that 
 an image is reported by name and skipped; the others are labelled and the exit code is then 1.
 """
 import argparse
-import json
 import pathlib
 import sys
 from collections.abc import Iterator, Sequence
@@ -15,6 +14,7 @@ from timm.data import create_transform, resolve_model_data_config
 from tqdm import tqdm
 
 from .. import visualize
+from .._io import to_json
 from ..data import BadImageError, load_rgb_image
 from ..data.image import IMAGE_SUFFIXES, find_image_files
 from ..engine.distributed import resolve_device
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 found = [{"label": n, "probability": round(p, 6)} for n, p in labels]
                 record = {"image": str(path), "labels": found}
-                print(json.dumps(record), flush=True)
+                print(to_json(record), flush=True)
             else:
                 table.write(path, labels, args.threshold)
             if maps is not None:

@@ -1,4 +1,5 @@
 """Evaluate a saved model on a test set (what ``msrn evaluate`` runs)."""
+import logging
 import os
 
 import numpy as np
@@ -11,6 +12,8 @@ from .distributed import DistributedContext, EvalShardSampler, resolve_device
 from .loop import check_amp, predict
 
 __all__ = ["evaluate_checkpoint"]
+
+_logger = logging.getLogger(__name__)
 
 
 def evaluate_checkpoint(
@@ -39,7 +42,8 @@ def evaluate_checkpoint(
 
     Returns:
         ``(metrics, per_class_ap [n], classes)``; metrics as :func:`msrn.metrics.multilabel_metrics`
-        with ``top_k=3``, all in percent.
+        with ``top_k=3``, all in percent. A class without a positive test label has AP NaN and is
+        left out of the mAP, with a warning naming it.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
@@ -67,5 +71,10 @@ def evaluate_checkpoint(
     loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=workers,
                                          sampler=EvalShardSampler(len(test_set)))
     scores, targets, difficult = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
+    class_ap = average_precision(scores, targets, difficult)
+    missing = [name for name, ap in zip(test_set.classes, class_ap, strict=True) if not np.isfinite(ap)]
+    if missing:
+        _logger.warning("%d class(es) have no positive test label and are left out of the mAP: %s",
+                        len(missing), ", ".join(missing))
     metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=threshold, top_k=3)
-    return metrics, average_precision(scores, targets, difficult), list(test_set.classes)
+    return metrics, class_ap, list(test_set.classes)
