@@ -1,5 +1,6 @@
 """The docs stay true to the code: links resolve, documented options exist, the API page is complete."""
 import importlib
+import importlib.util
 import pathlib
 import re
 
@@ -82,3 +83,20 @@ def test_training_commands_parse_and_options_exist(page):
         known = _options("train") | _options("evaluate") | {"--field-name"}  # the naming rule itself
         flags = set(re.findall(r"`(--[a-z][a-z-]*)", page.read_text()))
         assert not flags - known, f"training.md documents unknown options: {sorted(flags - known)}"
+
+
+def _benchmark_parser(script: str):
+    spec = importlib.util.spec_from_file_location(script, REPO_ROOT / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser()
+
+
+@pytest.mark.parametrize("script", ["bench.py", "bench_predict.py"])
+def test_documented_benchmark_options_exist(script):
+    text = (DOCS / "performance.md").read_text() + (REPO_ROOT / "README.md").read_text()
+    lines = re.findall(rf"python benchmarks/{re.escape(script)}[^\n`#]*", text)
+    assert lines, f"performance.md does not show how to run benchmarks/{script}"
+    flags = {flag for line in lines for flag in re.findall(r"(--[a-z][a-z-]*)", line)}
+    options = {s for action in _benchmark_parser(script)._actions for s in action.option_strings}
+    assert not flags - options, f"docs use options that benchmarks/{script} lacks: {sorted(flags - options)}"

@@ -8,6 +8,7 @@ from .checkpoint import load_trained_model, load_training_state, save_model
 from .distributed import DistributedContext, EvalShardSampler, gather_predictions, init_distributed
 from .evaluate import evaluate_checkpoint
 from .loop import NonFiniteLossError, predict, train_one_epoch
+from .memory import keep_freed_memory
 from .report import format_class_ap_table, format_metrics_table
 from .run_folder import RunFolderError
 from .schedule import LRSchedule
@@ -28,5 +29,5 @@ __all__ = [
     "train_one_epoch", "predict", "NonFiniteLossError", "evaluate_checkpoint",
     "DistributedContext", "init_distributed", "EvalShardSampler", "gather_predictions",
     "save_model", "load_trained_model", "load_training_state", "format_metrics_table",
-    "format_class_ap_table",
+    "format_class_ap_table", "keep_freed_memory",
 ]

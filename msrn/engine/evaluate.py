@@ -69,7 +69,8 @@ def evaluate_checkpoint(
     context = DistributedContext(device=torch_device)
     model.to(context.device)
     loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=workers,
-                                         sampler=EvalShardSampler(len(test_set)))
+                                         sampler=EvalShardSampler(len(test_set)),
+                                         pin_memory=context.device.type == "cuda")
     scores, targets, difficult = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
     class_ap = average_precision(scores, targets, difficult)
     missing = [name for name, ap in zip(test_set.classes, class_ap, strict=True) if not np.isfinite(ap)]

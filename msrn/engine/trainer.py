@@ -58,6 +58,7 @@ from .checkpoint import (
 )
 from .distributed import DistributedContext, EvalShardSampler, init_distributed
 from .loop import AMP_MODES, NonFiniteLossError, check_amp, predict, train_one_epoch
+from .memory import keep_freed_memory
 from .resume import check_resume_changes, config_fields, resume_folder, save_train_config, saved_train_config
 from .run_folder import (
     RunFolderError,
@@ -182,6 +183,9 @@ class TrainConfig:
     channels_last: bool = _execution(False, "channels-last memory format")
     compile: bool = _execution(False, "torch.compile the model")
     threads: int | None = _execution(help="torch CPU threads per process (CPU profile: 1)")
+    keep_freed_memory: bool = _execution(
+        False, "keep freed memory in the process (fewer page faults per CPU step, more resident memory; "
+               "msrn.engine.keep_freed_memory)")
     seed: int = _execution(0, "seed of the weights' init, the data order and the augmentation")
     output_dir: str = _execution("output/train_voc", "checkpoints and log.jsonl go here")
     resume: str | None = _execution(help="continue the run in this output folder, with its saved settings "
@@ -406,6 +410,8 @@ def train(
         lock = _agree(context, lambda: _claim_output(config))
         if config.threads is not None:
             torch.set_num_threads(config.threads)
+        if config.keep_freed_memory:
+            keep_freed_memory()
         return _train(config, context, on_epoch_end)
     finally:
         if lock is not None:

@@ -1,12 +1,25 @@
 """Multi-branch feature extractor over any timm CNN (paper section 3.1 and 4.1)."""
 import math
-from typing import Any, List
+from typing import Any
 
 import timm
 import torch
 import torch.nn as nn
 
 __all__ = ["MultiBranchBackbone"]
+
+
+def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``MaxPool2d(2, stride=2)`` of an NCHW map as three element-wise maxima of strided views.
+
+    The same values as ``F.max_pool2d(x, 2, 2)`` (floor mode, NaN propagates), about 10x faster on
+    CPU, where PyTorch's NCHW max-pool kernel also computes indices. Not differentiable like the
+    max-pool (ties would share the gradient), so only for inference.
+    """
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    top = torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2])
+    bottom = torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2])
+    return torch.maximum(top, bottom, out=top)
 
 
 class MultiBranchBackbone(nn.Module):
@@ -83,8 +96,8 @@ class MultiBranchBackbone(nn.Module):
         self.in_chans = in_chans
         self.num_branches = num_branches
         self.embed_dim = embed_dim
-        self.stage_channels: List[int] = list(self.trunk.feature_info.channels())
-        self.stage_reductions: List[int] = list(self.trunk.feature_info.reduction())
+        self.stage_channels: list[int] = list(self.trunk.feature_info.channels())
+        self.stage_reductions: list[int] = list(self.trunk.feature_info.reduction())
         self.buffer_convs = nn.ModuleList(
             [nn.Conv2d(c, c, kernel_size=1, bias=True) for c in self.stage_channels[:-1]] + [nn.Identity()]
         )
@@ -126,19 +139,26 @@ class MultiBranchBackbone(nn.Module):
                 f"max-pool, so height and width must be at least {self.min_input_size} px."
             )
 
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The trunk's raw stage outputs ``bar f_b`` (no buffer, pool or projection)."""
         self.check_input(x)
         return self.trunk(x)
 
-    def forward_branches(self, stages: List[torch.Tensor]) -> List[torch.Tensor]:
+    def _branch_pool(self, x: torch.Tensor) -> torch.Tensor:
+        inference = not (torch.is_grad_enabled() and x.requires_grad)
+        exporting = torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+        if inference and not exporting and x.dim() == 4 and x.is_contiguous():
+            return _max_pool_2x2(x)
+        return self.pool(x)
+
+    def forward_branches(self, stages: list[torch.Tensor]) -> list[torch.Tensor]:
         """Buffer, pool and project raw stage outputs into ``[N, embed_dim, H_b, W_b]`` maps."""
         return [
-            projection(self.pool(buffer(stage)))
+            projection(self._branch_pool(buffer(stage)))
             for stage, buffer, projection in zip(stages, self.buffer_convs, self.projections)
         ]
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.forward_branches(self.forward_stages(x))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -148,7 +168,7 @@ class MultiBranchBackbone(nn.Module):
             self.trunk.grad_checkpointing = enable
 
     @property
-    def branch_strides(self) -> List[int]:
+    def branch_strides(self) -> list[int]:
         """Stride of each branch's output map relative to the input (stage stride times the pool)."""
         return [2 * r for r in self.stage_reductions]
 
