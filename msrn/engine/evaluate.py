@@ -28,6 +28,7 @@ def evaluate_checkpoint(
     amp: str = "none",
     threshold: float = 0.5,
     skip_bad_images: bool = False,
+    skip_missing_images: bool = False,
     progress: bool = False,
 ) -> tuple[dict[str, float], np.ndarray, list]:
     """Load ``checkpoint`` (a ``best/`` or ``last/`` folder of the trainer, or any
@@ -36,7 +37,8 @@ def evaluate_checkpoint(
     Args:
         image_size: test resize; default: the size the model was trained at.
         data: VOCdevkit folder (``dataset="voc"``, split default ``test``), COCO root (``"coco"``,
-            split default ``val``) or a CSV file (``"csv"``; ``split`` unused).
+            split default ``val``), NUS-WIDE or Apparel folder (``"nuswide"``, ``"apparel"``, split
+            default ``test``) or a CSV file (``"csv"``; ``split`` unused).
 
     Returns:
         ``(metrics, per_class_ap [n], classes)``; metrics as :func:`msrn.metrics.multilabel_metrics`
@@ -55,7 +57,7 @@ def evaluate_checkpoint(
     classes = list(model.label_names or [])
     transform = eval_transform(image_size or info["image_size"])
     test_set = create_dataset(dataset, data, split, transform=transform, classes=classes or None,
-                              skip_bad_images=skip_bad_images)
+                              skip_bad_images=skip_bad_images, skip_missing_images=skip_missing_images)
     if classes and list(test_set.classes) != classes:
         raise ValueError(
             f"The checkpoint's labels {classes} differ from the data set's {list(test_set.classes)}."

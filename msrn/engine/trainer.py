@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .. import labels as label_sets
 from .._io import remove_partial_writes
 from ..data import (
     DATASET_KINDS,
@@ -119,11 +120,12 @@ class TrainConfig:
     (``--field-name``); its help text and ``--help`` group are the field's metadata.
     """
 
-    data: str | None = _data(help="VOCdevkit folder (COCO root or train CSV with --dataset); omit to use "
-                                     "the generated VOC-format set")
+    data: str | None = _data(help="VOCdevkit folder (COCO root, NUS-WIDE folder, Apparel folder or train "
+                                     "CSV with --dataset); omit to use the generated VOC-format set")
     dataset: str = _data("voc", "format of --data (default: voc)", choices=DATASET_KINDS)
-    train_split: str | None = _data(help="voc: trainval (default); coco: train")
-    test_split: str | None = _data(help="voc: test (default); coco: val; csv: path of the test CSV")
+    train_split: str | None = _data(help="voc, apparel: trainval (default); coco, nuswide: train")
+    test_split: str | None = _data(help="voc, apparel, nuswide: test (default); coco: val; csv: path of "
+                                        "the test CSV")
     cache_dir: str | None = _data(help="where the generated set is written (default: $MSRN_CACHE or "
                                           "~/.cache/msrn)")
     synthetic_trainval: int = _data(2000, "training images of the generated set")
@@ -131,6 +133,8 @@ class TrainConfig:
     synthetic_seed: int = _data(0, "seed of the generated set")
     skip_bad_images: bool = _data(False, "leave out unreadable images (and report how many) instead of "
                                          "stopping")
+    skip_missing_images: bool = _data(False, "nuswide, apparel: leave out listed images that are not on "
+                                             "disk (and report how many) instead of stopping")
     workers: int = _data(4, "data-loading processes per training process")
     model: str = _model("msrn_resnet101", "msrn_resnet101 (paper), msrn_resnet50, msrn_resnet18 or "
                                           "msrn_custom")
@@ -143,11 +147,18 @@ class TrainConfig:
     # (1e-3 x squared distances) starts ~1e4 times larger than the BCE and diverges (docs/training.md).
     variant: str = _model("official", "official (the authors' code, default) or paper (the paper's text)",
                           choices=("paper", "official"))
+    compactness_weight: float | None = _model(
+        help="lambda of the compactness loss (default by variant: official 1e-4, paper 1e-3; the paper "
+             "variant trains at lr 0.01 with 1e-6, docs/variants.md)")
     embed_dim: int = _model(512, "width d of the embeddings and branches (paper: 512)")
     hidden_dim: int = _model(2048, "width of fc1 (paper: 2048)")
     gat_hidden_dim: int = _model(300, "output width of the first GAT (paper: 300)")
     label_feature_dim: int = _model(300, "width of learnable label features (without --glove)")
     num_groups: int = _model(4, "label groups m (paper: 4)")
+    label_features: str = _model(
+        "auto", "auto (default): --glove FILE when given, else the built-in GloVe vectors when a built-in "
+                "label set (voc2007, coco2014, nuswide, apparel) has every label, else learnable; learnable: "
+                "learnable features", choices=("auto", "learnable"))
     glove: str | None = _model(help="label features: a GloVe text file or a .npz with 'names' and 'glove'")
     graph_threshold: float = _model(0.4, "co-occurrence threshold of the label graph (0.4)")
     image_size: int = _recipe(448, "training and test image size in pixels (paper: 448)")
@@ -224,7 +235,7 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
     if config.dataset not in DATASET_KINDS:
         raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {config.dataset!r}.")
     data = config.data if config.data is not None else _synthetic_voc(config, context)
-    options = dict(skip_bad_images=config.skip_bad_images)
+    options = dict(skip_bad_images=config.skip_bad_images, skip_missing_images=config.skip_missing_images)
     augment = train_transform(config.image_size, scales=config.crop_scales)
     train_set = create_dataset(config.dataset, data, config.train_split, is_training=True, transform=augment,
                                **options)
@@ -257,10 +268,22 @@ def _synthetic_voc(config: TrainConfig, context: DistributedContext) -> str:
     return str(generate_synthetic_voc(folder, *sizes))
 
 
-def _label_features(config: TrainConfig, classes: Sequence[str]) -> torch.Tensor | None:
-    if config.glove is None:
-        return None
-    return torch.as_tensor(load_label_features(config.glove, list(classes)), dtype=torch.float32)
+def _label_features(config: TrainConfig, classes: Sequence[str]) -> tuple[torch.Tensor | None, str]:
+    """``(fixed features or None for learnable ones, what they are)`` for ``config.label_features``."""
+    if config.label_features not in ("auto", "learnable"):
+        raise ValueError(f"label_features must be 'auto' or 'learnable', got {config.label_features!r}.")
+    if config.label_features == "learnable":
+        if config.glove is not None:
+            raise ValueError("--glove gives fixed label features; drop it or --label-features learnable.")
+        return None, "learnable (--label-features learnable)"
+    if config.glove is not None:
+        features = torch.as_tensor(load_label_features(config.glove, list(classes)), dtype=torch.float32)
+        return features, f"GloVe vectors from {config.glove}"
+    label_set = label_sets.find(classes)
+    if label_set is None:
+        return None, ("learnable: no built-in label set has every label name; --glove FILE gives GloVe "
+                      "vectors")
+    return label_set.features, f"the GloVe vectors of the built-in {label_set.name!r} label set"
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -272,6 +295,8 @@ def _model_config(config: TrainConfig, classes: Sequence[str], fixed_features: b
     )
     if not fixed_features:
         kwargs["label_feature_dim"] = config.label_feature_dim
+    if config.compactness_weight is not None:
+        kwargs["compactness_weight"] = config.compactness_weight
     if config.backbone:
         kwargs["backbone"] = config.backbone
     if config.backbone_kwargs:
@@ -552,7 +577,7 @@ def _build_model(config: TrainConfig, context: DistributedContext, train_set, te
     """The model for the training labels (their graph, and GloVe features when given), on its device."""
     classes = train_set.classes
     label_graph = label_graph_from_targets(train_set.targets, config.graph_threshold)
-    label_features = _label_features(config, classes)
+    label_features, features_source = _label_features(config, classes)
     model_config = _model_config(config, classes, fixed_features=label_features is not None)
     model = _create_model(config, model_config, label_features, label_graph).to(context.device)
     # Saved with the model, so that evaluation resizes test images to the size it was trained at.
@@ -561,9 +586,11 @@ def _build_model(config: TrainConfig, context: DistributedContext, train_set, te
                             "test_input_size": size}
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    _logger.info("%s: %d labels, %d graph edges, %.2fM parameters, %d train / %d test images", config.model,
-                 len(classes), int(label_graph.sum()) - len(classes),
+    _logger.info("%s: %d labels, %.2fM parameters, %d train / %d test images", config.model, len(classes),
                  sum(p.numel() for p in model.parameters()) / 1e6, len(train_set), len(test_set))
+    _logger.log(logging.WARNING if label_features is None else logging.INFO,
+                "label features: %s; label graph: %d edges at t=%g from the training labels", features_source,
+                int(label_graph.sum()) - len(classes), config.graph_threshold)
     return model, model_config
 
 
