@@ -1,22 +1,36 @@
 """What MSRN costs over its backbone, and what the memory-efficient attention saves (CPU).
 
-    python benchmarks/bench.py                  # the paper's sizes: COCO (80 labels), 448 px, batch 8
-    python benchmarks/bench.py --rounds 3       # more rounds on a noisy machine (best of all rounds)
-    python benchmarks/bench.py --only sga       # just the attention
+    python benchmarks/bench.py                   # every case, COCO sizes (80 labels), 448 px, batch 8
+    python benchmarks/bench.py --only sga        # just the attention
+    python benchmarks/bench.py --only train --rounds 3 --repeats 5
 
-Every case runs in a fresh subprocess, so its peak memory is its own: after building the model and
-the inputs the worker resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``),
-runs the case, and reports ``VmHWM`` minus the resident size at the reset. Cases alternate
-(baseline, ours, baseline, ours, ...) over ``--rounds`` rounds so that a change in the load of a
-shared machine hits both sides alike; each figure is the best time over all rounds and repeats.
+Method. Every case runs in a fresh subprocess: it builds its model and inputs, takes ``--warmup``
+untimed steps, then ``--repeats`` timed steps. Its peak memory is its own: after the set-up the
+worker resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``) and reports
+``VmHWM`` minus the resident size at the reset. Baseline and MSRN cases alternate within a round and
+swap their order every other round (A B, B A, A B, ...) so that a drift in the machine's speed hits
+both sides alike. Each figure is the best (and the median) over all timed steps of all rounds; the
+spread is ``(slowest - fastest) / median``. Ratios use the best times; the ``*_median`` keys of the
+JSON line use the medians.
+
+Quietness. The script prints the load average before and after, and measures how many cores other
+processes kept busy during the run (from ``/proc/stat``, minus the CPU time of its own workers). On a
+loaded machine it warns, and the JSON line says ``"quiet": false``: such figures compare variants
+with each other, but do not go into docs/performance.md.
+
+Memory allocator. By default malloc is left as it comes: glibc unmaps every freed block above
+32 MiB, and each step page-faults its large tensors in again. With ``--allocator keep-freed`` the
+workers of the model cases first call :func:`msrn.engine.keep_freed_memory` (the trainer's
+``--keep-freed-memory``), so freed blocks are reused without faults; the attention cases keep
+malloc's defaults (the literal formula fragments a heap that never unmaps).
 
 Cases:
     sga_naive / sga_ours    eq. 7-9 forward + backward at COCO size (8 x 512 x 28 x 28 features,
                             84 embedding rows): the literal formula vs ``SemanticGuidedAttention``.
-    train_resnet / train_msrn   one SGD step (forward, loss, backward, step) of timm's ``resnet101``
-                            with 80 classes vs ``msrn_resnet101`` with 80 labels, 448 px, batch 8;
-                            SGD momentum 0.9, weight decay 1e-4, ``fused=True`` for both (``--sgd loop``
-                            for PyTorch's per-parameter loop, the CPU default).
+    train_resnet / train_msrn   one SGD step (zero_grad, forward, loss, backward, step) of timm's
+                            ``resnet101`` with 80 classes vs ``msrn_resnet101`` with 80 labels, 448 px,
+                            batch 8; SGD momentum 0.9, weight decay 1e-4, ``fused=True`` for both
+                            (``--sgd loop`` for PyTorch's per-parameter loop, the CPU default).
     eval_resnet / eval_msrn     inference forward of the same two models.
 
 The table goes to stdout, then one last line of JSON with the ratios.
@@ -27,10 +41,11 @@ import os
 import pathlib
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -40,14 +55,19 @@ PAIRS = {
     "eval": ("eval_resnet", "eval_msrn"),
 }
 
+# A machine counts as quiet when its 1-minute load average was at most this before the run and other
+# processes kept at most QUIET_OTHER_CORES cores busy on average during it.
+QUIET_LOAD = 1.0
+QUIET_OTHER_CORES = 0.25
+
 
 # ---------------------------------------------------------------------------------- worker side
-def _rss_kib(field: str) -> int:
+def _status_kib(field: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    raise OSError(f"{field} not in /proc/self/status")
 
 
 def _reset_peak() -> int:
@@ -55,14 +75,14 @@ def _reset_peak() -> int:
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")
-        return _rss_kib("VmRSS")
+        return _status_kib("VmRSS")
     except OSError:  # no procfs: fall back to the lifetime maximum (over-counts the set-up)
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _peak_kib() -> int:
     try:
-        return _rss_kib("VmHWM")
+        return _status_kib("VmHWM")
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -123,30 +143,39 @@ def _build_case(name: str, args: argparse.Namespace) -> Callable[[], None]:
 def run_worker(name: str, args: argparse.Namespace) -> None:
     import torch
 
+    if args.allocator == "keep-freed" and not name.startswith("sga"):
+        from msrn.engine import keep_freed_memory
+
+        keep_freed_memory()
     step = _build_case(name, args)
     baseline_kib = _reset_peak()
-    times = []
+    times: list[float] = []
+    faults: list[int] = []
     for repeat in range(args.warmup + args.repeats):
+        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         step()
+        elapsed = time.perf_counter() - start
         if repeat >= args.warmup:
-            times.append(time.perf_counter() - start)
+            times.append(elapsed)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
     peak_mib = (_peak_kib() - baseline_kib) / 1024
-    report = {"case": name, "times": times, "peak_mib": peak_mib, "threads": torch.get_num_threads()}
+    report = {"case": name, "times": times, "faults": faults, "peak_mib": peak_mib,
+              "threads": torch.get_num_threads()}
     print(json.dumps(report))
 
 
 # ---------------------------------------------------------------------------------- parent side
-def _worker_command(name: str, args: argparse.Namespace) -> List[str]:
+def _worker_command(name: str, args: argparse.Namespace) -> list[str]:
     command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", name]
     for option in ("batch", "image_size", "sga_size", "num_classes", "num_groups", "embed_dim", "warmup",
-                   "sgd"):
+                   "sgd", "allocator"):
         command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     command += ["--repeats", str(args.sga_repeats if name.startswith("sga") else args.repeats)]
     return command
 
 
-def _run_case(name: str, args: argparse.Namespace) -> Dict[str, object]:
+def _run_case(name: str, args: argparse.Namespace) -> dict[str, object]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     result = subprocess.run(_worker_command(name, args), env=env, capture_output=True, text=True)
@@ -155,46 +184,118 @@ def _run_case(name: str, args: argparse.Namespace) -> Dict[str, object]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run_all(args: argparse.Namespace) -> Dict[str, object]:
+class MachineLoad:
+    """Load average at start and end, and the cores kept busy by other processes in between."""
+
+    def __init__(self) -> None:
+        self.load_before = self._load()
+        self._busy_before = self._busy_seconds()
+        self._ours_before = self._our_seconds()
+        self._start = time.monotonic()
+        self.load_after: float | None = None
+        self.other_cores: float | None = None
+
+    @staticmethod
+    def _load() -> float | None:
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return None
+
+    @staticmethod
+    def _busy_seconds() -> float | None:
+        """CPU seconds all processes spent running (user, nice, system, irq, softirq) since boot."""
+        try:
+            with open("/proc/stat") as stat:
+                fields = stat.readline().split()[1:]
+            return sum(int(value) for value in fields[:3] + fields[5:7]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    @staticmethod
+    def _our_seconds() -> float:
+        usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        return sum(u.ru_utime + u.ru_stime for u in usage)
+
+    def finish(self) -> None:
+        self.load_after = self._load()
+        busy = self._busy_seconds()
+        elapsed = time.monotonic() - self._start
+        if busy is not None and self._busy_before is not None and elapsed > 0:
+            others = (busy - self._busy_before) - (self._our_seconds() - self._ours_before)
+            self.other_cores = max(0.0, others / elapsed)
+
+    @property
+    def quiet(self) -> bool:
+        return (self.load_before is not None and self.load_before <= QUIET_LOAD
+                and self.other_cores is not None and self.other_cores <= QUIET_OTHER_CORES)
+
+    def describe(self) -> str:
+        def show(value: float | None) -> str:
+            return "unknown" if value is None else f"{value:.2f}"
+
+        return (f"load average {show(self.load_before)} before, {show(self.load_after)} after; "
+                f"other processes kept {show(self.other_cores)} cores busy during the run")
+
+
+def _stats(times: list[float]) -> tuple[float, float, float]:
+    """Best, median and spread ``(max - min) / median`` of some step times."""
+    median = statistics.median(times)
+    return min(times), median, (max(times) - min(times)) / median
+
+
+def run_all(args: argparse.Namespace) -> dict[str, object]:
     pairs = [PAIRS[key] for key in args.only]
-    results: Dict[str, Dict[str, object]] = {}
+    results: dict[str, dict[str, list]] = {}
+    load = MachineLoad()
+    print(f"before: load average {load.load_before}", file=sys.stderr, flush=True)
     for round_index in range(args.rounds):
         for pair in pairs:
-            for name in pair:
+            for name in pair if round_index % 2 == 0 else pair[::-1]:
                 measured = _run_case(name, args)
-                entry = results.setdefault(name, {"times": [], "peak_mib": 0.0})
-                entry["times"] += measured["times"]
-                entry["peak_mib"] = max(entry["peak_mib"], measured["peak_mib"])
+                entry = results.setdefault(name, {"times": [], "faults": [], "peak_mib": []})
+                for key in ("times", "faults"):
+                    entry[key] += measured[key]
+                entry["peak_mib"].append(measured["peak_mib"])
                 print(f"  round {round_index + 1}/{args.rounds} {name:13s} "
                       + " ".join(f"{t:.3f}s" for t in measured["times"])
                       + f"  peak {measured['peak_mib']:.0f} MiB", file=sys.stderr, flush=True)
+    load.finish()
 
     def best(name: str) -> float:
         return min(results[name]["times"])
 
-    def peak(name: str) -> float:
-        return results[name]["peak_mib"]
+    def median(name: str) -> float:
+        return statistics.median(results[name]["times"])
 
-    summary: Dict[str, object] = {}
+    def peak(name: str) -> float:
+        return max(results[name]["peak_mib"])
+
+    summary: dict[str, object] = {}
     print()
-    print(f"{'case':14s} {'best s':>8s} {'median s':>9s} {'peak MiB':>9s}   runs")
+    print(f"{'case':14s} {'best s':>8s} {'median s':>9s} {'spread':>7s} {'peak MiB':>9s} {'faults/step':>12s}"
+          f"   steps")
     for pair in pairs:
         for name in pair:
-            times = sorted(results[name]["times"])
-            median = times[len(times) // 2]
-            print(f"{name:14s} {best(name):8.3f} {median:9.3f} {peak(name):9.0f}   {len(times)}")
+            fastest, middle, spread = _stats(results[name]["times"])
+            faults = statistics.median(results[name]["faults"])
+            print(f"{name:14s} {fastest:8.3f} {middle:9.3f} {spread:6.1%} {peak(name):9.0f} {faults:12.0f}"
+                  f"   {len(results[name]['times'])}")
+            summary[f"{name}_spread"] = round(spread, 3)
     print()
     if "sga" in args.only:
         summary["sga_speedup"] = round(best("sga_naive") / best("sga_ours"), 2)
+        summary["sga_speedup_median"] = round(median("sga_naive") / median("sga_ours"), 2)
         summary["sga_memory_ratio"] = round(peak("sga_ours") / peak("sga_naive"), 4)
         summary["sga_naive_s"] = round(best("sga_naive"), 3)
         summary["sga_ours_s"] = round(best("sga_ours"), 3)
         summary["sga_naive_peak_mib"] = round(peak("sga_naive"))
         summary["sga_ours_peak_mib"] = round(peak("sga_ours"))
-        print(f"attention fwd+bwd: naive / ours time  {summary['sga_speedup']:.2f}x   (target >= 4)")
+        print(f"attention fwd+bwd: naive / ours time  {summary['sga_speedup']:.2f}x   (target >= 8)")
         print(f"attention fwd+bwd: ours / naive peak  {summary['sga_memory_ratio']:.4f}   (target <= 0.25)")
     if "train" in args.only:
         summary["train_step_ratio"] = round(best("train_msrn") / best("train_resnet"), 3)
+        summary["train_step_ratio_median"] = round(median("train_msrn") / median("train_resnet"), 3)
         summary["train_memory_ratio"] = round(peak("train_msrn") / peak("train_resnet"), 3)
         summary["train_resnet_s"] = round(best("train_resnet"), 3)
         summary["train_msrn_s"] = round(best("train_msrn"), 3)
@@ -202,23 +303,35 @@ def run_all(args: argparse.Namespace) -> Dict[str, object]:
         print(f"train step: msrn / resnet peak        {summary['train_memory_ratio']:.3f}")
     if "eval" in args.only:
         summary["eval_ratio"] = round(best("eval_msrn") / best("eval_resnet"), 3)
+        summary["eval_ratio_median"] = round(median("eval_msrn") / median("eval_resnet"), 3)
         summary["eval_resnet_s"] = round(best("eval_resnet"), 3)
         summary["eval_msrn_s"] = round(best("eval_msrn"), 3)
-        print(f"eval forward: msrn / resnet time      {summary['eval_ratio']:.3f}   (target <= 1.2)")
+        print(f"eval forward: msrn / resnet time      {summary['eval_ratio']:.3f}   (target <= 1.15)")
+    print(f"\nmachine: {load.describe()}")
+    if not load.quiet:
+        print(f"WARNING: the machine was not quiet (needs a load average <= {QUIET_LOAD} before and <= "
+              f"{QUIET_OTHER_CORES} cores used by other processes). Compare these figures with each other "
+              f"only; do not quote them in docs/performance.md.", file=sys.stderr)
+    summary["quiet"] = load.quiet
+    summary["load_before"] = None if load.load_before is None else round(load.load_before, 2)
+    summary["load_after"] = None if load.load_after is None else round(load.load_after, 2)
+    summary["other_cores"] = None if load.other_cores is None else round(load.other_cores, 2)
     summary["config"] = dict(
         batch=args.batch, image_size=args.image_size, sga_size=args.sga_size, num_classes=args.num_classes,
         num_groups=args.num_groups, embed_dim=args.embed_dim, rounds=args.rounds, repeats=args.repeats,
-        sga_repeats=args.sga_repeats, sgd=args.sgd, cpus=os.cpu_count(), machine=platform.machine(),
+        sga_repeats=args.sga_repeats, warmup=args.warmup, sgd=args.sgd, allocator=args.allocator,
+        cpus=os.cpu_count(), machine=platform.machine(),
     )
     return summary
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(PAIRS), default=["sga", "train", "eval"])
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of every case")
-    parser.add_argument("--repeats", type=int, default=1, help="timed model steps per case and round")
-    parser.add_argument("--sga-repeats", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of every case; the order within a pair swaps every round")
+    parser.add_argument("--repeats", type=int, default=3, help="timed model steps per case and round")
+    parser.add_argument("--sga-repeats", type=int, default=5,
                         help="timed attention passes per case and round")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
     parser.add_argument("--batch", type=int, default=8)
@@ -230,7 +343,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sgd", choices=["fused", "loop"], default="fused",
                         help="torch.optim.SGD implementation for both models: fused=True (one pass over each "
                              "parameter) or the plain per-parameter loop")
+    parser.add_argument("--allocator", choices=["glibc", "keep-freed"], default="glibc",
+                        help="glibc: malloc's defaults (large blocks unmapped on free); keep-freed: "
+                             "msrn.engine.keep_freed_memory() in the model cases' workers")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     for option in ("rounds", "repeats", "sga_repeats", "batch", "image_size", "sga_size", "num_classes",
                    "num_groups", "embed_dim"):

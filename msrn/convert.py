@@ -32,7 +32,7 @@ import numpy as np
 import timm
 import torch
 
-from .data.voc import VOC_CLASSES
+from . import labels as label_sets
 from .features import load_label_features, load_label_graph_npz, load_label_statistics
 from .graph import label_graph_from_statistics
 from .hub import save_pretrained
@@ -52,22 +52,9 @@ _logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# Label orders of the authors' data files: VOC 2007 in its usual order, COCO 2014 alphabetical
-# (the order of their category list and of coco_label_graph.npz).
+# Label orders of the authors' data files, by the name --names takes: those of the built-in label sets.
 OFFICIAL_LABEL_NAMES: dict[str, tuple[str, ...]] = {
-    "voc": VOC_CLASSES,
-    "coco": (
-        "airplane", "apple", "backpack", "banana", "baseball bat", "baseball glove", "bear", "bed", "bench",
-        "bicycle", "bird", "boat", "book", "bottle", "bowl", "broccoli", "bus", "cake", "car", "carrot",
-        "cat",
-        "cell phone", "chair", "clock", "couch", "cow", "cup", "dining table", "dog", "donut", "elephant",
-        "fire hydrant", "fork", "frisbee", "giraffe", "hair drier", "handbag", "horse", "hot dog", "keyboard",
-        "kite", "knife", "laptop", "microwave", "motorcycle", "mouse", "orange", "oven", "parking meter",
-        "person", "pizza", "potted plant", "refrigerator", "remote", "sandwich", "scissors", "sheep", "sink",
-        "skateboard", "skis", "snowboard", "spoon", "sports ball", "stop sign", "suitcase", "surfboard",
-        "teddy bear", "tennis racket", "tie", "toaster", "toilet", "toothbrush", "traffic light", "train",
-        "truck", "tv", "umbrella", "vase", "wine glass", "zebra",
-    ),
+    key: label_sets.load(key).names for key in ("voc", "coco", "nuswide", "apparel")
 }
 
 _TRUNK = "resnet_101."
@@ -287,9 +274,9 @@ def convert_official_state_dict(
 # ------------------------------------------------------------------------------ label inputs
 def resolve_label_names(names: str | Sequence[str] | None, num_classes: int,
                         *data_files: PathLike | None) -> list[str]:
-    """Label names from ``"voc"``/``"coco"``, a text file (one name per line), a list, or, when
-    ``names`` is ``None``, from an ``.npz`` among ``data_files`` or the official order for 20 (VOC)
-    or 80 (COCO) labels."""
+    """Label names from ``"voc"``/``"coco"``/``"nuswide"``/``"apparel"``, a text file (one name per
+    line), a list, or, when ``names`` is ``None``, from an ``.npz`` among ``data_files`` or the authors'
+    order for 20 (VOC), 80 (COCO), 81 (NUS-WIDE) or 11 (Apparel) labels."""
     if names is None:
         for path in data_files:
             if path is not None and os.fspath(path).lower().endswith(".npz"):
@@ -312,7 +299,8 @@ def resolve_label_names(names: str | Sequence[str] | None, num_classes: int,
     elif isinstance(names, (str, os.PathLike)):
         if not os.path.isfile(names):
             raise FileNotFoundError(
-                f"Label names {os.fspath(names)!r}: not 'voc', 'coco' or an existing file (one name a line)."
+                f"Label names {os.fspath(names)!r}: not 'voc', 'coco', 'nuswide', 'apparel' or an existing "
+                f"file (one name a line)."
             )
         with open(names, encoding="utf-8") as handle:
             resolved = [line.strip() for line in handle if line.strip()]
@@ -359,7 +347,8 @@ def convert_official(
             ``[n, F]`` array.
         adj: co-occurrence statistics: ``*_adj.pkl``, our ``.npz``, or a ``(cooccurrence, counts)`` pair.
         threshold: edge threshold ``t`` of the label graph (docs/design.md section 1; the authors use 0.4).
-        names: ``"voc"``, ``"coco"``, a names file or a list (see :func:`resolve_label_names`).
+        names: ``"voc"``, ``"coco"``, ``"nuswide"``, ``"apparel"``, a names file or a list (see
+            :func:`resolve_label_names`).
         backbone: timm name of the trunk when it is not a torchvision ResNet depth.
 
     Returns:

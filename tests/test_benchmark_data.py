@@ -175,7 +175,7 @@ def test_apparel_public_layout(tmp_path, authors_split, caplog):
     assert [pathlib.Path(p).name for p in train.image_paths] == sorted(
         (r[0] for r in train_rows), key=order.index
     )
-    for path, target in zip(train.image_paths, train.targets):
+    for path, target in zip(train.image_paths, train.targets, strict=True):
         colour, item = pathlib.Path(path).parent.name.split("_")
         assert {APPAREL[i] for i in np.flatnonzero(target)} == {colour, item}
     test = ApparelDataset(tmp_path, "test", skip_missing_images=True, transform=eval_transform(16))

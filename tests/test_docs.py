@@ -1,5 +1,6 @@
 """The docs stay true to the code: links resolve, documented options exist, the API page is complete."""
 import importlib
+import importlib.util
 import pathlib
 import re
 
@@ -55,3 +56,47 @@ def test_api_reference_lists_every_public_name(module_name):
     module = importlib.import_module(module_name)
     missing = [name for name in module.__all__ if not re.search(rf"`(class )?{re.escape(name)}[(` ]", text)]
     assert not missing, f"docs/api.md lacks {module_name}.{missing}: run python docs/generate_api.py"
+
+
+def _bash_lines(page: pathlib.Path) -> list:
+    blocks = re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S)
+    return [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+
+
+@pytest.mark.parametrize("page", [REPO_ROOT / "README.md", DOCS / "training.md"], ids=lambda p: p.name)
+def test_training_commands_parse_and_options_exist(page):
+    import shlex
+
+    parser = build_parser()
+    commands = []
+    for line in _bash_lines(page):
+        words = shlex.split(line.replace("~", "/home/user"))
+        if "msrn" in words and words[words.index("msrn") + 1:words.index("msrn") + 2] == ["train"]:
+            commands.append(words[words.index("msrn"):])
+        elif words[:2] == ["python", "examples/train_voc.py"]:
+            commands.append(["msrn", "train", *words[2:]])
+    assert commands, f"no training command in {page.name}"
+    for words in commands:
+        args = parser.parse_args(words[1:])
+        assert args.command == "train", words
+    if page.name == "training.md":
+        known = _options("train") | _options("evaluate") | {"--field-name"}  # the naming rule itself
+        flags = set(re.findall(r"`(--[a-z][a-z-]*)", page.read_text()))
+        assert not flags - known, f"training.md documents unknown options: {sorted(flags - known)}"
+
+
+def _benchmark_parser(script: str):
+    spec = importlib.util.spec_from_file_location(script, REPO_ROOT / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser()
+
+
+@pytest.mark.parametrize("script", ["bench.py", "bench_predict.py"])
+def test_documented_benchmark_options_exist(script):
+    text = (DOCS / "performance.md").read_text() + (REPO_ROOT / "README.md").read_text()
+    lines = re.findall(rf"python benchmarks/{re.escape(script)}[^\n`#]*", text)
+    assert lines, f"performance.md does not show how to run benchmarks/{script}"
+    flags = {flag for line in lines for flag in re.findall(r"(--[a-z][a-z-]*)", line)}
+    options = {s for action in _benchmark_parser(script)._actions for s in action.option_strings}
+    assert not flags - options, f"docs use options that benchmarks/{script} lacks: {sorted(flags - options)}"

@@ -1,7 +1,6 @@
 """docs/benchmarks.md stays true: its snippets run on trees in the documented layouts, its training
 commands parse, and its figures are the paper's."""
 
-import importlib.util
 import pathlib
 import re
 import shlex
@@ -12,6 +11,7 @@ import torch
 from PIL import Image
 
 import msrn.labels
+from msrn.cli import build_parser
 from msrn.data import apparel_authors_split
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -77,24 +77,15 @@ def test_label_set_table_matches_the_package():
     assert ", ".join(msrn.labels.load("apparel").names) in PAGE
 
 
-def _train_parser():
-    spec = importlib.util.spec_from_file_location("train_voc", REPO_ROOT / "examples" / "train_voc.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_parser()
-
-
 def test_training_commands_parse():
-    parser = _train_parser()
-    commands = [
-        line.strip()
-        for block in _blocks("bash")
-        for line in block.splitlines()
-        if line.strip().startswith("python examples/train_voc.py")
-    ]
-    assert len(commands) >= 2
+    parser = build_parser()
+    commands = [line.strip() for block in _blocks("bash") for line in block.splitlines() if line.strip()]
+    assert len(commands) == 4 and all(command.startswith("msrn train") for command in commands)
     for command in commands:
-        parser.parse_args(shlex.split(command)[2:])
+        args = parser.parse_args(shlex.split(command)[1:])
+        assert args.data and args.data.startswith("~/data/")
+    evaluate = re.search(r"`(msrn evaluate [^`]+)`", PAGE).group(1)
+    assert parser.parse_args(shlex.split(evaluate.replace("DATASET", "apparel").replace("DIR", "x"))[1:])
 
 
 @pytest.mark.parametrize(

@@ -176,8 +176,8 @@ def test_save_pretrained_writes_config_and_safetensors(tmp_path):
     assert config["architecture"] == "msrn_custom" and config["num_classes"] == 4
     assert config["label_names"] == LABELS
     assert config["model_args"] == dict(
-        backbone="test_resnet", num_groups=2, embed_dim=16, num_branches=3, variant="paper",
-        label_feature_dim=300, embeddings="both", compactness_weight=1e-3, compactness_squared=True,
+        backbone="test_resnet", num_groups=2, embed_dim=16, num_branches=3, variant="official",
+        label_feature_dim=300, embeddings="both", compactness_weight=1e-4, compactness_squared=False,
         gat_hidden_dim=12, hidden_dim=32, drop_rate=0.0, in_chans=3)
     assert config["msrn"] == {"format_version": 1, "label_features": "learnable"}
     assert config["pretrained_cfg"]["input_size"] == [3, 448, 448]

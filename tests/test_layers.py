@@ -220,6 +220,20 @@ class TestMultiBranchBackbone:
         for out, ref in zip(backbone(x), expected):
             torch.testing.assert_close(out, ref)
 
+    def test_inference_pool_gives_the_max_pool_values(self):
+        backbone = MultiBranchBackbone("resnet18", num_branches=3, embed_dim=8).eval()
+        x = torch.randn(2, 3, 100, 132)  # odd stage sizes: the max-pool drops the last row/column
+        trained = backbone(x)
+        with torch.no_grad():
+            inferred = backbone(x)
+        for a, b in zip(inferred, trained):
+            assert torch.equal(a, b.detach())
+        maps = torch.randn(2, 3, 7, 9)
+        maps[0, 1, 2, 3] = float("nan")
+        with torch.no_grad():
+            pooled = backbone._branch_pool(maps)
+        torch.testing.assert_close(pooled, F.max_pool2d(maps, 2, 2), rtol=0, atol=0, equal_nan=True)
+
     def test_buffer_init(self):
         backbone = MultiBranchBackbone("resnet18", num_branches=3, embed_dim=8)
         conv = backbone.buffer_convs[1]

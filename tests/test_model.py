@@ -89,8 +89,9 @@ def test_official_parameter_count():
 
 
 def test_variants_differ_as_specified():
-    paper = small_model()
-    official = small_model(variant="official")
+    paper = small_model(variant="paper")
+    official = small_model()
+    assert official.variant == "official"  # the default: the authors' code, which trains at lr 0.01
     assert isinstance(paper.lge.input_proj, nn.Identity)
     assert (paper.compactness_weight, paper.compactness_squared) == (1e-3, True)
     assert (official.compactness_weight, official.compactness_squared) == (1e-4, False)
@@ -103,7 +104,8 @@ def test_msrn_loss_is_bce_plus_weighted_compactness():
     logits = torch.randn(3, 5)
     targets = torch.randint(0, 2, (3, 5)).float()
     labels, groups, assignment = model.lge(model.label_features, model.label_graph)
-    expected = nn.MultiLabelSoftMarginLoss()(logits, targets) + 0.5 * compactness_loss(labels, groups, assignment)
+    compactness = compactness_loss(labels, groups, assignment, squared=False)  # the official variant's
+    expected = nn.MultiLabelSoftMarginLoss()(logits, targets) + 0.5 * compactness
     torch.testing.assert_close(msrn.MSRNLoss(model)(logits, targets), expected)
     torch.testing.assert_close(
         msrn.MSRNLoss(model, compactness_weight=0.0)(logits, targets),

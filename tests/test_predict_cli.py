@@ -105,7 +105,7 @@ def test_name_with_checkpoint_gives_the_same_result(saved, capsys):
 
 @pytest.mark.parametrize("args", [
     dict(TINY),
-    dict(TINY, variant="official", num_groups=3, num_branches=2),
+    dict(TINY, variant="paper", num_groups=3, num_branches=2),
     dict(TINY, embeddings="label"),
     dict(TINY, embeddings="group"),
     dict(TINY, embeddings="none"),
@@ -118,7 +118,7 @@ def test_infer_model_args_round_trip(args):
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == shapes
     assert inferred["num_classes"] == args["num_classes"]
     assert inferred["embeddings"] == args.get("embeddings", "both")
-    assert inferred["variant"] == args.get("variant", "paper")
+    assert inferred["variant"] == args.get("variant", "official")
 
 
 def test_attention_pictures(saved, tmp_path, capsys):

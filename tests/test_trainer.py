@@ -1,11 +1,7 @@
 import importlib.util
 import json
-import os
 import pathlib
 import shutil
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,7 +16,6 @@ from msrn.engine import (
     EvalShardSampler,
     NonFiniteLossError,
     cpu_config,
-    evaluate_checkpoint,
     gather_predictions,
     load_trained_model,
     train,
@@ -123,7 +118,7 @@ def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(c
 
     # Resuming with another model is refused.
     crash = tmp_path / "crash"
-    with pytest.raises(ValueError, match="different model"):
+    with pytest.raises(ValueError, match="cannot change in the middle of a run: --hidden-dim 64 -> 128"):
         train(_config(cache_dir, crash, resume=str(crash), hidden_dim=128))
 
     # A NaN loss stops the run on its first step; the checkpoints of epoch 1 stay as they were.
@@ -133,7 +128,7 @@ def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(c
         return logits.sum() * float("nan")
 
     monkeypatch.setattr(msrn.loss.MSRNLoss, "forward", exploding)
-    with pytest.raises(NonFiniteLossError, match="non-finite.*epoch 2"):
+    with pytest.raises(NonFiniteLossError, match=f"non-finite.*epoch 2.*--resume {crash} --lr 0.0002"):
         train(_config(cache_dir, crash, resume=str(crash)))
     assert {name: (crash / name).read_bytes() for name in before} == before
 
@@ -161,29 +156,6 @@ def test_eval_shards_cover_each_image_once():
     with pytest.raises(RuntimeError, match="exactly once"):
         gather_predictions(DistributedContext(), indices[:-1], scores[:-1], scores[:-1], scores[:-1] > 2,
                            length)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_torchrun_two_processes_evaluate_each_image_once(cache_dir, tmp_path):
-    generate_synthetic_voc(cache_dir / "synthetic-voc-v2-24-13-s0", 24, 13, 0)  # shared by both processes
-    output = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-               str(REPO / "examples" / "train_voc.py"), "--cache-dir", str(cache_dir),
-               "--output-dir", str(output), "--epochs", "1", "--device", "cpu"] + TINY_ARGS
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    record = json.loads((output / "log.jsonl").read_text().splitlines()[-1])
-    assert record["test_images"] == 13  # 7 + 6 images, no padding duplicate, none dropped
-    metrics, _, _ = evaluate_checkpoint(output / "last",
-                                        cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", workers=0)
-    assert record["mAP"] == pytest.approx(metrics["mAP"], abs=1e-3)
 
 
 def test_bf16_channels_last_run(cache_dir, tmp_path):

@@ -29,9 +29,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--threshold", type=float, default=0.4,
                         help="edge threshold t of the label graph (default: 0.4, the authors' value)")
-    parser.add_argument("--names", default=None, metavar="voc|coco|FILE",
-                        help="label names: voc, coco, or a file with one name per line "
-                             "(default: from an .npz, else the VOC/COCO order for 20/80 labels)")
+    parser.add_argument("--names", default=None, metavar="voc|coco|nuswide|apparel|FILE",
+                        help="label names: voc, coco, nuswide, apparel, or a file with one name per line "
+                             "(default: from an .npz, else the authors' order for 20/80/81/11 labels)")
     parser.add_argument("--backbone", default=None,
                         help="timm name of the trunk if it is not a torchvision ResNet (default: inferred)")
     parser.add_argument("--force", action="store_true", help="overwrite files already in DIR")

@@ -1,8 +1,9 @@
 """``msrn evaluate``: score a trained checkpoint on a test set; print the metrics and per-class AP."""
 import argparse
-import json
 import os
 
+from .._io import to_json
+from ..data import DATASET_KINDS
 from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table
 from ..engine.loop import AMP_MODES
 from . import CommandError, check_threshold
@@ -17,9 +18,10 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                     "folder) and print mAP, CP, CR, CF1, OP, OR, OF1 (and top-3) and the AP of each class.",
     )
     parser.add_argument("checkpoint", help="the best/ or last/ folder of a training run")
-    parser.add_argument("--data", required=True, help="VOCdevkit folder, COCO root, or test CSV file")
-    parser.add_argument("--dataset", choices=("voc", "coco", "csv"), default="voc")
-    parser.add_argument("--split", help="voc: test (default); coco: val (default)")
+    parser.add_argument("--data", required=True,
+                        help="VOCdevkit folder, COCO root, NUS-WIDE folder, Apparel folder, or test CSV file")
+    parser.add_argument("--dataset", choices=DATASET_KINDS, default="voc")
+    parser.add_argument("--split", help="voc, nuswide, apparel: test (default); coco: val (default)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="test resize (default: the size the model was trained at)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -29,7 +31,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="probability threshold of CP/CR/..., in (0, 1) (default 0.5)")
     parser.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--skip-missing-images", action="store_true",
+                        help="nuswide, apparel: leave out listed images that are not on disk")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object instead of tables (null for the AP of a class without "
+                             "positives)")
     parser.set_defaults(func=run)
 
 
@@ -51,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, args.data, dataset=args.dataset, split=args.split, image_size=image_size,
         batch_size=args.batch_size, workers=args.workers, device=args.device, amp=args.amp,
         threshold=args.threshold, skip_bad_images=args.skip_bad_images,
+        skip_missing_images=args.skip_missing_images,
     )
     if args.json:
         class_ap_by_name = dict(zip(classes, class_ap.tolist(), strict=True))
-        print(json.dumps({"metrics": metrics, "class_ap": class_ap_by_name}))
+        print(to_json({"metrics": metrics, "class_ap": class_ap_by_name}))
         return 0
     print(format_metrics_table(metrics))
     print()

@@ -1,11 +1,12 @@
 """``msrn predict``: label images with a trained MSRN, optionally drawing its attention maps.
 
 Preprocessing follows the model's ``pretrained_cfg`` (timm's data config: input size, resize mode,
-interpolation, mean, std). Images are read and labelled in batches. A file that cannot be read as
-an image is reported by name and skipped; the others are labelled and the exit code is then 1.
+interpolation, mean, std). Images are read and labelled in batches; ``--workers`` processes decode
+and resize the next batches while the model runs on the current one (into pinned memory for a GPU).
+A file that cannot be read as an image is reported by name and skipped; the others are labelled and
+the exit code is then 1.
 """
 import argparse
-import json
 import pathlib
 import sys
 from collections.abc import Iterator, Sequence
@@ -15,6 +16,7 @@ from timm.data import create_transform, resolve_model_data_config
 from tqdm import tqdm
 
 from .. import visualize
+from .._io import to_json
 from ..data import BadImageError, load_rgb_image
 from ..data.image import IMAGE_SUFFIXES, find_image_files
 from ..engine.distributed import resolve_device
@@ -44,6 +46,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--attention", metavar="OUT_DIR",
                         help="write one PNG per image: per reported label, each branch's attention map")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes that read and resize images while the model runs (default 2; 0: "
+                             "read them in the main process)")
     parser.add_argument("--img-size", type=int, default=None,
                         help="input size in pixels (default: the model's pretrained_cfg, 448 for the "
                              "paper's)")
@@ -76,6 +81,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise CommandError(f"--top-k must be at least 1, got {args.top_k}.")
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.workers < 0:
+        raise CommandError(f"--workers must be 0 or more, got {args.workers}.")
     if args.attention is not None and pathlib.Path(args.attention).is_file():
         raise CommandError(f"--attention {args.attention} is a file; give a folder for the PNG files.")
 
@@ -87,9 +94,38 @@ def select_labels(probabilities: Sequence[float], threshold: float, top_k: int |
     return chosen[:top_k] if top_k is not None else chosen
 
 
-def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+class _ImageFiles(torch.utils.data.Dataset):
+    """``(index, image tensor, None)`` per file, or ``(index, None, reason)`` for one that cannot be read."""
+
+    def __init__(self, paths: Sequence[pathlib.Path], transform) -> None:
+        self.paths = paths
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            return index, self.transform(load_rgb_image(self.paths[index])), None
+        except (OSError, ValueError) as error:
+            reason = error.reason if isinstance(error, BadImageError) and error.reason else str(error)
+            return index, None, reason
+
+
+def _collate(samples):
+    """``(indices of the readable files, their images stacked or None, [(index, reason)] of the others)``."""
+    kept = [(index, image) for index, image, _ in samples if image is not None]
+    failed = [(index, reason) for index, image, reason in samples if image is None]
+    images = torch.stack([image for _, image in kept]) if kept else None
+    return [index for index, _ in kept], images, failed
+
+
+def _batches(paths: Sequence[pathlib.Path], transform, batch_size: int, workers: int,
+             device: torch.device) -> Iterator[tuple]:
+    loader = torch.utils.data.DataLoader(_ImageFiles(paths, transform), batch_size=batch_size,
+                                         num_workers=workers, collate_fn=_collate,
+                                         pin_memory=device.type == "cuda")
+    yield from loader
 
 
 def _unique_png(out_dir: pathlib.Path, path: pathlib.Path, used: dict[str, int]) -> pathlib.Path:
@@ -138,21 +174,16 @@ def run(args: argparse.Namespace) -> int:
     used_names: dict[str, int] = {}
     skipped = 0
     progress = tqdm(total=len(paths), unit="img", disable=not any_folder, file=sys.stderr)
-    for batch in _batches(paths, args.batch_size):
-        tensors, kept = [], []
-        for path in batch:
-            try:
-                tensors.append(transform(load_rgb_image(path)))
-                kept.append(path)
-            except (OSError, ValueError) as error:
-                skipped += 1
-                reason = error.reason if isinstance(error, BadImageError) and error.reason else str(error)
-                progress.write(f"msrn predict: skipped {path}: {reason}", file=sys.stderr)
-        progress.update(len(batch))
-        if not kept:
+    for indices, images, failed in _batches(paths, transform, args.batch_size, args.workers, device):
+        for index, reason in failed:
+            skipped += 1
+            progress.write(f"msrn predict: skipped {paths[index]}: {reason}", file=sys.stderr)
+        progress.update(len(indices) + len(failed))
+        if not indices:
             continue
-        images = torch.stack(tensors).to(device)
-        with torch.no_grad():
+        kept = [paths[index] for index in indices]
+        images = images.to(device, non_blocking=True)
+        with torch.inference_mode():
             probabilities = torch.sigmoid(model(images).float()).cpu()
         maps = None
         if out_dir is not None:
@@ -165,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 found = [{"label": n, "probability": round(p, 6)} for n, p in labels]
                 record = {"image": str(path), "labels": found}
-                print(json.dumps(record), flush=True)
+                print(to_json(record), flush=True)
             else:
                 table.write(path, labels, args.threshold)
             if maps is not None:

@@ -7,13 +7,14 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import types
 import typing
 from typing import Any
 
 from ..engine import NonFiniteLossError, TrainConfig, cpu_config, format_metrics_table, paper_config, train
-from ..engine.trainer import PretrainedWeightsUnavailable
+from ..engine.trainer import PretrainedWeightsUnavailable, StoppedWithMainProcess, resume_config
 from . import OneLineErrorParser, one_line
 
 __all__ = ["register", "add_train_arguments", "config_from_args", "run", "build_parser", "main"]
@@ -23,6 +24,8 @@ Train and evaluate MSRN on PASCAL VOC 2007 (or COCO, or a CSV data set).
 
 Without --data a VOC-format data set is generated into a cache folder and a CPU-sized profile is
 used; with --data the defaults are the paper's (see docs/training.md). Every default can be overridden.
+An output folder that holds a run is refused: --resume continues it (with its saved settings),
+--overwrite replaces it.
 """
 
 
@@ -62,14 +65,23 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                            help=help_text, **metadata)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run the options describe: the paper's recipe with ``--data``, else the CPU profile on the
-    generated set, with every given option applied."""
-    overrides = {}
+def _given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`TrainConfig` fields the user typed (lists as tuples)."""
+    given = {}
     for field in dataclasses.fields(TrainConfig):
         value = getattr(args, field.name, None)
         if value is not None:
-            overrides[field.name] = tuple(value) if isinstance(value, list) else value
+            given[field.name] = tuple(value) if isinstance(value, list) else value
+    return given
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run the options describe: with ``--resume DIR``, that run's saved settings with the given
+    options applied where a run may change (others are refused); else the paper's recipe with
+    ``--data``, or the CPU profile on the generated set, with every given option applied."""
+    overrides = _given_options(args)
+    if overrides.get("resume"):
+        return resume_config(overrides.pop("resume"), **overrides)
     return paper_config(**overrides) if overrides.get("data") else cpu_config(**overrides)
 
 
@@ -81,16 +93,23 @@ def _report(config: TrainConfig, record: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train as ``args`` say; 0 when done, 1 when the loss diverged, 2 on a user error."""
+    """Train as ``args`` say; 0 when done, 1 when the loss diverged, 2 on a user error.
+
+    Under ``torchrun`` only rank 0 prints; another process prints only an error of its own."""
     prefix = getattr(args, "error_prefix", "msrn train")
+    rank = int(os.environ.get("RANK", "0"))
     try:
         config = config_from_args(args)
         last = train(config, on_epoch_end=lambda record: _report(config, record))
-    except NonFiniteLossError as error:
-        print(f"{prefix}: stopped: {error}", file=sys.stderr)
+    except NonFiniteLossError as error:  # raised on every process at once
+        if rank == 0:
+            print(f"{prefix}: stopped: {error}", file=sys.stderr)
         return 1
+    except StoppedWithMainProcess:  # rank 0 prints the reason
+        return 2
     except (ValueError, TypeError, OSError, PretrainedWeightsUnavailable) as error:
-        print(f"{prefix}: error: {one_line(error)}", file=sys.stderr)
+        where = f" (rank {rank})" if rank else ""
+        print(f"{prefix}{where}: error: {one_line(error)}", file=sys.stderr)
         return 2
     if last:
         print(f"\nfinished: test mAP {last['mAP']:.2f} (best {last['best_mAP']:.2f}); "

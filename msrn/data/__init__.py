@@ -10,8 +10,16 @@ from .apparel import APPAREL_SPLIT_SEED, ApparelDataset, apparel_authors_split
 from .coco import COCODataset
 from .csv_dataset import CSVDataset
 from .dataset_factory import DATASET_KINDS, create_dataset
-from .image import DEFAULT_MAX_PIXELS, BadImageError, find_image_files, load_rgb_image, to_rgb_image
+from .image import (
+    DEFAULT_MAX_PIXELS,
+    BadImageError,
+    check_image_header,
+    find_image_files,
+    load_rgb_image,
+    to_rgb_image,
+)
 from .nuswide import NUSWIDEDataset
+from .seeded import SeededAugmentation, sample_seed
 from .synthetic import generate_synthetic_voc
 from .transforms import PAPER_CROP_SCALES, MultiScaleCrop, eval_transform, train_transform
 from .voc import VOC_CLASSES, VOCDataset
@@ -21,4 +29,5 @@ __all__ = [
     "VOC_CLASSES", "generate_synthetic_voc", "NUSWIDEDataset", "ApparelDataset", "apparel_authors_split",
     "APPAREL_SPLIT_SEED", "MultiScaleCrop", "train_transform", "eval_transform", "PAPER_CROP_SCALES",
     "load_rgb_image", "to_rgb_image", "BadImageError", "DEFAULT_MAX_PIXELS", "find_image_files",
+    "check_image_header", "SeededAugmentation", "sample_seed",
 ]

@@ -2,7 +2,7 @@
 
 import logging
 import os
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -13,7 +13,7 @@ _logger = logging.getLogger(__name__)
 
 def drop_missing_images(
     paths: Sequence[str], targets: np.ndarray, skip: bool, what: str, hint: str = ""
-) -> Tuple[List[str], np.ndarray, List[str]]:
+) -> tuple[list[str], np.ndarray, list[str]]:
     """``(kept paths, their targets, missing paths)``.
 
     Missing images are always counted in a log warning. Unless ``skip``, any missing image is a
@@ -21,7 +21,7 @@ def drop_missing_images(
     ``what`` names the list in messages (e.g. ``"NUS-WIDE train"``); ``hint`` is appended to the error.
     """
     present = np.fromiter((os.path.isfile(path) for path in paths), dtype=bool, count=len(paths))
-    missing = [path for path, found in zip(paths, present) if not found]
+    missing = [path for path, found in zip(paths, present, strict=True) if not found]
     if not missing:
         return list(paths), targets, []
     _logger.warning(
@@ -38,4 +38,4 @@ def drop_missing_images(
             f"(first: {missing[0]}).{hint} Pass skip_missing_images=True (--skip-missing-images) "
             f"to leave them out."
         )
-    return [path for path, found in zip(paths, present) if found], targets[present], missing
+    return [path for path, found in zip(paths, present, strict=True) if found], targets[present], missing

@@ -29,7 +29,7 @@ import os
 import pathlib
 import random
 import re
-from typing import Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
 
 import numpy as np
 
@@ -48,7 +48,7 @@ _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".t
 _LABEL_SEPARATORS = re.compile(r"[\s;]+")
 
 
-def apparel_authors_split() -> List[Tuple[str, Tuple[str, ...], str]]:
+def apparel_authors_split() -> list[tuple[str, tuple[str, ...], str]]:
     """``(image file name, labels, split)`` of the authors' 11,384 Apparel images.
 
     The rows come in the order of the authors' shuffle: their label table (sorted by folder, then
@@ -71,9 +71,7 @@ def _is_image(path: pathlib.Path) -> bool:
     return path.suffix.lower() in _IMAGE_SUFFIXES and path.is_file()
 
 
-def _public_layout(
-    root: pathlib.Path, classes: List[str]
-) -> Optional[Dict[str, Tuple[str, Tuple[str, ...]]]]:
+def _public_layout(root: pathlib.Path, classes: list[str]) -> dict[str, tuple[str, tuple[str, ...]]] | None:
     """``{file name: (path, (colour, item))}`` from ``<colour>_<item>`` folders; ``None`` when there
     are none. A file name in several folders keeps the labels of the last folder in sorted order,
     as the authors' table does."""
@@ -89,7 +87,7 @@ def _public_layout(
             len(ignored),
             ", ".join(folder.name for folder, _ in ignored),
         )
-    images: Dict[str, Tuple[str, Tuple[str, ...]]] = {}
+    images: dict[str, tuple[str, tuple[str, ...]]] = {}
     repeated = 0
     for folder, labels in folders:
         for path in sorted(filter(_is_image, folder.iterdir())):
@@ -105,8 +103,8 @@ def _public_layout(
 
 
 def _flat_layout(
-    root: pathlib.Path, labels_file: Optional[pathlib.Path]
-) -> Dict[str, Tuple[str, Optional[Tuple[str, ...]]]]:
+    root: pathlib.Path, labels_file: pathlib.Path | None
+) -> dict[str, tuple[str, tuple[str, ...] | None]]:
     """``{file name: (path, labels or None)}`` from a flat folder and an optional labels table."""
     if labels_file is None:
         return {path.name: (str(path), None) for path in filter(_is_image, root.iterdir())}
@@ -152,8 +150,8 @@ class ApparelDataset(MultiLabelDataset):
         self,
         root: "os.PathLike[str] | str",
         split: str = "trainval",
-        transform: Optional[Callable] = None,
-        labels_file: "Optional[os.PathLike[str] | str]" = None,
+        transform: Callable | None = None,
+        labels_file: "os.PathLike[str] | str | None" = None,
         skip_missing_images: bool = False,
         skip_bad_images: bool = False,
     ) -> None:

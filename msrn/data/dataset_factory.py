@@ -1,17 +1,24 @@
-"""One entry point for the data sets: ``create_dataset("voc" | "coco" | "csv", ...)``."""
+"""One entry point for the data sets: ``create_dataset(kind, data, ...)`` for every kind of
+:data:`DATASET_KINDS` (VOC, COCO, NUS-WIDE, Apparel, CSV)."""
 import os
+import pathlib
 from collections.abc import Callable, Sequence
 
 from ._base import MultiLabelDataset
+from .apparel import ApparelDataset
 from .coco import COCODataset
 from .csv_dataset import CSVDataset
+from .nuswide import NUSWIDEDataset
 from .voc import VOCDataset
 
 __all__ = ["DATASET_KINDS", "create_dataset"]
 
-DATASET_KINDS = ("voc", "coco", "csv")
+DATASET_KINDS = ("voc", "coco", "nuswide", "apparel", "csv")
 # (training split, test split) of each kind when none is given.
-_DEFAULT_SPLITS = {"voc": ("trainval", "test"), "coco": ("train", "val")}
+_DEFAULT_SPLITS = {
+    "voc": ("trainval", "test"), "coco": ("train", "val"), "nuswide": ("train", "test"),
+    "apparel": ("trainval", "test"),
+}
 
 
 def create_dataset(
@@ -22,14 +29,18 @@ def create_dataset(
     transform: Callable | None = None,
     classes: Sequence[str] | None = None,
     skip_bad_images: bool = False,
+    skip_missing_images: bool = False,
 ) -> MultiLabelDataset:
     """The data set of ``kind`` at ``data``.
 
     Args:
-        kind: ``"voc"`` (``data``: a VOCdevkit folder), ``"coco"`` (a COCO root) or ``"csv"`` (a CSV
-            file; ``split`` is unused).
-        split: default ``trainval`` / ``test`` (VOC) and ``train`` / ``val`` (COCO), by ``is_training``.
-        classes: label names in target order (VOC and CSV; default: the VOC classes / the file's).
+        kind: ``"voc"`` (``data``: a VOCdevkit folder), ``"coco"`` (a COCO root), ``"nuswide"`` (the
+            NUS-WIDE folder, or the authors' CSV file with the images beside it), ``"apparel"`` (the
+            Apparel folder) or ``"csv"`` (a CSV file; ``split`` is unused).
+        split: default ``trainval`` / ``test`` (VOC, Apparel), ``train`` / ``val`` (COCO) and
+            ``train`` / ``test`` (NUS-WIDE), by ``is_training``.
+        classes: label names in target order (VOC, NUS-WIDE and CSV; default: the data set's own).
+        skip_missing_images: NUS-WIDE and Apparel: leave out listed images that are not on disk.
     """
     if kind not in DATASET_KINDS:
         raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {kind!r}.")
@@ -39,6 +50,17 @@ def create_dataset(
     split = split or _DEFAULT_SPLITS[kind][0 if is_training else 1]
     if kind == "coco":
         return COCODataset(data, split, **options)
+    if kind == "apparel":
+        dataset = ApparelDataset(data, split, skip_missing_images=skip_missing_images, **options)
+        if classes is not None and list(classes) != dataset.classes:
+            raise ValueError(f"Apparel's labels are {dataset.classes}, not {list(classes)}.")
+        return dataset
     if classes is not None:
         options["classes"] = classes
+    if kind == "nuswide":
+        if str(data).lower().endswith(".csv"):
+            csv_file = pathlib.Path(data).expanduser()
+            return NUSWIDEDataset(csv_file.parent, split, csv_file=csv_file,
+                                  skip_missing_images=skip_missing_images, **options)
+        return NUSWIDEDataset(data, split, skip_missing_images=skip_missing_images, **options)
     return VOCDataset(data, split, **options)

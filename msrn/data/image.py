@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 
 __all__ = [
     "load_rgb_image", "to_rgb_image", "BadImageError", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES",
-    "find_image_files",
+    "find_image_files", "check_image_header",
 ]
 
 # 80 megapixels: above any camera photo used for training (a decoded RGB copy is 240 MB), and below
@@ -94,6 +94,35 @@ def load_rgb_image(
     except _DECODE_ERRORS as error:
         raise _bad_image(path, _describe(error)) from error
     raise _bad_image(path, too_large)
+
+
+def check_image_header(
+    path: "os.PathLike[str] | str", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[int, int]:
+    """Read only the header of ``path`` (format, size) and return ``(width, height)``: a check of a
+    whole data set in seconds, before a long run reads the pixels with :func:`load_rgb_image`.
+
+    It finds a missing or empty file, a file that is not an image (or is cut off inside its header)
+    and one over ``max_pixels``; a file cut off later in its pixel data is found only when decoded.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        BadImageError: as :func:`load_rgb_image`, for what the header shows.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Image file not found: {path}")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Image.DecompressionBombError as error:
+        raise _bad_image(path, f"too many pixels ({error})") from None
+    except _DECODE_ERRORS as error:
+        raise _bad_image(path, _describe(error)) from error
+    if max_pixels is not None and width * height > max_pixels:
+        raise _bad_image(path, f"its header claims {width} x {height} = {width * height:,} pixels, more than "
+                               f"the limit of {max_pixels:,}")
+    return width, height
 
 
 def _describe(error: BaseException) -> str:

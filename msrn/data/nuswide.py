@@ -30,7 +30,7 @@ import io
 import os
 import pathlib
 import re
-from typing import Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ _LABEL_FILE = re.compile(r"^Labels_(.+)_(Train|Test)\.txt$")
 _MISSING_HINT = " Many NUS-WIDE Flickr images can no longer be downloaded."
 
 
-def _read_lines(path: pathlib.Path) -> List[str]:
+def _read_lines(path: pathlib.Path) -> list[str]:
     return [
         line.strip()
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -66,7 +66,7 @@ def _read_binary_column(path: pathlib.Path, expected: int) -> np.ndarray:
     return (raw[digits] - ord("0")).astype(np.int64)
 
 
-def _official_concepts(root: pathlib.Path, label_dir: pathlib.Path, suffix: str) -> List[str]:
+def _official_concepts(root: pathlib.Path, label_dir: pathlib.Path, suffix: str) -> list[str]:
     for candidate in (root / "Concepts81.txt", root / "ConceptsList" / "Concepts81.txt"):
         if candidate.is_file():
             return _read_lines(candidate)
@@ -82,7 +82,7 @@ def _official_concepts(root: pathlib.Path, label_dir: pathlib.Path, suffix: str)
 
 def _read_official(
     root: pathlib.Path, split: str, classes: Sequence[str], image_dir: pathlib.Path
-) -> Tuple[List[str], np.ndarray]:
+) -> tuple[list[str], np.ndarray]:
     if split not in _SPLIT_FILES:
         raise ValueError(f"split must be 'train' or 'test' for the official NUS-WIDE layout, got {split!r}.")
     suffix = _SPLIT_FILES[split]
@@ -118,7 +118,7 @@ def _relative_image_path(entry: str) -> str:
     return "/".join(parts)
 
 
-def _parse_label_list(text: str, where: str) -> List[str]:
+def _parse_label_list(text: str, where: str) -> list[str]:
     try:
         value = ast.literal_eval(text.strip())
     except (ValueError, SyntaxError):
@@ -132,7 +132,7 @@ def _parse_label_list(text: str, where: str) -> List[str]:
 
 def _read_authors_csv(
     csv_file: pathlib.Path, split: str, classes: Sequence[str], image_dir: pathlib.Path
-) -> Tuple[List[str], np.ndarray]:
+) -> tuple[list[str], np.ndarray]:
     if not csv_file.is_file():
         raise FileNotFoundError(f"CSV file not found: {csv_file}")
     with io.StringIO(read_utf8_text(csv_file), newline="") as handle:
@@ -190,10 +190,10 @@ class NUSWIDEDataset(MultiLabelDataset):
         self,
         root: "os.PathLike[str] | str",
         split: str = "train",
-        transform: Optional[Callable] = None,
-        classes: Optional[Sequence[str]] = None,
-        csv_file: "Optional[os.PathLike[str] | str]" = None,
-        image_dir: "Optional[os.PathLike[str] | str]" = None,
+        transform: Callable | None = None,
+        classes: Sequence[str] | None = None,
+        csv_file: "os.PathLike[str] | str | None" = None,
+        image_dir: "os.PathLike[str] | str | None" = None,
         skip_missing_images: bool = False,
         skip_bad_images: bool = False,
     ) -> None:

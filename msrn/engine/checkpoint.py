@@ -1,4 +1,4 @@
-"""Checkpoint files of the trainer, all written atomically (temporary file, then ``os.replace``).
+"""Checkpoint files of the trainer, all written atomically (temporary file or folder, then a rename).
 
 - ``last/`` and ``best/``: :func:`msrn.save_pretrained` folders (``config.json`` +
   ``model.safetensors``) that rebuild the model alone: ``timm.create_model("local-dir:DIR")`` or
@@ -7,7 +7,8 @@
   best mAP, RNG states); it holds only tensors and plain Python values and is read with
   ``torch.load(weights_only=True)``.
 
-A crash in the middle of a write leaves the previous file untouched.
+A crash in the middle of a write leaves the previous file untouched; ``last/`` and ``best/`` are
+replaced as whole folders, so their weights and ``checkpoint.json`` always belong to the same epoch.
 """
 import json
 import os
@@ -19,22 +20,30 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .._io import atomic_write
+from .._io import atomic_write, replace_folder, to_json
 from ..hub import save_pretrained
 from ..models import load_model
 
 __all__ = [
     "atomic_write", "save_model", "load_trained_model", "save_training_state", "load_training_state",
-    "rng_state", "set_rng_state",
+    "rng_state", "set_rng_state", "write_checkpoint_info",
 ]
 
 
 def save_model(model: nn.Module, directory: "os.PathLike[str] | str", info: dict[str, Any]) -> None:
-    """Write ``model`` with :func:`msrn.save_pretrained` into ``directory``, and ``info`` as
-    ``checkpoint.json``. Each file is replaced atomically; ``config.json`` never changes during a run,
-    so the folder is consistent even if a crash falls between two files."""
-    save_pretrained(model, directory)
-    text = json.dumps(info, indent=2) + "\n"
+    """Write ``model`` with :func:`msrn.save_pretrained`, and ``info`` as ``checkpoint.json``, into a
+    new folder that then replaces ``directory`` as a whole (:func:`msrn._io.replace_folder`)."""
+
+    def write(folder: pathlib.Path) -> None:
+        save_pretrained(model, folder)
+        write_checkpoint_info(folder, info)
+
+    replace_folder(directory, write)
+
+
+def write_checkpoint_info(directory: "os.PathLike[str] | str", info: dict[str, Any]) -> None:
+    """Replace ``directory/checkpoint.json`` (epoch, test mAP, image size; strict JSON)."""
+    text = to_json(info, indent=2) + "\n"
     atomic_write(pathlib.Path(directory) / "checkpoint.json",
                  lambda path: pathlib.Path(path).write_text(text))
 

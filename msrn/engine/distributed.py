@@ -9,7 +9,7 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -53,6 +53,14 @@ class DistributedContext:
         if self.distributed:
             for buffer in module.buffers():
                 dist.broadcast(buffer.data, src=0)
+
+    def broadcast_object(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every process (a picklable object; ``value`` itself when not distributed)."""
+        if not self.distributed:
+            return value
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
 
     def all_reduce_max(self, value: float) -> float:
         """The largest ``value`` over all processes (the value itself when not distributed)."""

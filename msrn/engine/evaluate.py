@@ -1,4 +1,5 @@
 """Evaluate a saved model on a test set (what ``msrn evaluate`` runs)."""
+import logging
 import os
 
 import numpy as np
@@ -11,6 +12,8 @@ from .distributed import DistributedContext, EvalShardSampler, resolve_device
 from .loop import check_amp, predict
 
 __all__ = ["evaluate_checkpoint"]
+
+_logger = logging.getLogger(__name__)
 
 
 def evaluate_checkpoint(
@@ -25,6 +28,7 @@ def evaluate_checkpoint(
     amp: str = "none",
     threshold: float = 0.5,
     skip_bad_images: bool = False,
+    skip_missing_images: bool = False,
     progress: bool = False,
 ) -> tuple[dict[str, float], np.ndarray, list]:
     """Load ``checkpoint`` (a ``best/`` or ``last/`` folder of the trainer, or any
@@ -33,11 +37,13 @@ def evaluate_checkpoint(
     Args:
         image_size: test resize; default: the size the model was trained at.
         data: VOCdevkit folder (``dataset="voc"``, split default ``test``), COCO root (``"coco"``,
-            split default ``val``) or a CSV file (``"csv"``; ``split`` unused).
+            split default ``val``), NUS-WIDE or Apparel folder (``"nuswide"``, ``"apparel"``, split
+            default ``test``) or a CSV file (``"csv"``; ``split`` unused).
 
     Returns:
         ``(metrics, per_class_ap [n], classes)``; metrics as :func:`msrn.metrics.multilabel_metrics`
-        with ``top_k=3``, all in percent.
+        with ``top_k=3``, all in percent. A class without a positive test label has AP NaN and is
+        left out of the mAP, with a warning naming it.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
@@ -51,7 +57,7 @@ def evaluate_checkpoint(
     classes = list(model.label_names or [])
     transform = eval_transform(image_size or info["image_size"])
     test_set = create_dataset(dataset, data, split, transform=transform, classes=classes or None,
-                              skip_bad_images=skip_bad_images)
+                              skip_bad_images=skip_bad_images, skip_missing_images=skip_missing_images)
     if classes and list(test_set.classes) != classes:
         raise ValueError(
             f"The checkpoint's labels {classes} differ from the data set's {list(test_set.classes)}."
@@ -63,7 +69,13 @@ def evaluate_checkpoint(
     context = DistributedContext(device=torch_device)
     model.to(context.device)
     loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=workers,
-                                         sampler=EvalShardSampler(len(test_set)))
+                                         sampler=EvalShardSampler(len(test_set)),
+                                         pin_memory=context.device.type == "cuda")
     scores, targets, difficult = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
+    class_ap = average_precision(scores, targets, difficult)
+    missing = [name for name, ap in zip(test_set.classes, class_ap, strict=True) if not np.isfinite(ap)]
+    if missing:
+        _logger.warning("%d class(es) have no positive test label and are left out of the mAP: %s",
+                        len(missing), ", ".join(missing))
     metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=threshold, top_k=3)
-    return metrics, average_precision(scores, targets, difficult), list(test_set.classes)
+    return metrics, class_ap, list(test_set.classes)

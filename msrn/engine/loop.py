@@ -76,8 +76,7 @@ def train_one_epoch(
         if context.all_reduce_max(0.0 if math.isfinite(value) else 1.0) > 0:
             raise NonFiniteLossError(
                 f"The training loss became non-finite ({value} on rank {context.rank}) at epoch {epoch}, "
-                f"step {steps}. The weights were not updated by this step; lower --lr, or try --amp none, "
-                f"then --resume from the last checkpoint."
+                f"step {steps}. The weights were not updated by this step."
             )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:

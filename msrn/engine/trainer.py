@@ -1,4 +1,4 @@
-"""The MSRN training run behind ``examples/train_voc.py``: data, model, optimiser, loop, checkpoints.
+"""The MSRN training run behind ``msrn train``: data, model, optimiser, loop, checkpoints.
 
 :class:`TrainConfig` holds every setting; :func:`paper_config` and :func:`cpu_config` give the two
 profiles (the paper's recipe, and a CPU-sized run on the generated VOC-format set). :func:`train`
@@ -9,7 +9,12 @@ Output folder:
 - ``last/`` / ``best/``: the model after the last epoch / at the best test mAP, as
   :func:`msrn.save_pretrained` folders (``timm.create_model("local-dir:output/best")`` rebuilds it);
 - ``train_state.pt``: what ``resume`` needs to continue the run as if it had not stopped;
-- ``log.jsonl``: one JSON line per epoch (loss, learning rate, speed, every metric).
+- ``train_config.json``: the run's settings (what ``--resume`` starts from);
+- ``log.jsonl``: one JSON line per epoch (loss, learning rate, speed, every metric);
+- ``.train.lock``: held by the process writing the folder (:mod:`msrn.engine.run_folder`).
+
+A folder holding a run is never reused silently: ``overwrite`` replaces the run, ``resume``
+(:func:`resume_config`) continues it, anything else is refused.
 """
 import dataclasses
 import json
@@ -25,7 +30,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data import DATASET_KINDS, create_dataset, eval_transform, generate_synthetic_voc, train_transform
+from .. import labels as label_sets
+from .._io import remove_partial_writes
+from ..data import (
+    DATASET_KINDS,
+    SeededAugmentation,
+    check_image_header,
+    create_dataset,
+    eval_transform,
+    generate_synthetic_voc,
+    train_transform,
+)
 from ..data.transforms import PAPER_CROP_SCALES
 from ..features import load_label_features
 from ..graph import label_graph_from_targets
@@ -33,12 +48,31 @@ from ..loss import MSRNLoss
 from ..metrics import average_precision, multilabel_metrics
 from ..models import create_model
 from ..optim import param_groups
-from .checkpoint import load_training_state, rng_state, save_model, save_training_state, set_rng_state
+from .checkpoint import (
+    load_training_state,
+    rng_state,
+    save_model,
+    save_training_state,
+    set_rng_state,
+    write_checkpoint_info,
+)
 from .distributed import DistributedContext, EvalShardSampler, init_distributed
-from .loop import AMP_MODES, check_amp, predict, train_one_epoch
+from .loop import AMP_MODES, NonFiniteLossError, check_amp, predict, train_one_epoch
+from .memory import keep_freed_memory
+from .resume import check_resume_changes, config_fields, resume_folder, save_train_config, saved_train_config
+from .run_folder import (
+    RunFolderError,
+    RunFolderLock,
+    append_log,
+    clear_run,
+    read_log,
+    run_files_in,
+    write_log,
+)
+from .schedule import LRSchedule
 
-__all__ = ["TrainConfig", "PretrainedWeightsUnavailable", "paper_config", "cpu_config", "train",
-           "build_datasets", "default_cache_dir"]
+__all__ = ["TrainConfig", "PretrainedWeightsUnavailable", "StoppedWithMainProcess", "paper_config",
+           "cpu_config", "train", "resume_config", "build_datasets", "default_cache_dir"]
 
 _logger = logging.getLogger(__name__)
 
@@ -86,11 +120,12 @@ class TrainConfig:
     (``--field-name``); its help text and ``--help`` group are the field's metadata.
     """
 
-    data: str | None = _data(help="VOCdevkit folder (COCO root or train CSV with --dataset); omit to use "
-                                     "the generated VOC-format set")
+    data: str | None = _data(help="VOCdevkit folder (COCO root, NUS-WIDE folder, Apparel folder or train "
+                                     "CSV with --dataset); omit to use the generated VOC-format set")
     dataset: str = _data("voc", "format of --data (default: voc)", choices=DATASET_KINDS)
-    train_split: str | None = _data(help="voc: trainval (default); coco: train")
-    test_split: str | None = _data(help="voc: test (default); coco: val; csv: path of the test CSV")
+    train_split: str | None = _data(help="voc, apparel: trainval (default); coco, nuswide: train")
+    test_split: str | None = _data(help="voc, apparel, nuswide: test (default); coco: val; csv: path of "
+                                        "the test CSV")
     cache_dir: str | None = _data(help="where the generated set is written (default: $MSRN_CACHE or "
                                           "~/.cache/msrn)")
     synthetic_trainval: int = _data(2000, "training images of the generated set")
@@ -98,6 +133,8 @@ class TrainConfig:
     synthetic_seed: int = _data(0, "seed of the generated set")
     skip_bad_images: bool = _data(False, "leave out unreadable images (and report how many) instead of "
                                          "stopping")
+    skip_missing_images: bool = _data(False, "nuswide, apparel: leave out listed images that are not on "
+                                             "disk (and report how many) instead of stopping")
     workers: int = _data(4, "data-loading processes per training process")
     model: str = _model("msrn_resnet101", "msrn_resnet101 (paper), msrn_resnet50, msrn_resnet18 or "
                                           "msrn_custom")
@@ -112,11 +149,18 @@ class TrainConfig:
     # (1e-3 x squared distances) starts ~1e4 times larger than the BCE and diverges (docs/training.md).
     variant: str = _model("official", "official (the authors' code, default) or paper (the paper's text)",
                           choices=("paper", "official"))
+    compactness_weight: float | None = _model(
+        help="lambda of the compactness loss (default by variant: official 1e-4, paper 1e-3; the paper "
+             "variant trains at lr 0.01 with 1e-6, docs/variants.md)")
     embed_dim: int = _model(512, "width d of the embeddings and branches (paper: 512)")
     hidden_dim: int = _model(2048, "width of fc1 (paper: 2048)")
     gat_hidden_dim: int = _model(300, "output width of the first GAT (paper: 300)")
     label_feature_dim: int = _model(300, "width of learnable label features (without --glove)")
     num_groups: int = _model(4, "label groups m (paper: 4)")
+    label_features: str = _model(
+        "auto", "auto (default): --glove FILE when given, else the built-in GloVe vectors when a built-in "
+                "label set (voc2007, coco2014, nuswide, apparel) has every label, else learnable; learnable: "
+                "learnable features", choices=("auto", "learnable"))
     glove: str | None = _model(help="label features: a GloVe text file or a .npz with 'names' and 'glove'")
     graph_threshold: float = _model(0.4, "co-occurrence threshold of the label graph (0.4)")
     image_size: int = _recipe(448, "training and test image size in pixels (paper: 448)")
@@ -141,9 +185,15 @@ class TrainConfig:
     channels_last: bool = _execution(False, "channels-last memory format")
     compile: bool = _execution(False, "torch.compile the model")
     threads: int | None = _execution(help="torch CPU threads per process (CPU profile: 1)")
+    keep_freed_memory: bool = _execution(
+        False, "keep freed memory in the process (fewer page faults per CPU step, more resident memory; "
+               "msrn.engine.keep_freed_memory)")
     seed: int = _execution(0, "seed of the weights' init, the data order and the augmentation")
     output_dir: str = _execution("output/train_voc", "checkpoints and log.jsonl go here")
-    resume: str | None = _execution(help="output folder (or train_state.pt) of a run to continue")
+    resume: str | None = _execution(help="continue the run in this output folder, with its saved settings "
+                                         "(see docs/training.md for what may change)", metavar="DIR")
+    overwrite: bool = _execution(False, "replace the run in --output-dir (its checkpoints and log) instead "
+                                        "of refusing to touch it")
     stop_after_epoch: int | None = _execution(help="end after this epoch as if interrupted (--resume "
                                                       "continues)")
     max_steps_per_epoch: int | None = _execution(help="cap the steps of each epoch (smoke tests)")
@@ -187,7 +237,7 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
     if config.dataset not in DATASET_KINDS:
         raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {config.dataset!r}.")
     data = config.data if config.data is not None else _synthetic_voc(config, context)
-    options = dict(skip_bad_images=config.skip_bad_images)
+    options = dict(skip_bad_images=config.skip_bad_images, skip_missing_images=config.skip_missing_images)
     augment = train_transform(config.image_size, scales=config.crop_scales)
     train_set = create_dataset(config.dataset, data, config.train_split, is_training=True, transform=augment,
                                **options)
@@ -220,10 +270,22 @@ def _synthetic_voc(config: TrainConfig, context: DistributedContext) -> str:
     return str(generate_synthetic_voc(folder, *sizes))
 
 
-def _label_features(config: TrainConfig, classes: Sequence[str]) -> torch.Tensor | None:
-    if config.glove is None:
-        return None
-    return torch.as_tensor(load_label_features(config.glove, list(classes)), dtype=torch.float32)
+def _label_features(config: TrainConfig, classes: Sequence[str]) -> tuple[torch.Tensor | None, str]:
+    """``(fixed features or None for learnable ones, what they are)`` for ``config.label_features``."""
+    if config.label_features not in ("auto", "learnable"):
+        raise ValueError(f"label_features must be 'auto' or 'learnable', got {config.label_features!r}.")
+    if config.label_features == "learnable":
+        if config.glove is not None:
+            raise ValueError("--glove gives fixed label features; drop it or --label-features learnable.")
+        return None, "learnable (--label-features learnable)"
+    if config.glove is not None:
+        features = torch.as_tensor(load_label_features(config.glove, list(classes)), dtype=torch.float32)
+        return features, f"GloVe vectors from {config.glove}"
+    label_set = label_sets.find(classes)
+    if label_set is None:
+        return None, ("learnable: no built-in label set has every label name; --glove FILE gives GloVe "
+                      "vectors")
+    return label_set.features, f"the GloVe vectors of the built-in {label_set.name!r} label set"
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -235,6 +297,8 @@ def _model_config(config: TrainConfig, classes: Sequence[str], fixed_features: b
     )
     if not fixed_features:
         kwargs["label_feature_dim"] = config.label_feature_dim
+    if config.compactness_weight is not None:
+        kwargs["compactness_weight"] = config.compactness_weight
     if config.backbone:
         kwargs["backbone"] = config.backbone
     if config.backbone_kwargs:
@@ -263,24 +327,6 @@ def _create_model(config: TrainConfig, model_config: dict[str, Any], label_featu
         ) from error
 
 
-class _LRSchedule:
-    """Multiplier of the base learning rates at an epoch: linear warm-up, then step or cosine decay."""
-
-    def __init__(self, epochs: int, schedule: str, steps: Sequence[int], gamma: float, warmup: int) -> None:
-        if schedule not in ("step", "cosine"):
-            raise ValueError(f"schedule must be 'step' or 'cosine', got {schedule!r}.")
-        self.epochs, self.schedule, self.steps = epochs, schedule, list(steps)
-        self.gamma, self.warmup = gamma, warmup
-
-    def __call__(self, epoch: int) -> float:
-        if epoch < self.warmup:
-            return (epoch + 1) / (self.warmup + 1)
-        if self.schedule == "step":
-            return self.gamma ** sum(epoch >= step for step in self.steps)
-        span = max(1, self.epochs - self.warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * (epoch - self.warmup) / span))
-
-
 def _build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     groups = param_groups(model, lr=config.lr, backbone_lr_scale=config.backbone_lr_scale,
                           weight_decay=config.weight_decay)
@@ -306,32 +352,131 @@ def _check_config(config: TrainConfig) -> None:
 
 
 # ------------------------------------------------------------------------------------------ run
+def resume_config(resume: "os.PathLike[str] | str", **changes: Any) -> TrainConfig:
+    """The configuration that continues the run in folder ``resume``: its saved settings, with
+    ``changes`` applied where a run may change (:data:`msrn.engine.resume.CHANGEABLE_ON_RESUME`).
+
+    Raises:
+        FileNotFoundError: ``resume`` holds no run.
+        ValueError: ``changes`` alter a setting that cannot change mid-run (the message says which
+            and why), or name another output folder.
+    """
+    folder = resume_folder(str(resume))
+    if not (folder / "train_state.pt").is_file():
+        raise FileNotFoundError(
+            f"--resume {resume}: no train_state.pt there. --resume takes the output folder of a run that "
+            f"finished at least one epoch."
+        )
+    output_dir = changes.pop("output_dir", None)
+    if output_dir is not None and pathlib.Path(output_dir).resolve() != folder.resolve():
+        raise ValueError(f"--resume {resume} continues the run in {folder}; drop --output-dir {output_dir}.")
+    if changes.pop("overwrite", False):
+        raise ValueError("--overwrite and --resume contradict each other: --resume continues the run, "
+                         "--overwrite starts a new one in its place.")
+    saved = saved_train_config(folder)
+    check_resume_changes(TrainConfig, saved, changes, folder)
+    values = {**config_fields(TrainConfig, saved), **changes}
+    return TrainConfig(**{**values, "output_dir": str(folder), "resume": str(folder)})
+
+
 def _loader(dataset, batch_size: int, sampler, workers: int, generator: torch.Generator | None = None,
             pin: bool = False) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                        pin_memory=pin, drop_last=False, generator=generator)
 
 
+class StoppedWithMainProcess(RuntimeError):
+    """Raised on the other processes of a ``torchrun`` job when rank 0 refused to start (its error,
+    which rank 0 reports, is in the message)."""
+
+
 def train(
     config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], None] | None = None
 ) -> dict[str, Any]:
-    """Run the training described by ``config``; returns the last epoch's record.
+    """Run the training described by ``config``; returns the last epoch's record on rank 0 (an empty
+    dict on the other processes of a ``torchrun`` job, which print and write nothing).
 
-    ``on_epoch_end(record)`` is called on the main process after each epoch with the record that is
-    also appended to ``log.jsonl`` (epoch, lr, loss, images/s, every metric, best mAP).
+    ``on_epoch_end(record)`` is called on rank 0 after each epoch with the record that is also
+    appended to ``log.jsonl`` (epoch, lr, loss, images/s, every metric, best mAP).
+
+    The output folder must not hold a run, unless ``config.overwrite`` (the run is deleted) or
+    ``config.resume`` names it (the run goes on; :func:`resume_config` builds such a config).
 
     Raises:
-        NonFiniteLossError: the loss became NaN/inf; the checkpoints of the last finished epoch stay.
+        RunFolderError: the output folder holds another run, or another process is writing it.
+        NonFiniteLossError: the loss became NaN/inf; the checkpoints of the last finished epoch stay,
+            and the message says how to go on.
     """
-    _check_config(config)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     context = init_distributed(config.device)
+    package_logger, package_level = logging.getLogger("msrn"), logging.getLogger("msrn").level
+    if not context.is_main:  # rank 0 alone reports
+        package_logger.setLevel(logging.ERROR)
+    lock = None
     try:
+        lock = _agree(context, lambda: _claim_output(config))
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        if config.keep_freed_memory:
+            keep_freed_memory()
         return _train(config, context, on_epoch_end)
     finally:
+        if lock is not None:
+            lock.release()
+        package_logger.setLevel(package_level)
         if context.distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _agree(context: DistributedContext, check: Callable[[], Any], share: bool = False) -> Any:
+    """Run ``check`` on rank 0; when it raises, every process stops (rank 0 with the error itself,
+    the others with :class:`StoppedWithMainProcess`). Returns ``check``'s result on rank 0, and on
+    every process when ``share`` (the result must then be picklable)."""
+    result, failure = None, None
+    if context.is_main:
+        try:
+            result = check()
+        except Exception as error:
+            failure = error
+    message = None if failure is None else f"{type(failure).__name__}: {failure}"
+    message, shared = context.broadcast_object((message, result if share else None))
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise StoppedWithMainProcess(message)
+    return result if context.is_main else shared
+
+
+def _claim_output(config: TrainConfig) -> RunFolderLock:
+    """Check ``config`` and lock its output folder for this run (rank 0). A folder that holds a run is
+    refused unless the run is resumed or overwritten; what a killed write left is cleaned up."""
+    _check_config(config)
+    output = pathlib.Path(config.output_dir)
+    if config.resume and resume_folder(config.resume).resolve() != output.resolve():
+        raise ValueError(f"resume={config.resume} continues the run in that folder, but output_dir is "
+                         f"{config.output_dir}; build the config with msrn.engine.resume_config.")
+    if config.resume and config.overwrite:
+        raise ValueError("--overwrite and --resume contradict each other.")
+    lock = RunFolderLock(output).acquire()
+    try:
+        cleaned = remove_partial_writes(output)
+        if cleaned:
+            _logger.warning("Removed what a killed write left in %s: %s", output, ", ".join(cleaned))
+        used = run_files_in(output)
+        if config.resume and not (output / "train_state.pt").is_file():
+            raise FileNotFoundError(f"--resume {config.resume}: no train_state.pt there (the run did not "
+                                    f"finish an epoch); start it again with --overwrite.")
+        if used and not config.resume:
+            if not config.overwrite:
+                raise RunFolderError(
+                    f"{output} already holds a training run ({', '.join(used)}): continue it with "
+                    f"--resume {output}, or replace it with --overwrite."
+                )
+            _logger.warning("--overwrite: deleting the run in %s (%s)", output, ", ".join(used))
+            clear_run(output)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 @dataclass
@@ -348,30 +493,35 @@ class _Run:
     train_model: nn.Module  # the model as trained: under DDP and/or torch.compile when asked
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    base_lrs: list[float]  # of the optimiser's groups, from config.lr; the schedule multiplies them
+    schedule: LRSchedule
     scaler: torch.amp.GradScaler | None
+    train_samples: SeededAugmentation
     train_sampler: torch.utils.data.DistributedSampler
     test_loader: torch.utils.data.DataLoader
     start_epoch: int = 0
     best_map: float = -math.inf
+    unevaluated: dict[str, Any] | None = None  # train stats of a saved epoch whose evaluation was cut off
 
 
 def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> dict[str, Any]:
     run = _prepare(config, context)
     record: dict[str, Any] = {}
+    predictions = None
+    if run.unevaluated is not None:  # the last run was stopped while evaluating its last epoch
+        record, predictions = _evaluate_epoch(run, run.start_epoch, run.unevaluated, on_epoch_end)
     last_epoch = config.epochs if config.stop_after_epoch is None else min(config.epochs,
                                                                            config.stop_after_epoch)
     for epoch in range(run.start_epoch, last_epoch):
-        record, is_best, predictions = _run_epoch(run, epoch)
+        stats = _train_epoch(run, epoch)
         rng_states = _gather_rng_states(context)
-        if context.is_main:
-            _save_epoch(run, record, is_best, rng_states)
-            with open(run.output / "log.jsonl", "a", encoding="utf-8") as log:
-                log.write(json.dumps(record) + "\n")
-            if on_epoch_end is not None:
-                on_epoch_end(record)
+        if context.is_main:  # saved before the evaluation, which may fail on bad test data
+            _save_epoch(run, epoch + 1, stats, rng_states)
         context.barrier()
-    if context.is_main and record:
+        record, predictions = _evaluate_epoch(run, epoch + 1, stats, on_epoch_end)
+    if not context.is_main:
+        return {}
+    if record:
         class_ap = average_precision(*predictions).tolist()
         record["class_ap"] = dict(zip(run.train_set.classes, class_ap, strict=True))
     return record
@@ -381,39 +531,59 @@ def _prepare(config: TrainConfig, context: DistributedContext) -> _Run:
     """Data, model, optimisation and (with ``resume``) the state of an earlier run."""
     check_amp(config.amp, context.device)
     output = pathlib.Path(config.output_dir)
-    if context.is_main:
-        output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     train_set, test_set = build_datasets(config, context)
+    _agree(context, lambda: _check_test_set(test_set, config.skip_bad_images))
     model, model_config = _build_model(config, context, train_set, test_set)
     criterion = MSRNLoss(model)
     optimizer = _build_optimizer(config, model)
-    schedule = _LRSchedule(config.epochs, config.schedule, config.lr_steps, config.lr_gamma,
-                           config.warmup_epochs)
+    schedule = LRSchedule(config.epochs, config.schedule, config.lr_steps, config.lr_gamma,
+                          config.warmup_epochs)
+    train_samples = SeededAugmentation(train_set, config.seed)
     train_sampler = torch.utils.data.DistributedSampler(
         train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed)
+    # The evaluation loader draws its worker seeds from a generator of its own, so that evaluating
+    # leaves the training's random streams untouched (and can be redone on resume).
     test_loader = _loader(test_set, config.eval_batch_size or config.batch_size,
                           EvalShardSampler(len(test_set), context.rank, context.world_size), config.workers,
-                          pin=context.device.type == "cuda")
+                          torch.Generator().manual_seed(config.seed), pin=context.device.type == "cuda")
     run = _Run(
         config=config, context=context, output=output, train_set=train_set, test_set=test_set,
         model_config=model_config, model=model, train_model=model, criterion=criterion, optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        base_lrs=[group["lr"] for group in optimizer.param_groups], schedule=schedule,
         scaler=torch.amp.GradScaler("cuda") if config.amp == "fp16" else None,
-        train_sampler=train_sampler, test_loader=test_loader,
+        train_samples=train_samples, train_sampler=train_sampler, test_loader=test_loader,
     )
     if config.resume:
         _resume(run)
+    elif context.is_main:
+        save_train_config(output, config)
     run.train_model = _wrap_for_training(model, config, context)
     return run
+
+
+def _check_test_set(test_set, skip_bad_images: bool) -> None:
+    """Before the first epoch: read the header of every test image (a broken file is reported in
+    seconds, not after an epoch), and name the classes without a positive test label."""
+    if not skip_bad_images:  # with skip_bad_images, the data set has decoded every image already
+        for path in test_set.image_paths:
+            check_image_header(path)
+    positives = ((np.asarray(test_set.targets) > 0) & ~np.asarray(test_set.difficult)).sum(axis=0)
+    missing = [name for name, count in zip(test_set.classes, positives, strict=True) if count == 0]
+    if len(missing) == len(test_set.classes):
+        raise ValueError("The test set has no positive label (every class is absent or difficult): "
+                         "there is nothing to measure. Check --test-split.")
+    if missing:
+        _logger.warning("%d class(es) have no positive test label and are left out of the test mAP: %s",
+                        len(missing), ", ".join(missing))
 
 
 def _build_model(config: TrainConfig, context: DistributedContext, train_set, test_set):
     """The model for the training labels (their graph, and GloVe features when given), on its device."""
     classes = train_set.classes
     label_graph = label_graph_from_targets(train_set.targets, config.graph_threshold)
-    label_features = _label_features(config, classes)
+    label_features, features_source = _label_features(config, classes)
     model_config = _model_config(config, classes, fixed_features=label_features is not None)
     model = _create_model(config, model_config, label_features, label_graph).to(context.device)
     # Saved with the model, so that evaluation resizes test images to the size it was trained at.
@@ -422,16 +592,21 @@ def _build_model(config: TrainConfig, context: DistributedContext, train_set, te
                             "test_input_size": size}
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    _logger.info("%s: %d labels, %d graph edges, %.2fM parameters, %d train / %d test images", config.model,
-                 len(classes), int(label_graph.sum()) - len(classes),
+    _logger.info("%s: %d labels, %.2fM parameters, %d train / %d test images", config.model, len(classes),
                  sum(p.numel() for p in model.parameters()) / 1e6, len(train_set), len(test_set))
+    _logger.log(logging.WARNING if label_features is None else logging.INFO,
+                "label features: %s; label graph: %d edges at t=%g from the training labels", features_source,
+                int(label_graph.sum()) - len(classes), config.graph_threshold)
     return model, model_config
 
 
 def _resume(run: _Run) -> None:
-    """Load the model, optimiser, schedule, scaler, epoch, best mAP and RNG state of ``config.resume``."""
+    """Load the model, optimiser, schedule, scaler, epoch, best mAP and RNG state of ``config.resume``;
+    apply (and log) the settings that changed."""
     config, context = run.config, run.context
     state = load_training_state(config.resume)
+    saved = json.loads(state["train_config"])
+    changes = check_resume_changes(TrainConfig, saved, config.to_dict(), run.output)
     if state["model_config"] != json.dumps(run.model_config, sort_keys=True):
         raise ValueError(
             f"--resume {config.resume}: that run trained a different model or label set "
@@ -439,12 +614,46 @@ def _resume(run: _Run) -> None:
         )
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
     if run.scaler is not None and state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
-    run.start_epoch, run.best_map = int(state["epoch"]), float(state["best_map"])
+    run.start_epoch = int(state["epoch"])
+    saved_schedule = state.get("lr_schedule", {})
+    run.schedule = LRSchedule(saved_schedule.get("epochs", saved["epochs"]), config.schedule, config.lr_steps,
+                              config.lr_gamma, config.warmup_epochs, saved_schedule.get("anchor"))
+    if run.schedule.epochs != config.epochs:
+        if config.epochs <= run.start_epoch:
+            raise ValueError(f"--resume {config.resume}: the run has trained {run.start_epoch} epochs; "
+                             f"--epochs must be more than that, got {config.epochs}.")
+        run.schedule = run.schedule.lengthened(config.epochs, run.start_epoch)
+    elif run.start_epoch >= config.epochs and _evaluated(run):
+        raise ValueError(f"--resume {config.resume}: the run has finished its {config.epochs} epochs; "
+                         f"pass --epochs N (more than {config.epochs}) to train it longer.")
     set_rng_state(state["rng"][context.rank] if context.rank < len(state["rng"]) else state["rng"][0])
-    _logger.info("Resumed from %s at epoch %d (best mAP %.2f)", config.resume, run.start_epoch, run.best_map)
+    run.best_map, run.unevaluated = _agree(context, lambda: _evaluation_progress(run, state), share=True)
+    if context.is_main:
+        save_train_config(run.output, config)
+    _logger.info("Resumed %s after epoch %d (best mAP %.2f)", run.output, run.start_epoch, run.best_map)
+    if changes:  # shown by default: the run now differs from what its log so far describes
+        _logger.warning("Resumed %s with changed settings, applied from epoch %d: %s", run.output,
+                        run.start_epoch + 1, ", ".join(changes))
+
+
+def _evaluated(run: _Run) -> bool:
+    return any(record.get("epoch") == run.start_epoch for record in read_log(run.output))
+
+
+def _evaluation_progress(run: _Run, state: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+    """``(best mAP, train stats of the saved epoch when its evaluation is still to do)`` (rank 0).
+
+    The best mAP is that of ``best/``; the log keeps the records up to the saved epoch, once each."""
+    best_info = run.output / "best" / "checkpoint.json"
+    best_map = -math.inf
+    if best_info.is_file():
+        best_map = json.loads(best_info.read_text()).get("mAP") or -math.inf
+    records = {record["epoch"]: record for record in read_log(run.output)
+               if isinstance(record.get("epoch"), int) and record["epoch"] <= run.start_epoch}
+    write_log(run.output, [records[epoch] for epoch in sorted(records)])
+    return best_map, (None if run.start_epoch in records else state.get("train_stats", {}))
 
 
 def _wrap_for_training(model: nn.Module, config: TrainConfig, context: DistributedContext) -> nn.Module:
@@ -456,32 +665,64 @@ def _wrap_for_training(model: nn.Module, config: TrainConfig, context: Distribut
     return model
 
 
-def _run_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], bool, tuple[np.ndarray, ...]]:
-    """Train one epoch, then score the test set. Returns the epoch's record, whether its mAP is the
-    best so far (``run.best_map`` is updated), and the test predictions ``(scores, targets, difficult)``."""
+def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """Train epoch ``epoch`` (0-based); returns its lr and training statistics."""
     config, context = run.config, run.context
+    multiplier = run.schedule(epoch)
+    for group, base_lr in zip(run.optimizer.param_groups, run.base_lrs, strict=True):
+        group["lr"] = base_lr * multiplier
     run.train_sampler.set_epoch(epoch)
-    # Worker seeds come from this generator: the data order and augmentation of an epoch depend
-    # only on (seed, epoch, rank), which is what makes --resume exact.
+    run.train_samples.set_epoch(epoch)
+    # The sampler's order depends on (seed, epoch, rank) and each sample's augmentation on (seed,
+    # epoch, index): neither depends on --workers, and --resume continues exactly.
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 1_009 + context.rank)
-    train_loader = _loader(run.train_set, config.batch_size, run.train_sampler, config.workers, generator,
-                           pin=context.device.type == "cuda")
+    train_loader = _loader(run.train_samples, config.batch_size, run.train_sampler, config.workers,
+                           generator, pin=context.device.type == "cuda")
     lr = run.optimizer.param_groups[0]["lr"]
-    stats = train_one_epoch(run.train_model, run.criterion, train_loader, run.optimizer, context, epoch + 1,
-                            amp=config.amp, scaler=run.scaler, channels_last=config.channels_last,
-                            max_steps=config.max_steps_per_epoch, progress=config.progress)
-    run.scheduler.step()
+    try:
+        stats = train_one_epoch(run.train_model, run.criterion, train_loader, run.optimizer, context,
+                                epoch + 1, amp=config.amp, scaler=run.scaler,
+                                channels_last=config.channels_last, max_steps=config.max_steps_per_epoch,
+                                progress=config.progress)
+    except NonFiniteLossError as error:
+        also = " (or with --amp none)" if config.amp != "none" else ""
+        if epoch:
+            advice = (f"The checkpoints of epoch {epoch} stay in {run.output}; continue with a lower "
+                      f"learning rate: --resume {run.output} --lr {config.lr / 10:g}{also}")
+        else:
+            advice = (f"No epoch had finished; start again with a lower learning rate, e.g. "
+                      f"--lr {config.lr / 10:g}{also}")
+        raise NonFiniteLossError(f"{error} {advice}.") from None
     context.broadcast_buffers(run.model)
+    return {"lr": lr, "train_loss": stats["loss"], "images_per_s": stats["images_per_s"],
+            "train_time_s": stats["time_s"]}
+
+
+def _evaluate_epoch(run: _Run, epoch: int, stats: dict[str, Any], on_epoch_end) -> tuple[dict[str, Any], Any]:
+    """Score the test set after ``epoch`` (1-based); on rank 0 write ``best/`` when it is the best
+    so far and the epoch's line of ``log.jsonl``. Returns the record and the predictions."""
+    config, context = run.config, run.context
     predictions = predict(run.model, run.test_loader, context, len(run.test_set), amp=config.amp,
                           channels_last=config.channels_last, progress=config.progress)
     scores, targets, difficult = predictions
     metrics = multilabel_metrics(scores, targets, ignore=difficult, top_k=3)
     is_best = metrics["mAP"] > run.best_map
     run.best_map = max(run.best_map, metrics["mAP"])
-    record = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"],
-              "images_per_s": stats["images_per_s"], "train_time_s": stats["time_s"],
-              "test_images": int(len(scores)), **metrics, "best_mAP": run.best_map}
-    return record, is_best, predictions
+    record = {"epoch": epoch, **stats, "test_images": int(len(scores)), **metrics, "best_mAP": run.best_map}
+    if context.is_main:
+        info = _checkpoint_info(run, epoch, metrics["mAP"])
+        write_checkpoint_info(run.output / "last", info)  # last/ was saved before its mAP was known
+        if is_best:
+            save_model(run.model, run.output / "best", info)
+        append_log(run.output, record)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    context.barrier()
+    return record, predictions
+
+
+def _checkpoint_info(run: _Run, epoch: int, test_map: float | None) -> dict[str, Any]:
+    return {"epoch": epoch, "mAP": test_map, "image_size": run.config.image_size}
 
 
 def _gather_rng_states(context: DistributedContext) -> list[Any]:
@@ -493,16 +734,13 @@ def _gather_rng_states(context: DistributedContext) -> list[Any]:
     return states
 
 
-def _save_epoch(run: _Run, record: dict[str, Any], is_best: bool, rng_states: list[Any]) -> None:
-    """``last/``, ``best/`` when the epoch is the best so far, and ``train_state.pt``."""
-    info = {"epoch": record["epoch"], "mAP": record["mAP"], "image_size": run.config.image_size}
-    save_model(run.model, run.output / "last", info)
-    if is_best:
-        save_model(run.model, run.output / "best", info)
+def _save_epoch(run: _Run, epoch: int, stats: dict[str, Any], rng_states: list[Any]) -> None:
+    """``last/`` (its test mAP is not known yet) and ``train_state.pt`` after training ``epoch``."""
+    save_model(run.model, run.output / "last", _checkpoint_info(run, epoch, None))
     save_training_state(run.output / "train_state.pt", {
-        "epoch": record["epoch"], "best_map": run.best_map, "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "epoch": epoch, "best_map": run.best_map, "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "lr_schedule": run.schedule.state_dict(),
         "scaler": run.scaler.state_dict() if run.scaler is not None else {},
         "rng": rng_states, "model_config": json.dumps(run.model_config, sort_keys=True),
-        "train_config": json.dumps(run.config.to_dict()),
+        "train_config": json.dumps(run.config.to_dict()), "train_stats": stats,
     })

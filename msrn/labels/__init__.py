@@ -26,22 +26,22 @@ counted from the training labels instead, the way the other three sets were.
 
 import dataclasses
 import importlib.resources
-from typing import Dict, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ..graph import edges_from_statistics, label_graph_from_statistics
 
-__all__ = ["LabelSet", "load", "available"]
+__all__ = ["LabelSet", "load", "available", "find"]
 
-_SETS: Dict[str, str] = {
+_SETS: dict[str, str] = {
     "voc2007": "PASCAL VOC 2007",
     "coco2014": "MS-COCO 2014",
     "nuswide": "NUS-WIDE",
     "apparel": "Apparel",
 }
-_ALIASES: Dict[str, str] = {"voc": "voc2007", "coco": "coco2014"}
+_ALIASES: dict[str, str] = {"voc": "voc2007", "coco": "coco2014"}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -60,7 +60,7 @@ class LabelSet:
 
     name: str
     title: str
-    names: Tuple[str, ...]
+    names: tuple[str, ...]
     features: torch.Tensor
     counts: np.ndarray
     cooccurrence: np.ndarray
@@ -78,6 +78,24 @@ class LabelSet:
         """Directed edges ``i -> j`` with ``P(j | i) >= threshold`` (self-loops not counted)."""
         return int(edges_from_statistics(self.cooccurrence, self.counts, threshold).sum())
 
+    def select(self, names: Sequence[str]) -> "LabelSet":
+        """The same set restricted to ``names``, in that order (features, counts and co-occurrence
+        follow). Raises ``ValueError`` naming any name the set does not have."""
+        index = {name: i for i, name in enumerate(self.names)}
+        unknown = [name for name in names if name not in index]
+        if unknown:
+            raise ValueError(
+                f"The {self.name} label set has no label {unknown}; its labels: {', '.join(self.names)}."
+            )
+        rows = np.array([index[name] for name in names], dtype=np.int64)
+        return dataclasses.replace(
+            self,
+            names=tuple(names),
+            features=self.features[torch.from_numpy(rows)].clone(),
+            counts=self.counts[rows],
+            cooccurrence=self.cooccurrence[np.ix_(rows, rows)],
+        )
+
     def __repr__(self) -> str:
         return (
             f"LabelSet({self.name!r}, labels={self.num_classes}, "
@@ -85,7 +103,7 @@ class LabelSet:
         )
 
 
-def available() -> Tuple[str, ...]:
+def available() -> tuple[str, ...]:
     """The canonical names of the built-in label sets (``load`` also takes ``"voc"``, ``"coco"``)."""
     return tuple(_SETS)
 
@@ -119,3 +137,13 @@ def load(name: str) -> LabelSet:
             counts=archive["label_counts"].astype(np.int64),
             cooccurrence=archive["cooccurrence"].astype(np.int64),
         )
+
+
+def find(names: Sequence[str]) -> LabelSet | None:
+    """The first built-in set (in :func:`available` order) that has every one of ``names``, restricted
+    to them in their order (:meth:`LabelSet.select`); ``None`` when no set has them all."""
+    for key in _SETS:
+        label_set = load(key)
+        if set(names) <= set(label_set.names):
+            return label_set.select(names)
+    return None

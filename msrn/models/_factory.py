@@ -49,7 +49,9 @@ def infer_model_args(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     args: dict[str, Any] = dict(
         num_classes=fc2.shape[0], hidden_dim=fc2.shape[1], label_feature_dim=features.shape[1],
         embed_dim=embed_dim, num_branches=num_branches,
-        variant="official" if "lge.input_proj.weight" in state_dict else "paper",
+        # Only an LGE without its input Linear shows the paper variant; without an LGE it is moot.
+        variant="paper" if "lge.gats.0.weight" in state_dict and "lge.input_proj.weight" not in state_dict
+        else "official",
     )
     if "label_projection.weight" in state_dict:
         args["embeddings"] = "none"
@@ -123,6 +125,8 @@ def _from_architecture(spec: str, checkpoint: str | None) -> MSRN:
     names = _safetensors_label_names(path)
     if names is not None:
         kwargs["label_names"] = names
+    if "label_graph" in state_dict:  # built with its graph, so that creation does not report a missing one
+        kwargs["label_graph"] = state_dict["label_graph"]
     _logger.info("%s from %s with %s", name, path, kwargs)
     model = timm.create_model(name, **kwargs)
     _load_state_dict(model, path, state_dict)

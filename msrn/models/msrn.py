@@ -20,6 +20,7 @@ import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
+from .. import labels as label_sets
 from ..layers import LabelGroupEmbedding, MultiBranchBackbone, SemanticGuidedAttention, SemanticHead
 from ..layers.diffpool import compactness_loss
 from ._weights import (
@@ -124,13 +125,15 @@ class MSRN(nn.Module):
         num_groups: number of label groups ``m`` (paper: 4; Table 7).
         embed_dim: width ``d`` of the embeddings and of every branch (paper: 512).
         num_branches: number of backbone stages used, counted from the deepest (paper: 3; Table 6).
-        variant: ``"paper"`` (the paper's text) or ``"official"`` (the authors' code): input Linear
-            300->256 before the GATs and compactness loss ``1e-4 * sum ||.||`` instead of
-            ``1e-3 * sum ||.||^2``. See ``docs/variants.md``.
+        variant: ``"official"`` (the authors' code, which produced the paper's tables; default) or
+            ``"paper"`` (the paper's text): the official one has an input Linear 300->256 before the
+            GATs and the compactness loss ``1e-4 * sum ||.||`` instead of ``1e-3 * sum ||.||^2``,
+            which makes the paper variant diverge at the paper's lr 0.01. See ``docs/variants.md``.
         label_features: fixed ``[n, F]`` label features (e.g. GloVe), stored as a buffer; ``None``
             makes them a learnable ``[n, label_feature_dim]`` parameter.
         label_graph: ``[n, n]`` bool mask, ``label_graph[i, j]`` = label ``i`` attends to ``j``
-            (self-loops are added); ``None`` means self-loops only.
+            (self-loops are added); ``None`` means self-loops only (logged: the graph attention then
+            sees no neighbours).
         label_feature_dim: width of learnable label features (ignored when ``label_features`` is given).
         embeddings: ``"both"`` (MSRN), ``"label"`` (label-E), ``"group"`` (group-E) or ``"none"``
             (no LGE: a linear map of the label features guides the attention); paper Table 5.
@@ -158,7 +161,7 @@ class MSRN(nn.Module):
         num_groups: int = 4,
         embed_dim: int = 512,
         num_branches: int = 3,
-        variant: str = "paper",
+        variant: str = "official",
         label_features: Any | None = None,
         label_graph: Any | None = None,
         label_feature_dim: int = 300,
@@ -254,6 +257,13 @@ class MSRN(nn.Module):
         else:
             self.register_buffer("label_features", _as_label_features(label_features, self.num_labels))
         self.register_buffer("label_graph", _as_label_graph(label_graph, self.num_labels))
+        if label_graph is None and self.embeddings_mode != "none" and self.num_labels > 1:
+            _logger.warning(
+                "MSRN with %d labels and no label graph: the graph attention of the label embeddings sees "
+                "no edges (self-loops only). Pass labels=%s for a built-in label set, or "
+                "label_graph=msrn.graph.label_graph_from_targets(train_targets).",
+                self.num_labels, "|".join(repr(name) for name in label_sets.available()),
+            )
 
     @property
     def uses_label_rows(self) -> bool:
@@ -550,11 +560,31 @@ def _build(architecture: str, cfg: dict[str, Any], kwargs: dict[str, Any]) -> MS
     """The MSRN with its init, carrying ``cfg`` as its pretrained_cfg (timm loads no weights here)."""
     # MSRN's `variant` argument would collide with build_model_with_cfg's own `variant` (the
     # architecture name), so it is bound here.
-    model_cls = functools.partial(MSRN, variant=kwargs.pop("variant", "paper"), pretrained_backbone=False)
+    model_cls = functools.partial(MSRN, variant=kwargs.pop("variant", "official"), pretrained_backbone=False)
     # Weights are loaded by the caller, not by timm: a full checkpoint and an ImageNet backbone are
     # both MSRN-specific (timm would load a state dict into the whole model).
     return build_model_with_cfg(model_cls, architecture, pretrained=False, pretrained_cfg=registry_cfg(cfg),
                                 **kwargs)
+
+
+def _apply_label_set(kwargs: dict[str, Any]) -> None:
+    """Turn ``labels="voc2007"`` (a built-in set of :mod:`msrn.labels`, or a ``LabelSet``) into
+    ``num_classes``, ``label_names``, fixed GloVe ``label_features`` and the label graph at t = 0.4."""
+    labels = kwargs.pop("labels", None)
+    if labels is None:
+        return
+    label_set = labels if isinstance(labels, label_sets.LabelSet) else label_sets.load(labels)
+    num_classes = kwargs.get("num_classes", label_set.num_classes)
+    if num_classes not in (0, label_set.num_classes):  # 0: the set's labels without a classifier
+        raise ValueError(
+            f"labels={label_set.name!r} has {label_set.num_classes} labels but num_classes={num_classes}; "
+            f"leave num_classes out."
+        )
+    given = [key for key in ("label_names", "label_features", "label_graph") if kwargs.get(key) is not None]
+    if given:
+        raise ValueError(f"labels={label_set.name!r} sets {', '.join(given)}: pass either labels or those.")
+    kwargs.update(num_classes=num_classes, label_names=list(label_set.names),
+                  label_features=label_set.features, label_graph=label_set.graph())
 
 
 def _create_msrn(
@@ -563,13 +593,16 @@ def _create_msrn(
     """Build an MSRN and fill it with weights.
 
     Constructor arguments come from, in order: ``kwargs``, the checkpoint being loaded, the
-    architecture's ``model_args``.
+    architecture's ``model_args``. ``labels="voc2007"`` (``"coco2014"``, ``"nuswide"``,
+    ``"apparel"``; aliases ``"voc"``, ``"coco"``) stands for the built-in label set's ``num_classes``,
+    ``label_names``, GloVe ``label_features`` (fixed) and label graph at t = 0.4.
 
     - ``hf-hub:`` / ``local-dir:`` names (and ``pretrained=True`` on a tag or ``pretrained_cfg`` with
       weights) load a full MSRN checkpoint written by :func:`msrn.save_pretrained`; with another
       ``num_classes`` the label-sized parts are re-initialised with a warning.
     - ``pretrained=True`` otherwise loads the backbone's ImageNet weights; the MSRN layers use their init.
     """
+    _apply_label_set(kwargs)
     cache_dir = kwargs.get("cache_dir")
     cfg = resolve_pretrained_cfg(
         architecture, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None)
