@@ -3,10 +3,12 @@ loading the ones the model registry does not need on first use."""
 import subprocess
 import sys
 
+import pytest
+
 import msrn
 
-PUBLIC_MODULES = ["cli", "convert", "data", "engine", "export", "features", "graph", "hub", "labels", "layers",
-                  "loss", "metrics", "models", "optim", "visualize"]
+PUBLIC_MODULES = ["cli", "convert", "data", "engine", "export", "features", "graph", "hub", "labels",
+                  "layers", "loss", "metrics", "models", "optim", "visualize"]
 
 
 def test_public_modules_are_attributes_of_the_package():
@@ -26,9 +28,5 @@ def test_import_msrn_loads_the_other_modules_only_when_used():
 
 
 def test_unknown_attribute_is_an_attribute_error():
-    try:
-        msrn.no_such_module
-    except AttributeError as error:
-        assert "no_such_module" in str(error)
-    else:
-        raise AssertionError("msrn.no_such_module did not raise")
+    with pytest.raises(AttributeError, match="no_such_module"):
+        msrn.no_such_module  # noqa: B018

@@ -217,7 +217,7 @@ class MultiBranchBackbone(nn.Module):
         """Buffer, pool and project raw stage outputs into ``[N, embed_dim, H_b, W_b]`` maps."""
         return [
             projection(self._branch_pool(buffer(stage)))
-            for stage, buffer, projection in zip(stages, self.buffer_convs, self.projections)
+            for stage, buffer, projection in zip(stages, self.buffer_convs, self.projections, strict=True)
         ]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
