@@ -35,6 +35,7 @@ Cases:
 
 The table goes to stdout, then one last line of JSON with the ratios.
 """
+
 import argparse
 import json
 import os
@@ -110,8 +111,12 @@ def _build_case(name: str, args: argparse.Namespace) -> Callable[[], None]:
 
     kind, model_name = name.split("_")
     if model_name == "msrn":
-        model = timm.create_model("msrn_resnet101", num_classes=args.num_classes, num_groups=args.num_groups,
-                                  embed_dim=args.embed_dim)
+        model = timm.create_model(
+            "msrn_resnet101",
+            num_classes=args.num_classes,
+            num_groups=args.num_groups,
+            embed_dim=args.embed_dim,
+        )
         criterion = msrn.MSRNLoss(model)
     else:
         model = timm.create_model("resnet101", num_classes=args.num_classes)
@@ -128,8 +133,14 @@ def _build_case(name: str, args: argparse.Namespace) -> Callable[[], None]:
         return step
 
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4,
-                                fused=args.sgd == "fused", foreach=False if args.sgd == "loop" else None)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=1e-4,
+        fused=args.sgd == "fused",
+        foreach=False if args.sgd == "loop" else None,
+    )
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -160,16 +171,30 @@ def run_worker(name: str, args: argparse.Namespace) -> None:
             times.append(elapsed)
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
     peak_mib = (_peak_kib() - baseline_kib) / 1024
-    report = {"case": name, "times": times, "faults": faults, "peak_mib": peak_mib,
-              "threads": torch.get_num_threads()}
+    report = {
+        "case": name,
+        "times": times,
+        "faults": faults,
+        "peak_mib": peak_mib,
+        "threads": torch.get_num_threads(),
+    }
     print(json.dumps(report))
 
 
 # ---------------------------------------------------------------------------------- parent side
 def _worker_command(name: str, args: argparse.Namespace) -> list[str]:
     command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", name]
-    for option in ("batch", "image_size", "sga_size", "num_classes", "num_groups", "embed_dim", "warmup",
-                   "sgd", "allocator"):
+    for option in (
+        "batch",
+        "image_size",
+        "sga_size",
+        "num_classes",
+        "num_groups",
+        "embed_dim",
+        "warmup",
+        "sgd",
+        "allocator",
+    ):
         command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     command += ["--repeats", str(args.sga_repeats if name.startswith("sga") else args.repeats)]
     return command
@@ -227,15 +252,21 @@ class MachineLoad:
 
     @property
     def quiet(self) -> bool:
-        return (self.load_before is not None and self.load_before <= QUIET_LOAD
-                and self.other_cores is not None and self.other_cores <= QUIET_OTHER_CORES)
+        return (
+            self.load_before is not None
+            and self.load_before <= QUIET_LOAD
+            and self.other_cores is not None
+            and self.other_cores <= QUIET_OTHER_CORES
+        )
 
     def describe(self) -> str:
         def show(value: float | None) -> str:
             return "unknown" if value is None else f"{value:.2f}"
 
-        return (f"load average {show(self.load_before)} before, {show(self.load_after)} after; "
-                f"other processes kept {show(self.other_cores)} cores busy during the run")
+        return (
+            f"load average {show(self.load_before)} before, {show(self.load_after)} after; "
+            f"other processes kept {show(self.other_cores)} cores busy during the run"
+        )
 
 
 def _stats(times: list[float]) -> tuple[float, float, float]:
@@ -257,9 +288,13 @@ def run_all(args: argparse.Namespace) -> dict[str, object]:
                 for key in ("times", "faults"):
                     entry[key] += measured[key]
                 entry["peak_mib"].append(measured["peak_mib"])
-                print(f"  round {round_index + 1}/{args.rounds} {name:13s} "
-                      + " ".join(f"{t:.3f}s" for t in measured["times"])
-                      + f"  peak {measured['peak_mib']:.0f} MiB", file=sys.stderr, flush=True)
+                print(
+                    f"  round {round_index + 1}/{args.rounds} {name:13s} "
+                    + " ".join(f"{t:.3f}s" for t in measured["times"])
+                    + f"  peak {measured['peak_mib']:.0f} MiB",
+                    file=sys.stderr,
+                    flush=True,
+                )
     load.finish()
 
     def best(name: str) -> float:
@@ -273,14 +308,18 @@ def run_all(args: argparse.Namespace) -> dict[str, object]:
 
     summary: dict[str, object] = {}
     print()
-    print(f"{'case':14s} {'best s':>8s} {'median s':>9s} {'spread':>7s} {'peak MiB':>9s} {'faults/step':>12s}"
-          f"   steps")
+    print(
+        f"{'case':14s} {'best s':>8s} {'median s':>9s} {'spread':>7s} {'peak MiB':>9s} {'faults/step':>12s}"
+        f"   steps"
+    )
     for pair in pairs:
         for name in pair:
             fastest, middle, spread = _stats(results[name]["times"])
             faults = statistics.median(results[name]["faults"])
-            print(f"{name:14s} {fastest:8.3f} {middle:9.3f} {spread:6.1%} {peak(name):9.0f} {faults:12.0f}"
-                  f"   {len(results[name]['times'])}")
+            print(
+                f"{name:14s} {fastest:8.3f} {middle:9.3f} {spread:6.1%} {peak(name):9.0f} {faults:12.0f}"
+                f"   {len(results[name]['times'])}"
+            )
             summary[f"{name}_spread"] = round(spread, 3)
     print()
     if "sga" in args.only:
@@ -309,18 +348,31 @@ def run_all(args: argparse.Namespace) -> dict[str, object]:
         print(f"eval forward: msrn / resnet time      {summary['eval_ratio']:.3f}   (target <= 1.15)")
     print(f"\nmachine: {load.describe()}")
     if not load.quiet:
-        print(f"WARNING: the machine was not quiet (needs a load average <= {QUIET_LOAD} before and <= "
-              f"{QUIET_OTHER_CORES} cores used by other processes). Compare these figures with each other "
-              f"only; do not quote them in docs/performance.md.", file=sys.stderr)
+        print(
+            f"WARNING: the machine was not quiet (needs a load average <= {QUIET_LOAD} before and <= "
+            f"{QUIET_OTHER_CORES} cores used by other processes). Compare these figures with each other "
+            f"only; do not quote them in docs/performance.md.",
+            file=sys.stderr,
+        )
     summary["quiet"] = load.quiet
     summary["load_before"] = None if load.load_before is None else round(load.load_before, 2)
     summary["load_after"] = None if load.load_after is None else round(load.load_after, 2)
     summary["other_cores"] = None if load.other_cores is None else round(load.other_cores, 2)
     summary["config"] = dict(
-        batch=args.batch, image_size=args.image_size, sga_size=args.sga_size, num_classes=args.num_classes,
-        num_groups=args.num_groups, embed_dim=args.embed_dim, rounds=args.rounds, repeats=args.repeats,
-        sga_repeats=args.sga_repeats, warmup=args.warmup, sgd=args.sgd, allocator=args.allocator,
-        cpus=os.cpu_count(), machine=platform.machine(),
+        batch=args.batch,
+        image_size=args.image_size,
+        sga_size=args.sga_size,
+        num_classes=args.num_classes,
+        num_groups=args.num_groups,
+        embed_dim=args.embed_dim,
+        rounds=args.rounds,
+        repeats=args.repeats,
+        sga_repeats=args.sga_repeats,
+        warmup=args.warmup,
+        sgd=args.sgd,
+        allocator=args.allocator,
+        cpus=os.cpu_count(),
+        machine=platform.machine(),
     )
     return summary
 
@@ -328,11 +380,16 @@ def run_all(args: argparse.Namespace) -> dict[str, object]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(PAIRS), default=["sga", "train", "eval"])
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="rounds of every case; the order within a pair swaps every round")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds of every case; the order within a pair swaps every round",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed model steps per case and round")
-    parser.add_argument("--sga-repeats", type=int, default=5,
-                        help="timed attention passes per case and round")
+    parser.add_argument(
+        "--sga-repeats", type=int, default=5, help="timed attention passes per case and round"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=448)
@@ -340,12 +397,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-classes", type=int, default=80)
     parser.add_argument("--num-groups", type=int, default=4)
     parser.add_argument("--embed-dim", type=int, default=512)
-    parser.add_argument("--sgd", choices=["fused", "loop"], default="fused",
-                        help="torch.optim.SGD implementation for both models: fused=True (one pass over each "
-                             "parameter) or the plain per-parameter loop")
-    parser.add_argument("--allocator", choices=["glibc", "keep-freed"], default="glibc",
-                        help="glibc: malloc's defaults (large blocks unmapped on free); keep-freed: "
-                             "msrn.engine.keep_freed_memory() in the model cases' workers")
+    parser.add_argument(
+        "--sgd",
+        choices=["fused", "loop"],
+        default="fused",
+        help="torch.optim.SGD implementation for both models: fused=True (one pass over each "
+        "parameter) or the plain per-parameter loop",
+    )
+    parser.add_argument(
+        "--allocator",
+        choices=["glibc", "keep-freed"],
+        default="glibc",
+        help="glibc: malloc's defaults (large blocks unmapped on free); keep-freed: "
+        "msrn.engine.keep_freed_memory() in the model cases' workers",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser
 
@@ -353,8 +418,17 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for option in ("rounds", "repeats", "sga_repeats", "batch", "image_size", "sga_size", "num_classes",
-                   "num_groups", "embed_dim"):
+    for option in (
+        "rounds",
+        "repeats",
+        "sga_repeats",
+        "batch",
+        "image_size",
+        "sga_size",
+        "num_classes",
+        "num_groups",
+        "embed_dim",
+    ):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be >= 1")
     if args.warmup < 0:

@@ -21,6 +21,7 @@ images (reading, decoding, resizing, batching, the forward passes and the output
 images per second. Cases alternate over ``--rounds`` like benchmarks/bench.py (order swapped every
 round); the table shows the best and median loop speed, and the last line is JSON.
 """
+
 import argparse
 import contextlib
 import io
@@ -76,10 +77,14 @@ def write_model(folder: pathlib.Path, image_size: int, architecture: str, **mode
     from msrn.engine import save_model
 
     torch.manual_seed(0)
-    model = timm.create_model(architecture, num_classes=len(VOC_CLASSES), label_names=list(VOC_CLASSES),
-                              **model_kwargs)
-    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, image_size, image_size),
-                            "test_input_size": (3, image_size, image_size)}
+    model = timm.create_model(
+        architecture, num_classes=len(VOC_CLASSES), label_names=list(VOC_CLASSES), **model_kwargs
+    )
+    model.pretrained_cfg = {
+        **model.pretrained_cfg,
+        "input_size": (3, image_size, image_size),
+        "test_input_size": (3, image_size, image_size),
+    }
     save_model(model, folder, {"image_size": image_size})
 
 
@@ -111,8 +116,9 @@ def _resnet_loop(args: argparse.Namespace, marks: dict[str, float]) -> int:
     config = resolve_model_data_config(model)
     config.update(input_size=(3, args.image_size, args.image_size), crop_pct=1.0, crop_mode="squash")
     dataset = ImageDataset(str(args.folder), transform=create_transform(**config, is_training=False))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, num_workers=args.workers,
-                                         pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.batch, num_workers=args.workers, pin_memory=device.type == "cuda"
+    )
     marks["ready"] = time.perf_counter()
     images = 0
     with torch.inference_mode():
@@ -134,13 +140,34 @@ def run_worker(name: str, args: argparse.Namespace) -> None:
 
         if name == "predict":
             loader = (msrn.cli.predict, "load_model")
-            argv = ["predict", "--model", f"local-dir:{args.model_dir}", str(args.folder), "--json",
-                    "--batch-size", str(args.batch), "--device", args.device]
+            argv = [
+                "predict",
+                "--model",
+                f"local-dir:{args.model_dir}",
+                str(args.folder),
+                "--json",
+                "--batch-size",
+                str(args.batch),
+                "--device",
+                args.device,
+            ]
         else:
             loader = (msrn.engine.evaluate, "load_trained_model")
-            argv = ["evaluate", str(args.model_dir), "--data", str(args.folder / "labels.csv"), "--dataset",
-                    "csv", "--batch-size", str(args.batch), "--workers", str(args.workers), "--device",
-                    args.device, "--json"]
+            argv = [
+                "evaluate",
+                str(args.model_dir),
+                "--data",
+                str(args.folder / "labels.csv"),
+                "--dataset",
+                "csv",
+                "--batch-size",
+                str(args.batch),
+                "--workers",
+                str(args.workers),
+                "--device",
+                args.device,
+                "--json",
+            ]
         output = io.StringIO()
         with _mark_when_done(*loader, marks), contextlib.redirect_stdout(output):
             status = msrn.cli.main(argv)
@@ -152,17 +179,43 @@ def run_worker(name: str, args: argparse.Namespace) -> None:
     if "ready" not in marks:
         raise RuntimeError(f"{name}: the model-loading function was not called; update _mark_when_done.")
     loop = end - marks["ready"]
-    print(json.dumps({"case": name, "images": images, "startup_s": marks["ready"] - start, "loop_s": loop,
-                      "images_per_s": images / loop}))
+    print(
+        json.dumps(
+            {
+                "case": name,
+                "images": images,
+                "startup_s": marks["ready"] - start,
+                "loop_s": loop,
+                "images_per_s": images / loop,
+            }
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------- parent side
 def _run_case(name: str, args: argparse.Namespace) -> dict[str, object]:
-    command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", name,
-               "--folder", str(args.folder), "--model-dir", str(args.model_dir), "--images", str(args.images),
-               "--batch", str(args.batch), "--workers", str(args.workers),
-               "--image-size", str(args.image_size),
-               "--device", args.device, "--baseline", args.baseline]
+    command = [
+        sys.executable,
+        str(pathlib.Path(__file__).resolve()),
+        "--worker",
+        name,
+        "--folder",
+        str(args.folder),
+        "--model-dir",
+        str(args.model_dir),
+        "--images",
+        str(args.images),
+        "--batch",
+        str(args.batch),
+        "--workers",
+        str(args.workers),
+        "--image-size",
+        str(args.image_size),
+        "--device",
+        args.device,
+        "--baseline",
+        args.baseline,
+    ]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -180,9 +233,12 @@ def run_all(args: argparse.Namespace) -> dict[str, object]:
             if measured["images"] != args.images:
                 raise RuntimeError(f"{name} labelled {measured['images']} of {args.images} images")
             results[name].append(measured)
-            print(f"  round {round_index + 1}/{args.rounds} {name:12s} {measured['images_per_s']:.2f} img/s "
-                  f"(start-up {measured['startup_s']:.1f} s, loop {measured['loop_s']:.1f} s)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  round {round_index + 1}/{args.rounds} {name:12s} {measured['images_per_s']:.2f} img/s "
+                f"(start-up {measured['startup_s']:.1f} s, loop {measured['loop_s']:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     load_after = os.getloadavg()[0]
 
     summary: dict[str, object] = {}
@@ -191,8 +247,10 @@ def run_all(args: argparse.Namespace) -> dict[str, object]:
     for name in CASES:
         speeds = [r["images_per_s"] for r in results[name]]
         startup = statistics.median(r["startup_s"] for r in results[name])
-        print(f"{name:12s} {max(speeds):11.2f} {statistics.median(speeds):13.2f} {startup:11.1f}"
-              f"   {len(speeds)}")
+        print(
+            f"{name:12s} {max(speeds):11.2f} {statistics.median(speeds):13.2f} {startup:11.1f}"
+            f"   {len(speeds)}"
+        )
         summary[f"{name}_images_per_s"] = round(max(speeds), 3)
         summary[f"{name}_startup_s"] = round(startup, 2)
     for name in ("predict", "evaluate"):
@@ -202,31 +260,51 @@ def run_all(args: argparse.Namespace) -> dict[str, object]:
     quiet = load_before <= 1.0
     print(f"\nload average {load_before:.2f} before, {load_after:.2f} after")
     if not quiet:
-        print("WARNING: the load average exceeded 1 before the run: compare these figures with each other "
-              "only; do not quote them in docs/performance.md.", file=sys.stderr)
-    summary.update(quiet=quiet, load_before=round(load_before, 2), load_after=round(load_after, 2),
-                   config=dict(images=args.images, image_size=args.image_size, batch=args.batch,
-                               workers=args.workers, rounds=args.rounds, device=args.device,
-                               architecture=args.architecture, baseline=args.baseline, cpus=os.cpu_count()))
+        print(
+            "WARNING: the load average exceeded 1 before the run: compare these figures with each other "
+            "only; do not quote them in docs/performance.md.",
+            file=sys.stderr,
+        )
+    summary.update(
+        quiet=quiet,
+        load_before=round(load_before, 2),
+        load_after=round(load_after, 2),
+        config=dict(
+            images=args.images,
+            image_size=args.image_size,
+            batch=args.batch,
+            workers=args.workers,
+            rounds=args.rounds,
+            device=args.device,
+            architecture=args.architecture,
+            baseline=args.baseline,
+            cpus=os.cpu_count(),
+        ),
+    )
     return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=64, help="generated JPEGs (default 64)")
-    parser.add_argument("--image-size", type=int, default=448,
-                        help="side of the JPEGs and of the models' input")
+    parser.add_argument(
+        "--image-size", type=int, default=448, help="side of the JPEGs and of the models' input"
+    )
     parser.add_argument("--batch", type=int, default=8, help="images per forward pass, every case")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="DataLoader processes of the ResNet loop and of msrn evaluate")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="rounds of every case (order swapped every round)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="DataLoader processes of the ResNet loop and of msrn evaluate"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds of every case (order swapped every round)"
+    )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--architecture", default="msrn_resnet101",
-                        help="the MSRN that predict/evaluate load")
+    parser.add_argument(
+        "--architecture", default="msrn_resnet101", help="the MSRN that predict/evaluate load"
+    )
     parser.add_argument("--baseline", default="resnet101", help="the timm model of the plain loop")
-    parser.add_argument("--dir", type=pathlib.Path,
-                        help="keep the images and the model here (default: a temporary folder)")
+    parser.add_argument(
+        "--dir", type=pathlib.Path, help="keep the images and the model here (default: a temporary folder)"
+    )
     parser.add_argument("--worker", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=pathlib.Path, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=pathlib.Path, help=argparse.SUPPRESS)

@@ -7,6 +7,7 @@ Run from the repository root after changing a public signature or docstring:
 Every name in a module's ``__all__`` is documented where it is defined; a class also lists the
 public methods it defines itself. Modules that do not exist (yet) are skipped.
 """
+
 import importlib
 import inspect
 import pathlib
@@ -64,8 +65,10 @@ def _class_methods(cls) -> list[str]:
         if name.startswith("_") or name in {"forward", "extra_repr", "training", "train"}:
             continue
         if isinstance(member, property):
-            lines += [f"- `{cls.__name__}.{name}` (property)" + (f": {inspect.getdoc(member).splitlines()[0]}"
-                                                                 if inspect.getdoc(member) else "")]
+            lines += [
+                f"- `{cls.__name__}.{name}` (property)"
+                + (f": {inspect.getdoc(member).splitlines()[0]}" if inspect.getdoc(member) else "")
+            ]
         elif inspect.isfunction(member) or isinstance(member, (staticmethod, classmethod)):
             function = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
             summary = (inspect.getdoc(function) or "").split("\n\n")[0].replace("\n", " ")

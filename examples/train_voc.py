@@ -10,6 +10,7 @@ Without --data a VOC-format data set is generated into a cache folder and a CPU-
 used; with --data the defaults are the paper's (see docs/training.md). Every default can be overridden.
 The options are those of ``msrn train`` (``msrn.cli.train``).
 """
+
 import argparse
 import sys
 

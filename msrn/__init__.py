@@ -3,6 +3,7 @@
 Importing the package registers the ``msrn_*`` architectures in timm's model registry, so
 ``timm.create_model("msrn_resnet101", labels="voc2007")`` works after ``import msrn``.
 """
+
 import logging as _logging
 
 from . import hub, labels, layers, models
@@ -17,12 +18,34 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 # The other public modules load on first use (PEP 562), so ``import msrn`` costs what registering the
 # models costs, and ``msrn.data``, ``msrn.metrics``, ... work without an import of their own.
 _LAZY_SUBMODULES = (
-    "cli", "convert", "data", "engine", "export", "features", "graph", "metrics", "visualize",
+    "cli",
+    "convert",
+    "data",
+    "engine",
+    "export",
+    "features",
+    "graph",
+    "metrics",
+    "visualize",
 )
 
 __all__ = [
-    "MSRN", "MSRNLoss", "create_model", "list_models", "load_model", "param_groups", "labels", "layers",
-    "models", "hub", "save_pretrained", "push_to_hub", "__version__", "loss", "optim", *_LAZY_SUBMODULES,
+    "MSRN",
+    "MSRNLoss",
+    "create_model",
+    "list_models",
+    "load_model",
+    "param_groups",
+    "labels",
+    "layers",
+    "models",
+    "hub",
+    "save_pretrained",
+    "push_to_hub",
+    "__version__",
+    "loss",
+    "optim",
+    *_LAZY_SUBMODULES,
 ]
 
 

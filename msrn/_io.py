@@ -1,4 +1,5 @@
 """File writing shared by the hub, the trainer and the converter, and JSON that other programs can read."""
+
 import json
 import math
 import os
@@ -48,8 +49,11 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
             os.remove(temporary)
         if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
             reason = error.strerror or str(error)
-            raise OSError(error.errno, f"Cannot write {path}: {reason} (nothing was replaced; free some "
-                                       f"space or choose another folder)") from error
+            raise OSError(
+                error.errno,
+                f"Cannot write {path}: {reason} (nothing was replaced; free some "
+                f"space or choose another folder)",
+            ) from error
         raise
 
 

@@ -21,6 +21,7 @@ The label features and the co-occurrence statistics are not in the checkpoint; t
 authors' ``*_glove_word2vec.pkl`` and ``*_adj.pkl`` (or our ``.npz``) and are baked into the model with
 the label names, so the saved directory rebuilds the model with no other input.
 """
+
 import logging
 import os
 import pickle
@@ -89,7 +90,7 @@ _BAKED_KEYS = ("label_features", "label_graph")
 # ------------------------------------------------------------------------------ checkpoint IO
 def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     prefix = "module."
-    return {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state_dict.items()}
+    return {key[len(prefix) :] if key.startswith(prefix) else key: value for key, value in state_dict.items()}
 
 
 def load_official_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
@@ -161,8 +162,14 @@ def official_model_args(
     from the number of blocks per stage (unless ``backbone`` is given).
     """
     state_dict = _strip_module_prefix(state_dict)
-    needed = ("fc2.weight", "fc1.weight", "ProjectM.0.weight", "fc_label.weight", "label_embed.layers.0.W",
-              "group_embed.layers.0.assign_mat.W")
+    needed = (
+        "fc2.weight",
+        "fc1.weight",
+        "ProjectM.0.weight",
+        "fc_label.weight",
+        "label_embed.layers.0.W",
+        "group_embed.layers.0.assign_mat.W",
+    )
     missing = [key for key in needed if key not in state_dict]
     if missing:
         raise ValueError(f"Not an MSRN checkpoint of the authors' layout: missing keys {missing}.")
@@ -201,7 +208,7 @@ def _first_half(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _second_half(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.reshape(-1)[tensor.numel() // 2:]
+    return tensor.reshape(-1)[tensor.numel() // 2 :]
 
 
 def _official_source(key: str) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
@@ -216,7 +223,7 @@ def _official_source(key: str) -> tuple[str, Callable[[torch.Tensor], torch.Tens
         }[name]
     for ours, theirs in _PLAIN_PREFIXES:
         if key.startswith(ours):
-            return theirs + key[len(ours):], _identity
+            return theirs + key[len(ours) :], _identity
     raise KeyError(key)
 
 
@@ -266,14 +273,16 @@ def convert_official_state_dict(
     if problems:
         raise ValueError(
             "The checkpoint does not match the authors' MSRN layout (docs/design.md section 9); "
-            + "; ".join(problems) + "."
+            + "; ".join(problems)
+            + "."
         )
     return converted
 
 
 # ------------------------------------------------------------------------------ label inputs
-def resolve_label_names(names: str | Sequence[str] | None, num_classes: int,
-                        *data_files: PathLike | None) -> list[str]:
+def resolve_label_names(
+    names: str | Sequence[str] | None, num_classes: int, *data_files: PathLike | None
+) -> list[str]:
     """Label names from ``"voc"``/``"coco"``/``"nuswide"``/``"apparel"``, a text file (one name per
     line), a list, or, when ``names`` is ``None``, from an ``.npz`` among ``data_files`` or the authors'
     order for 20 (VOC), 80 (COCO), 81 (NUS-WIDE) or 11 (Apparel) labels."""
@@ -291,8 +300,11 @@ def resolve_label_names(names: str | Sequence[str] | None, num_classes: int,
                     f"The checkpoint has {num_classes} labels and no label names were given; pass names "
                     f"(CLI: --names FILE, one name per line)."
                 )
-            _logger.warning("No label names given: assuming the authors' %s order for %d labels.",
-                            known[num_classes].upper(), num_classes)
+            _logger.warning(
+                "No label names given: assuming the authors' %s order for %d labels.",
+                known[num_classes].upper(),
+                num_classes,
+            )
             resolved = list(OFFICIAL_LABEL_NAMES[known[num_classes]])
     elif isinstance(names, str) and names.lower() in OFFICIAL_LABEL_NAMES:
         resolved = list(OFFICIAL_LABEL_NAMES[names.lower()])
@@ -360,8 +372,9 @@ def convert_official(
     else:
         state_dict = load_official_checkpoint(checkpoint)
     model_args = official_model_args(state_dict, backbone)
-    label_names = resolve_label_names(names, model_args["num_classes"],
-                                      *(p for p in (glove, adj) if isinstance(p, (str, os.PathLike))))
+    label_names = resolve_label_names(
+        names, model_args["num_classes"], *(p for p in (glove, adj) if isinstance(p, (str, os.PathLike)))
+    )
     features = _label_features(glove, label_names)
     if features.shape[1] != model_args["label_feature_dim"]:
         raise ValueError(
@@ -379,13 +392,30 @@ def convert_official(
     architecture = f"msrn_{model_args['backbone']}"
     if not timm.is_model(architecture):
         architecture = "msrn_custom"
-    model = timm.create_model(architecture, pretrained=False, **build_args, label_features=features,
-                              label_graph=graph, label_names=label_names)
-    model.load_state_dict({**convert_official_state_dict(state_dict, model),
-                           "label_features": model.label_features, "label_graph": model.label_graph})
+    model = timm.create_model(
+        architecture,
+        pretrained=False,
+        **build_args,
+        label_features=features,
+        label_graph=graph,
+        label_names=label_names,
+    )
+    model.load_state_dict(
+        {
+            **convert_official_state_dict(state_dict, model),
+            "label_features": model.label_features,
+            "label_graph": model.label_graph,
+        }
+    )
     model.eval()
-    _logger.info("Converted %d tensors into %s (%d labels, %d graph edges at t=%.2f).", len(state_dict),
-                 model_args["backbone"], len(label_names), int(graph.sum()) - len(label_names), threshold)
+    _logger.info(
+        "Converted %d tensors into %s (%d labels, %d graph edges at t=%.2f).",
+        len(state_dict),
+        model_args["backbone"],
+        len(label_names),
+        int(graph.sum()) - len(label_names),
+        threshold,
+    )
     return model
 
 

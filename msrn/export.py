@@ -6,6 +6,7 @@ head, and a runtime without PyTorch only has to feed normalised images. The prep
 model expects (input size, mean, std, interpolation) and the label names are written into the ONNX
 file's metadata (``metadata_props``) so that a runtime can read them back.
 """
+
 import json
 import logging
 import pathlib
@@ -84,8 +85,10 @@ def _add_metadata(path: pathlib.Path, metadata: dict[str, str]) -> None:
     try:
         import onnx
     except ImportError:
-        _logger.warning("The onnx package is not installed: the ONNX file is written without its metadata "
-                        "(label names, preprocessing). pip install onnx to include them.")
+        _logger.warning(
+            "The onnx package is not installed: the ONNX file is written without its metadata "
+            "(label names, preprocessing). pip install onnx to include them."
+        )
         return
     proto = onnx.load(str(path))
     for key, value in metadata.items():
@@ -141,10 +144,15 @@ def export_onnx(
             # onnxscript, which is not a dependency of this package.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                wrapper, (example,), temporary, dynamo=False,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                wrapper,
+                (example,),
+                temporary,
+                dynamo=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=opset_version, do_constant_folding=True,
+                opset_version=opset_version,
+                do_constant_folding=True,
             )
         _add_metadata(pathlib.Path(temporary), onnx_metadata(model, input_size))
 
@@ -153,8 +161,14 @@ def export_onnx(
     finally:
         model.sga.memory_efficient = was_memory_efficient
         model.train(was_training)
-    _logger.info("Exported %s: %s %s -> %s [batch, %d]", path, INPUT_NAME, ["batch", *input_size],
-                 OUTPUT_NAME, model.num_classes)
+    _logger.info(
+        "Exported %s: %s %s -> %s [batch, %d]",
+        path,
+        INPUT_NAME,
+        ["batch", *input_size],
+        OUTPUT_NAME,
+        model.num_classes,
+    )
     return path
 
 

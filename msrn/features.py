@@ -27,6 +27,7 @@ Label names to GloVe words (the rule of :func:`label_features_from_glove`):
 A word that can be neither found nor split is an error naming the word and its label; pass
 ``aliases={"label": "replacement words"}`` to spell such a label differently.
 """
+
 import _compat_pickle
 import gzip
 import io
@@ -34,7 +35,8 @@ import logging
 import os
 import pickle
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -60,21 +62,21 @@ _NPZ_KEYS = ("names", "label_counts", "cooccurrence", "glove")
 
 
 # ------------------------------------------------------------------------------------- GloVe
-def _name_words(name: str) -> List[str]:
+def _name_words(name: str) -> list[str]:
     words = [w for w in _WORD_SEPARATORS.split(str(name).strip()) if w]
     if not words:
         raise ValueError(f"Label name {name!r} has no words to look up in GloVe.")
     return words
 
 
-def _forms(word: str) -> List[str]:
+def _forms(word: str) -> list[str]:
     return [word] if word == word.lower() else [word, word.lower()]
 
 
-def _candidate_tokens(word: str) -> Set[str]:
+def _candidate_tokens(word: str) -> set[str]:
     """Every token the rule may look up for ``word``: its forms and all their substrings long
     enough to be a piece (a few hundred at most for a label word)."""
-    tokens: Set[str] = set()
+    tokens: set[str] = set()
     for form in _forms(word):
         tokens.add(form)
         for start in range(len(form)):
@@ -83,12 +85,12 @@ def _candidate_tokens(word: str) -> Set[str]:
     return tokens
 
 
-def _split_into_known(word: str, known: Set[str]) -> Optional[List[str]]:
+def _split_into_known(word: str, known: set[str]) -> list[str] | None:
     """The fewest pieces (>= 2 characters each, at most ``_MAX_PIECES``) of ``word`` that are all in
     ``known``; among splits into as many pieces, the longest first piece (then second) wins.
     ``None`` when there is no such split."""
 
-    def split(rest: str, count: int) -> Optional[List[str]]:
+    def split(rest: str, count: int) -> list[str] | None:
         if count == 1:
             return [rest] if len(rest) >= _MIN_PIECE and rest in known else None
         for stop in range(len(rest) - _MIN_PIECE * (count - 1), _MIN_PIECE - 1, -1):
@@ -111,16 +113,16 @@ def _open_text(path: PathLike) -> io.TextIOBase:
         raise FileNotFoundError(f"GloVe file {path!r} does not exist.")
     if path.endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
 
 
 def _read_glove_vectors(
-    path: PathLike, wanted: Set[str], sufficient: Set[str]
-) -> Tuple[Dict[str, np.ndarray], int]:
+    path: PathLike, wanted: set[str], sufficient: set[str]
+) -> tuple[dict[str, np.ndarray], int]:
     """Stream ``path`` once and keep the vectors of the tokens in ``wanted`` (first occurrence).
     Reading stops early once every token of ``sufficient`` is found (nothing later can change the
     result then)."""
-    vectors: Dict[str, np.ndarray] = {}
+    vectors: dict[str, np.ndarray] = {}
     pending = set(sufficient)
     dim = 0
     with _open_text(path) as lines:
@@ -159,16 +161,17 @@ def _read_glove_vectors(
     return vectors, dim
 
 
-def glove_words(names: Sequence[str], vocabulary: Iterable[str],
-                aliases: Optional[Mapping[str, str]] = None) -> List[List[str]]:
+def glove_words(
+    names: Sequence[str], vocabulary: Iterable[str], aliases: Mapping[str, str] | None = None
+) -> list[list[str]]:
     """The GloVe words each label name maps to under the module's rule, given the file's vocabulary
     (only membership is used). Raises ``ValueError`` naming every word that cannot be resolved."""
     known = vocabulary if isinstance(vocabulary, (set, frozenset, dict)) else set(vocabulary)
     aliases = dict(aliases or {})
-    result: List[List[str]] = []
-    missing: List[str] = []
+    result: list[list[str]] = []
+    missing: list[str] = []
     for name in names:
-        words: List[str] = []
+        words: list[str] = []
         for word in _name_words(aliases.get(name, name)):
             form = next((f for f in _forms(word) if f in known), None)
             if form is not None:
@@ -192,8 +195,9 @@ def glove_words(names: Sequence[str], vocabulary: Iterable[str],
     return result
 
 
-def label_features_from_glove(path: PathLike, names: Sequence[str],
-                              aliases: Optional[Mapping[str, str]] = None) -> torch.Tensor:
+def label_features_from_glove(
+    path: PathLike, names: Sequence[str], aliases: Mapping[str, str] | None = None
+) -> torch.Tensor:
     """Label features ``[n, D]`` (float32) from a GloVe text file, one row per name.
 
     The file is streamed once; a multi-word or compound name is the mean of its words' vectors (the
@@ -207,8 +211,8 @@ def label_features_from_glove(path: PathLike, names: Sequence[str],
     if not names:
         raise ValueError("label_features_from_glove needs at least one label name.")
     aliases = dict(aliases or {})
-    wanted: Set[str] = set()
-    as_written: Set[str] = set()  # once these are all found, rule 2 never looks further
+    wanted: set[str] = set()
+    as_written: set[str] = set()  # once these are all found, rule 2 never looks further
     for name in names:
         for word in _name_words(aliases.get(name, name)):
             wanted |= _candidate_tokens(word)
@@ -216,14 +220,14 @@ def label_features_from_glove(path: PathLike, names: Sequence[str],
     vectors, dim = _read_glove_vectors(path, wanted, as_written)
     words = glove_words(names, vectors, aliases)
     features = np.stack([np.mean([vectors[w] for w in ws], axis=0) for ws in words]).astype(np.float32)
-    for name, ws in zip(names, words):
+    for name, ws in zip(names, words, strict=True):
         if ws != [name]:
             _logger.info("GloVe feature of %r = mean of %s", name, ws)
     return torch.from_numpy(features)
 
 
 # ------------------------------------------------------------------------------- our .npz
-def load_label_graph_npz(path: PathLike) -> Dict[str, Any]:
+def load_label_graph_npz(path: PathLike) -> dict[str, Any]:
     """Read our label-statistics ``.npz`` (no pickles allowed inside).
 
     Returns:
@@ -237,12 +241,13 @@ def load_label_graph_npz(path: PathLike) -> Dict[str, Any]:
         with np.load(path, allow_pickle=False) as archive:
             content = {key: archive[key] for key in archive.files}
     except ValueError as error:
-        raise ValueError(f"{path!r} is not a plain .npz archive (object arrays are refused): {error}") \
-            from None
+        raise ValueError(
+            f"{path!r} is not a plain .npz archive (object arrays are refused): {error}"
+        ) from None
     unknown = sorted(set(content) - set(_NPZ_KEYS))
     if unknown:
         _logger.info("%s: ignoring keys %s", path, unknown)
-    result: Dict[str, Any] = {"names": None, "label_counts": None, "cooccurrence": None, "glove": None}
+    result: dict[str, Any] = {"names": None, "label_counts": None, "cooccurrence": None, "glove": None}
     if "names" in content:
         result["names"] = [str(name) for name in content["names"].reshape(-1)]
     if "label_counts" in content:
@@ -275,13 +280,13 @@ class UnsafePickleError(pickle.UnpicklingError, ValueError):
     """A pickle asked for something other than numpy arrays and plain containers."""
 
 
-def _numpy_internals() -> Dict[Tuple[str, str], Any]:
+def _numpy_internals() -> dict[tuple[str, str], Any]:
     # numpy 2 moved numpy.core to numpy._core; a pickle names the module of the numpy that wrote it.
     try:
         from numpy._core import multiarray, numeric
     except ImportError:  # numpy < 2
         from numpy.core import multiarray, numeric
-    allowed: Dict[Tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
     for package in ("numpy.core", "numpy._core"):
         allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
         allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
@@ -289,7 +294,7 @@ def _numpy_internals() -> Dict[Tuple[str, str], Any]:
     return allowed
 
 
-def _safe_globals() -> Dict[Tuple[str, str], Any]:
+def _safe_globals() -> dict[tuple[str, str], Any]:
     import _codecs
 
     allowed = _numpy_internals()
@@ -368,8 +373,9 @@ def _kind(path: str) -> str:
     return "glove"
 
 
-def _select_rows(array: np.ndarray, file_names: Optional[List[str]], names: Optional[Sequence[str]],
-                 path: str) -> np.ndarray:
+def _select_rows(
+    array: np.ndarray, file_names: list[str] | None, names: Sequence[str] | None, path: str
+) -> np.ndarray:
     if names is None:
         return array
     names = [str(name) for name in names]
@@ -383,8 +389,9 @@ def _select_rows(array: np.ndarray, file_names: Optional[List[str]], names: Opti
     return array[[file_names.index(name) for name in names]]
 
 
-def load_label_features(path: PathLike, names: Optional[Sequence[str]] = None,
-                        aliases: Optional[Mapping[str, str]] = None) -> torch.Tensor:
+def load_label_features(
+    path: PathLike, names: Sequence[str] | None = None, aliases: Mapping[str, str] | None = None
+) -> torch.Tensor:
     """Label features ``[n, F]`` (float32) from a GloVe text file, our ``.npz`` or an authors' pickle.
 
     The file type is taken from the extension: ``.npz`` (the ``glove`` array; with ``names``, its rows
@@ -422,8 +429,9 @@ def load_label_features(path: PathLike, names: Optional[Sequence[str]] = None,
     return torch.from_numpy(np.ascontiguousarray(features))
 
 
-def load_label_statistics(path: PathLike, names: Optional[Sequence[str]] = None
-                          ) -> Tuple[np.ndarray, np.ndarray, Optional[List[str]]]:
+def load_label_statistics(
+    path: PathLike, names: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     """``(cooccurrence [n, n], counts [n], names or None)`` from our ``.npz`` or an authors'
     ``*_adj.pkl`` (``{'adj': ..., 'nums': ...}``), for :func:`msrn.graph.label_graph_from_statistics`.
     With ``names`` and an ``.npz`` that has names, rows and columns are picked and ordered by name."""
@@ -458,7 +466,7 @@ def load_label_statistics(path: PathLike, names: Optional[Sequence[str]] = None
     return cooccurrence, counts, file_names
 
 
-def _checked_names(names: Sequence[str], file_names: List[str], path: str) -> List[str]:
+def _checked_names(names: Sequence[str], file_names: list[str], path: str) -> list[str]:
     missing = [str(n) for n in names if str(n) not in file_names]
     if missing:
         raise ValueError(f"{path!r} has no labels {missing}; its labels are {file_names}.")

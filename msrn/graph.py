@@ -11,7 +11,8 @@ On the official VOC 2007 statistics at ``threshold = 0.4`` this gives 6 edges: `
 to five labels that usually come with a person, and ``chair`` attends to ``diningtable``.
 A label that never occurs (``count[i] == 0``) has no outgoing edge (no division by zero).
 """
-from typing import Any, Tuple
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ def _as_numpy(array: Any, name: str) -> np.ndarray:
     return result
 
 
-def cooccurrence_statistics(targets: Any) -> Tuple[np.ndarray, np.ndarray]:
+def cooccurrence_statistics(targets: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(cooccurrence [n, n], counts [n])`` of a ``[N, n]`` 0/1 label matrix.
 
     Entries > 0 count as present (so VOC's "difficult" objects, kept as positives for training,

@@ -11,6 +11,7 @@ A saved model is a folder (or a Hub repository) holding
 from ``config.json`` and load ``model.safetensors`` (after ``import msrn``). Weights are only ever read
 from safetensors files: no weight file is unpickled.
 """
+
 import json
 import logging
 import math
@@ -37,8 +38,21 @@ _logger = logging.getLogger(__name__)
 
 _MODEL_CARD_NAME = "README.md"
 # pretrained_cfg entries that describe where weights come from, not the saved model itself.
-_SOURCE_CFG_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "tag", "notes",
-                    "description", "label_names", "label_descriptions", "label_offset", "architecture")
+_SOURCE_CFG_KEYS = (
+    "url",
+    "file",
+    "state_dict",
+    "hf_hub_id",
+    "hf_hub_filename",
+    "source",
+    "tag",
+    "notes",
+    "description",
+    "label_names",
+    "label_descriptions",
+    "label_offset",
+    "architecture",
+)
 
 PathLike = str | os.PathLike
 
@@ -163,18 +177,30 @@ def model_card(
     config = _config_of(model)
     args = config["model_args"]
     num_params = sum(p.numel() for p in model.parameters())
-    front = ["---", "tags:", "- image-classification", "- multi-label-image-classification", "- timm",
-             "- msrn", "library_name: timm", "pipeline_tag: image-classification", "license: apache-2.0"]
+    front = [
+        "---",
+        "tags:",
+        "- image-classification",
+        "- multi-label-image-classification",
+        "- timm",
+        "- msrn",
+        "library_name: timm",
+        "pipeline_tag: image-classification",
+        "license: apache-2.0",
+    ]
     if dataset:
         front += ["datasets:", f"- {json.dumps(str(dataset))}"]
     front.append("---")
     name = repo_id.split("/")[-1]
     lines = front + ["", f"# {name}", ""]
-    lines.append(description or (
-        f"An MSRN (Multi-layered Semantic Representation Network) multi-label image classifier "
-        f"with {model.num_classes} labels on a {args['backbone']} backbone"
-        + (f", trained on {dataset}." if dataset else ".")
-    ))
+    lines.append(
+        description
+        or (
+            f"An MSRN (Multi-layered Semantic Representation Network) multi-label image classifier "
+            f"with {model.num_classes} labels on a {args['backbone']} backbone"
+            + (f", trained on {dataset}." if dataset else ".")
+        )
+    )
     lines += [
         "",
         "Paper: *Multi-layered Semantic Representation Network for Multi-label Image Classification*, "
@@ -259,6 +285,9 @@ def push_to_hub(
             card = model_card(model, repo_id, dataset=dataset, metrics=metrics, description=description)
             pathlib.Path(folder, _MODEL_CARD_NAME).write_text(card, encoding="utf-8")
         return api.upload_folder(
-            repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
+            repo_id=repo_id,
+            folder_path=folder,
+            revision=revision,
+            create_pr=create_pr,
             commit_message=commit_message,
         )

@@ -1,5 +1,4 @@
 """Training objective of MSRN: ``L1 + lambda * L2`` (paper eq. 1 and 6)."""
-from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -28,14 +27,14 @@ class MSRNLoss(nn.Module):
         - output: scalar
     """
 
-    def __init__(self, model: Optional[nn.Module] = None, compactness_weight: Optional[float] = None) -> None:
+    def __init__(self, model: nn.Module | None = None, compactness_weight: float | None = None) -> None:
         super().__init__()
         # Not registered as a submodule: the loss must not appear in (or duplicate) the model's state.
         self._model = [model] if model is not None else []
         self.compactness_weight = compactness_weight
 
     @property
-    def model(self) -> Optional[nn.Module]:
+    def model(self) -> nn.Module | None:
         return self._model[0] if self._model else None
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

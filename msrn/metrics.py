@@ -15,7 +15,8 @@ All results are in percent. ``scores`` are probabilities (sigmoid of the logits)
   positives, ``CF1 = 2 CP CR / (CP + CR)``; ``OP = sum Nc / sum Np``, ``OR = sum Nc / sum Ng``,
   ``OF1`` likewise.
 """
-from typing import Any, Dict, Optional, Tuple
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,27 +28,37 @@ METRIC_NAMES = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
 
 def _to_numpy(array: Any, name: str) -> np.ndarray:
     if isinstance(array, torch.Tensor):
-        array = array.detach().float().cpu().numpy() if array.is_floating_point() else array.detach().cpu().numpy()
+        array = (
+            array.detach().float().cpu().numpy()
+            if array.is_floating_point()
+            else array.detach().cpu().numpy()
+        )
     return np.asarray(array)
 
 
-def _check_inputs(scores: Any, targets: Any, ignore: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check_inputs(scores: Any, targets: Any, ignore: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     scores = _to_numpy(scores, "scores").astype(np.float64)
     targets = _to_numpy(targets, "targets")
     if scores.ndim != 2:
-        raise ValueError(f"scores must be an [N, n] matrix (images x classes), got shape {list(scores.shape)}.")
+        raise ValueError(
+            f"scores must be an [N, n] matrix (images x classes), got shape {list(scores.shape)}."
+        )
     if targets.shape != scores.shape:
         raise ValueError(f"targets {list(targets.shape)} must have the shape of scores {list(scores.shape)}.")
     if not np.isfinite(scores).all():
         raise ValueError("scores contains NaN or infinite values.")
     if not np.isin(targets, (0, 1)).all():
-        raise ValueError("targets must hold only 0 and 1 (mark VOC difficult entries with ignore=, not -1 or 0.5).")
+        raise ValueError(
+            "targets must hold only 0 and 1 (mark VOC difficult entries with ignore=, not -1 or 0.5)."
+        )
     if ignore is None:
         ignore = np.zeros(scores.shape, dtype=bool)
     else:
         ignore = _to_numpy(ignore, "ignore").astype(bool)
         if ignore.shape != scores.shape:
-            raise ValueError(f"ignore {list(ignore.shape)} must have the shape of scores {list(scores.shape)}.")
+            raise ValueError(
+                f"ignore {list(ignore.shape)} must have the shape of scores {list(scores.shape)}."
+            )
     return scores, targets.astype(bool), ignore
 
 
@@ -65,7 +76,7 @@ def _class_ap(scores: np.ndarray, positives: np.ndarray) -> float:
     return float((new_positives * precision).sum() / num_positives)
 
 
-def average_precision(scores: Any, targets: Any, ignore: Optional[Any] = None) -> np.ndarray:
+def average_precision(scores: Any, targets: Any, ignore: Any | None = None) -> np.ndarray:
     """Per-class average precision in percent, ``[n]`` (NaN for a class without positives).
 
     Args:
@@ -75,19 +86,19 @@ def average_precision(scores: Any, targets: Any, ignore: Optional[Any] = None) -
     """
     scores, targets, ignore = _check_inputs(scores, targets, ignore)
     keep = ~ignore
-    return np.array([
-        100.0 * _class_ap(scores[keep[:, c], c], targets[keep[:, c], c]) for c in range(scores.shape[1])
-    ])
+    return np.array(
+        [100.0 * _class_ap(scores[keep[:, c], c], targets[keep[:, c], c]) for c in range(scores.shape[1])]
+    )
 
 
-def mean_average_precision(scores: Any, targets: Any, ignore: Optional[Any] = None) -> float:
+def mean_average_precision(scores: Any, targets: Any, ignore: Any | None = None) -> float:
     """mAP in percent: the mean of :func:`average_precision` over classes that have positives
     (NaN when no class has one)."""
     per_class = average_precision(scores, targets, ignore)
     return float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
 
 
-def _threshold_metrics(predicted: np.ndarray, targets: np.ndarray) -> Dict[str, float]:
+def _threshold_metrics(predicted: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     correct = (predicted & targets).sum(axis=0).astype(np.float64)
     num_predicted = predicted.sum(axis=0).astype(np.float64)
     num_true = targets.sum(axis=0).astype(np.float64)
@@ -100,17 +111,23 @@ def _threshold_metrics(predicted: np.ndarray, targets: np.ndarray) -> Dict[str, 
     def f1(p: float, r: float) -> float:
         return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
-    return {"CP": 100 * cp, "CR": 100 * cr, "CF1": 100 * f1(cp, cr), "OP": 100 * op, "OR": 100 * orr,
-            "OF1": 100 * f1(op, orr)}
+    return {
+        "CP": 100 * cp,
+        "CR": 100 * cr,
+        "CF1": 100 * f1(cp, cr),
+        "OP": 100 * op,
+        "OR": 100 * orr,
+        "OF1": 100 * f1(op, orr),
+    }
 
 
 def multilabel_metrics(
     scores: Any,
     targets: Any,
-    ignore: Optional[Any] = None,
+    ignore: Any | None = None,
     threshold: float = 0.5,
-    top_k: Optional[int] = None,
-) -> Dict[str, float]:
+    top_k: int | None = None,
+) -> dict[str, float]:
     """``mAP, CP, CR, CF1, OP, OR, OF1`` in percent (see the module docstring).
 
     Args:
@@ -128,7 +145,9 @@ def multilabel_metrics(
     results.update(_threshold_metrics(predicted, positives))
     if top_k is not None:
         if not 1 <= top_k <= scores_np.shape[1]:
-            raise ValueError(f"top_k must be between 1 and the number of classes {scores_np.shape[1]}, got {top_k}.")
+            raise ValueError(
+                f"top_k must be between 1 and the number of classes {scores_np.shape[1]}, got {top_k}."
+            )
         ranks = np.argsort(-scores_np, axis=1, kind="stable")[:, :top_k]
         in_top = np.zeros_like(predicted)
         np.put_along_axis(in_top, ranks, True, axis=1)

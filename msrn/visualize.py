@@ -8,6 +8,7 @@ Pillow picture: one row per label, the image and then one overlay per branch.
 
 Only Pillow and NumPy are used for drawing (no plotting library).
 """
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,9 +31,7 @@ __all__ = [
 ]
 
 # Colour ramp for heat maps, low to high (our own: dark blue, blue, cyan, yellow, red).
-_RAMP = np.array(
-    [[0, 0, 96], [0, 64, 255], [0, 220, 220], [255, 230, 0], [220, 0, 0]], dtype=np.float32
-)
+_RAMP = np.array([[0, 0, 96], [0, 64, 255], [0, 220, 220], [255, 230, 0], [220, 0, 0]], dtype=np.float32)
 
 
 @torch.no_grad()

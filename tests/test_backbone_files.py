@@ -1,5 +1,6 @@
 """Backbone ImageNet weights from a local file, offline, the timm way:
 ``pretrained_cfg_overlay=dict(file=PATH)`` (or in ``backbone_kwargs``) and ``--backbone-weights``."""
+
 import pathlib
 import re
 
@@ -50,13 +51,19 @@ def test_pretrained_cfg_overlay_file_loads_the_backbone_offline(offline, tmp_pat
     weights = imagenet_weights("resnet18")
     path = tmp_path / "resnet18.safetensors"
     save_file(weights, str(path))
-    model = timm.create_model("msrn_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                              num_classes=3, **TINY)
+    model = timm.create_model(
+        "msrn_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), num_classes=3, **TINY
+    )
     assert_trunk_holds(model, weights)
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
     # The same file given to the backbone itself, as timm takes it.
-    same = timm.create_model("msrn_resnet18", pretrained=True, num_classes=3,
-                             backbone_kwargs=dict(pretrained_cfg_overlay=dict(file=str(path))), **TINY)
+    same = timm.create_model(
+        "msrn_resnet18",
+        pretrained=True,
+        num_classes=3,
+        backbone_kwargs=dict(pretrained_cfg_overlay=dict(file=str(path))),
+        **TINY,
+    )
     assert_trunk_holds(same, weights)
 
 
@@ -64,14 +71,20 @@ def test_pth_files_are_read_as_weights_only(offline, tmp_path):
     weights = imagenet_weights("resnet18")
     path = tmp_path / "resnet18.pth"
     torch.save({"state_dict": weights, "epoch": 90}, path)  # a training checkpoint nests the weights
-    model = timm.create_model("msrn_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                              num_classes=3, **TINY)
+    model = timm.create_model(
+        "msrn_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), num_classes=3, **TINY
+    )
     assert_trunk_holds(model, weights)
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"state_dict": weights, "extra": NotATensor()}, unsafe)
     with pytest.raises(ValueError, match="cannot be read as weights only"):
-        timm.create_model("msrn_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(unsafe)),
-                          num_classes=3, **TINY)
+        timm.create_model(
+            "msrn_resnet18",
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(unsafe)),
+            num_classes=3,
+            **TINY,
+        )
 
 
 def test_transformer_weights_are_adapted_by_timm(offline, tmp_path):
@@ -79,20 +92,29 @@ def test_transformer_weights_are_adapted_by_timm(offline, tmp_path):
     weights = imagenet_weights("vit_tiny_patch16_224")
     path = tmp_path / "vit.safetensors"
     save_file(weights, str(path))
-    model = timm.create_model("msrn_custom", backbone="vit_tiny_patch16_224", pretrained=True, num_classes=2,
-                              backbone_kwargs=dict(img_size=64), pretrained_cfg_overlay=dict(file=str(path)),
-                              **TINY)
+    model = timm.create_model(
+        "msrn_custom",
+        backbone="vit_tiny_patch16_224",
+        pretrained=True,
+        num_classes=2,
+        backbone_kwargs=dict(img_size=64),
+        pretrained_cfg_overlay=dict(file=str(path)),
+        **TINY,
+    )
     trunk = model.backbone.trunk.state_dict()
     assert torch.equal(trunk["model.blocks.0.attn.qkv.weight"], weights["blocks.0.attn.qkv.weight"])
     assert trunk["model.pos_embed"].shape[1] == 1 + 4 * 4
 
 
-@pytest.mark.parametrize("content, message", [
-    ("resnet34", "does not hold the weights of timm's resnet18"),
-    ("msrn", "holds a whole MSRN"),
-    ("missing", "does not exist"),
-    ("text", "must be .safetensors"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("resnet34", "does not hold the weights of timm's resnet18"),
+        ("msrn", "holds a whole MSRN"),
+        ("missing", "does not exist"),
+        ("text", "must be .safetensors"),
+    ],
+)
 def test_wrong_backbone_files_are_clear_errors(offline, tmp_path, content, message):
     path = tmp_path / "weights.safetensors"
     if content == "resnet34":
@@ -104,8 +126,13 @@ def test_wrong_backbone_files_are_clear_errors(offline, tmp_path, content, messa
         path = tmp_path / "weights.txt"
         path.write_text("not weights")
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        timm.create_model("msrn_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                          num_classes=3, **TINY)
+        timm.create_model(
+            "msrn_resnet18",
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(path)),
+            num_classes=3,
+            **TINY,
+        )
 
 
 def test_trainer_backbone_weights_option(offline, tmp_path):
@@ -116,8 +143,12 @@ def test_trainer_backbone_weights_option(offline, tmp_path):
     model_config = {"kwargs": dict(num_classes=3, **TINY)}
     assert_trunk_holds(_create_model(config, model_config, None, None), weights)
     with pytest.raises(ValueError, match="drop --no-pretrained"):
-        _create_model(TrainConfig(model="msrn_resnet18", backbone_weights=str(path), pretrained=False),
-                      model_config, None, None)
+        _create_model(
+            TrainConfig(model="msrn_resnet18", backbone_weights=str(path), pretrained=False),
+            model_config,
+            None,
+            None,
+        )
     args = build_train_parser().parse_args(["--backbone-weights", str(path)])
     assert args.backbone_weights == str(path)
 
@@ -129,8 +160,9 @@ def _snippets_with(page: pathlib.Path, marker: str) -> list:
 def test_documented_local_file_snippets_run(offline, tmp_path, monkeypatch):
     # The pages use ResNet-101; the same calls run here on ResNet-18 to stay small.
     root = pathlib.Path(__file__).resolve().parents[1]
-    snippets = (_snippets_with(root / "README.md", "pretrained_cfg_overlay")
-                + _snippets_with(root / "docs" / "weights.md", "pretrained_cfg_overlay"))
+    snippets = _snippets_with(root / "README.md", "pretrained_cfg_overlay") + _snippets_with(
+        root / "docs" / "weights.md", "pretrained_cfg_overlay"
+    )
     assert len(snippets) == 2
     weights = imagenet_weights("resnet18")
     save_file(weights, str(tmp_path / "resnet18.safetensors"))

@@ -1,4 +1,5 @@
 """Any timm model with feature maps as the MSRN trunk: CNNs, hierarchical and plain transformers."""
+
 import pathlib
 import re
 
@@ -28,8 +29,9 @@ FAMILIES = {
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_every_family_builds_and_trains_a_step(name):
     size, backbone_kwargs = FAMILIES[name]
-    model = timm.create_model("msrn_custom", backbone=name, num_classes=4, backbone_kwargs=backbone_kwargs,
-                              **SMALL)
+    model = timm.create_model(
+        "msrn_custom", backbone=name, num_classes=4, backbone_kwargs=backbone_kwargs, **SMALL
+    )
     x, targets = torch.randn(2, 3, size, size), torch.tensor([[1.0, 0, 0, 1], [0, 1, 0, 0]])
     assert model.forward_features(x).shape == (2, 4 + model.num_groups, 3 * 16)
     criterion = msrn.MSRNLoss(model)
@@ -69,8 +71,14 @@ def test_vit_branches_are_its_last_blocks_on_the_patch_grid():
 def test_out_indices_pick_other_blocks_or_stages():
     vit = MultiBranchBackbone("vit_tiny_patch16_224", embed_dim=8, img_size=64, out_indices=(3, 7, -1))
     assert tuple(vit.trunk.feature_info.out_indices) == (3, 7, 11)
-    model = timm.create_model("msrn_custom", backbone="resnet18", num_classes=3, num_branches=2,
-                              backbone_kwargs=dict(out_indices=(2, 4)), **SMALL)
+    model = timm.create_model(
+        "msrn_custom",
+        backbone="resnet18",
+        num_classes=3,
+        num_branches=2,
+        backbone_kwargs=dict(out_indices=(2, 4)),
+        **SMALL,
+    )
     assert model.backbone.stage_channels == [128, 512]
     with pytest.raises(ValueError, match="names 2 feature maps but num_branches=3"):
         MultiBranchBackbone("resnet18", out_indices=(2, 3))

@@ -1,5 +1,6 @@
 """Every `msrn` command with bad arguments: one line on stderr, a non-zero exit, never a traceback;
 a closed pipe ends quietly; a full disk is one line and leaves no half-written file."""
+
 import errno
 import json
 import os
@@ -22,8 +23,9 @@ TINY = dict(embed_dim=16, hidden_dim=32, gat_hidden_dim=16, label_feature_dim=8,
 def files(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("cli")
     torch.manual_seed(0)
-    model = timm.create_model("msrn_custom", backbone="test_resnet", num_classes=3,
-                              label_names=["cat", "dog", "person"], **TINY).eval()
+    model = timm.create_model(
+        "msrn_custom", backbone="test_resnet", num_classes=3, label_names=["cat", "dog", "person"], **TINY
+    ).eval()
     model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 64, 64)}
     save_pretrained(model, root / "model")
     images = root / "images"
@@ -32,8 +34,14 @@ def files(tmp_path_factory) -> dict:
         Image.new("RGB", (40, 30), (80 * k, 40, 200)).save(images / f"{k}.jpg")
     (root / "test.csv").write_text("image,labels\n" + "".join(f"images/{k}.jpg,cat\n" for k in range(3)))
     (root / "a-file").write_text("not a folder")
-    return dict(root=root, model=f"local-dir:{root / 'model'}", folder=str(root / "model"),
-                images=str(images), csv=str(root / "test.csv"), file=str(root / "a-file"))
+    return dict(
+        root=root,
+        model=f"local-dir:{root / 'model'}",
+        folder=str(root / "model"),
+        images=str(images),
+        csv=str(root / "test.csv"),
+        file=str(root / "a-file"),
+    )
 
 
 @pytest.fixture()
@@ -62,43 +70,74 @@ CASES = {
     "train: --device cuda without a GPU": (lambda f: ["train", "--device", "cuda"], "no CUDA GPU is visible"),
     "train: --workers -1": (lambda f: ["train", "--workers", "-1"], "workers must be >= 0"),
     "train: --epochs not a number": (lambda f: ["train", "--epochs", "two"], "invalid int value: 'two'"),
-    "train: unknown backbone": (lambda f: ["train", "--backbone", "nosuchnet"],
-                                "Unknown backbone 'nosuchnet'"),
-    "train: missing data": (lambda f: ["train", "--data", str(f["root"] / "nowhere")],
-                            "No PASCAL VOC 2007 tree"),
-    "predict: --device cuda without a GPU": (lambda f: ["predict", f["images"], "--model", f["model"],
-                                                        "--device", "cuda"], "no CUDA GPU is visible"),
-    "predict: --device cuda:3 without a GPU": (lambda f: ["predict", f["images"], "--model", f["model"],
-                                                          "--device", "cuda:3"], "no CUDA GPU is visible"),
-    "predict: --threshold 2": (lambda f: ["predict", f["images"], "--model", f["model"], "--threshold", "2"],
-                               "--threshold must be between 0 and 1"),
-    "predict: missing image": (lambda f: ["predict", str(f["root"] / "gone.jpg"), "--model", f["model"]],
-                               "does not exist"),
-    "predict: no --model": (lambda f: ["predict", f["images"]],
-                            "the following arguments are required: --model"),
-    "evaluate: --threshold 2": (lambda f: _evaluate(f, "--threshold", "2"),
-                                "--threshold must be between 0 and 1"),
-    "evaluate: --device cuda without a GPU": (lambda f: _evaluate(f, "--device", "cuda"),
-                                              "no CUDA GPU is visible"),
-    "evaluate: --batch-size 0": (lambda f: _evaluate(f, "--batch-size", "0"),
-                                 "--batch-size must be at least 1"),
+    "train: unknown backbone": (
+        lambda f: ["train", "--backbone", "nosuchnet"],
+        "Unknown backbone 'nosuchnet'",
+    ),
+    "train: missing data": (
+        lambda f: ["train", "--data", str(f["root"] / "nowhere")],
+        "No PASCAL VOC 2007 tree",
+    ),
+    "predict: --device cuda without a GPU": (
+        lambda f: ["predict", f["images"], "--model", f["model"], "--device", "cuda"],
+        "no CUDA GPU is visible",
+    ),
+    "predict: --device cuda:3 without a GPU": (
+        lambda f: ["predict", f["images"], "--model", f["model"], "--device", "cuda:3"],
+        "no CUDA GPU is visible",
+    ),
+    "predict: --threshold 2": (
+        lambda f: ["predict", f["images"], "--model", f["model"], "--threshold", "2"],
+        "--threshold must be between 0 and 1",
+    ),
+    "predict: missing image": (
+        lambda f: ["predict", str(f["root"] / "gone.jpg"), "--model", f["model"]],
+        "does not exist",
+    ),
+    "predict: no --model": (
+        lambda f: ["predict", f["images"]],
+        "the following arguments are required: --model",
+    ),
+    "evaluate: --threshold 2": (
+        lambda f: _evaluate(f, "--threshold", "2"),
+        "--threshold must be between 0 and 1",
+    ),
+    "evaluate: --device cuda without a GPU": (
+        lambda f: _evaluate(f, "--device", "cuda"),
+        "no CUDA GPU is visible",
+    ),
+    "evaluate: --batch-size 0": (
+        lambda f: _evaluate(f, "--batch-size", "0"),
+        "--batch-size must be at least 1",
+    ),
     "evaluate: --workers -1": (lambda f: _evaluate(f, "--workers", "-1"), "--workers must be 0 or more"),
-    "evaluate: --image-size 0": (lambda f: _evaluate(f, "--image-size", "0"),
-                                 "--image-size must be a positive"),
+    "evaluate: --image-size 0": (
+        lambda f: _evaluate(f, "--image-size", "0"),
+        "--image-size must be a positive",
+    ),
     "evaluate: --dataset bogus": (lambda f: _evaluate(f, "--dataset", "bogus"), "invalid choice: 'bogus'"),
-    "evaluate: not a model folder": (lambda f: ["evaluate", f["images"], "--data", f["csv"]],
-                                     "no saved model in"),
+    "evaluate: not a model folder": (
+        lambda f: ["evaluate", f["images"], "--data", f["csv"]],
+        "no saved model in",
+    ),
     "export: --opset 99": (lambda f: _export(f, "--opset", "99"), "ONNX opset 99 is not supported"),
     "export: --img-size 0": (lambda f: _export(f, "--img-size", "0"), "--img-size must be a positive"),
-    "export: --onnx a folder": (lambda f: ["export", "--model", f["model"], "--onnx", f["images"]],
-                                "is a folder"),
-    "convert-official: --out an existing file": (lambda f: _convert(f, "--out", f["file"]),
-                                                 "is a file; give a folder"),
-    "convert-official: --threshold 0": (lambda f: _convert(f, "--out", str(f["root"] / "conv"),
-                                                          "--threshold", "0"),
-                                        "--threshold must be in (0, 1]"),
-    "convert-official: unreadable checkpoint": (lambda f: _convert(f, "--out", str(f["root"] / "conv")),
-                                                "cannot be read with torch.load(weights_only=True)"),
+    "export: --onnx a folder": (
+        lambda f: ["export", "--model", f["model"], "--onnx", f["images"]],
+        "is a folder",
+    ),
+    "convert-official: --out an existing file": (
+        lambda f: _convert(f, "--out", f["file"]),
+        "is a file; give a folder",
+    ),
+    "convert-official: --threshold 0": (
+        lambda f: _convert(f, "--out", str(f["root"] / "conv"), "--threshold", "0"),
+        "--threshold must be in (0, 1]",
+    ),
+    "convert-official: unreadable checkpoint": (
+        lambda f: _convert(f, "--out", str(f["root"] / "conv")),
+        "cannot be read with torch.load(weights_only=True)",
+    ),
 }
 
 
@@ -174,10 +213,36 @@ def test_disk_full_while_training(files, tmp_path, monkeypatch, capsys):
     import msrn.hub
 
     monkeypatch.setattr(msrn.hub, "save_file", _disk_full)
-    code = main(["train", "--synthetic-trainval", "8", "--synthetic-test", "4", "--image-size", "64",
-                 "--embed-dim", "16", "--hidden-dim", "32", "--batch-size", "4", "--workers", "0",
-                 "--epochs", "1", "--max-steps-per-epoch", "1", "--no-progress", "--backbone", "test_resnet",
-                 "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "out")])
+    code = main(
+        [
+            "train",
+            "--synthetic-trainval",
+            "8",
+            "--synthetic-test",
+            "4",
+            "--image-size",
+            "64",
+            "--embed-dim",
+            "16",
+            "--hidden-dim",
+            "32",
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--epochs",
+            "1",
+            "--max-steps-per-epoch",
+            "1",
+            "--no-progress",
+            "--backbone",
+            "test_resnet",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
@@ -198,16 +263,21 @@ def test_reliability_page_counts_its_table():
 
     root = pathlib.Path(__file__).resolve().parents[1]
     text = (root / "docs" / "reliability.md").read_text()
-    rows = [line for line in text.splitlines()
-            if line.startswith("| ") and not line.startswith(("| Case", "|---"))]
+    rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith(("| Case", "|---"))
+    ]
     outcomes = collections.Counter()
     named = set()
     for row in rows:
         cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]]
         outcomes[cells[1].split()[0].rstrip(":;,")] += 1
         named |= set(re.findall(r"`(test_\w+)`", cells[2]))
-    expected = (f"{len(rows)} cases tried: {outcomes['error']} error, {outcomes['skipped']} skipped, "
-                f"{outcomes['warning']} warning, {outcomes['accepted']} accepted.")
+    expected = (
+        f"{len(rows)} cases tried: {outcomes['error']} error, {outcomes['skipped']} skipped, "
+        f"{outcomes['warning']} warning, {outcomes['accepted']} accepted."
+    )
     assert set(outcomes) <= {"error", "skipped", "warning", "accepted"}
     assert f"Counts: **{expected}**" in text
     sources = "".join(p.read_text() for p in (root / "tests").glob("test_*.py"))

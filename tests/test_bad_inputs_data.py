@@ -2,6 +2,7 @@
 
 Each case gives an error naming the file and the entry or line, a warning, or is accepted as
 documented; tests marked "guard" already held before issue 12 and must keep holding."""
+
 import json
 import logging
 import multiprocessing
@@ -24,9 +25,11 @@ def _coco(tmp_path: pathlib.Path, edit=None) -> pathlib.Path:
     images.mkdir(exist_ok=True)
     data = {
         "images": [{"id": i, "file_name": f"{i}.jpg"} for i in (7, 3, 9)],
-        "annotations": [{"id": 1, "image_id": 7, "category_id": 1},
-                        {"id": 2, "image_id": 3, "category_id": 18},
-                        {"id": 3, "image_id": 9, "category_id": 1}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 1},
+            {"id": 2, "image_id": 3, "category_id": 18},
+            {"id": 3, "image_id": 9, "category_id": 1},
+        ],
         "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
     }
     for image in data["images"]:
@@ -47,29 +50,51 @@ def _set(entry: dict, **changes):
 
 
 COCO_CASES = {
-    "image without file_name": (lambda d: _set(d["images"][1], file_name=None),
-                                r"images\[1\] has no 'file_name'"),
+    "image without file_name": (
+        lambda d: _set(d["images"][1], file_name=None),
+        r"images\[1\] has no 'file_name'",
+    ),
     "image without id": (lambda d: _set(d["images"][0], id=None), r"images\[0\] has no 'id'"),
-    "category without name": (lambda d: _set(d["categories"][1], name=None),
-                              r"categories\[1\] has no 'name'"),
-    "mixed int/str image ids": (lambda d: _set(d["images"][2], id="9"),
-                                r"images ids mix integers and strings"),
-    "mixed int/str category ids": (lambda d: _set(d["categories"][0], id="1"),
-                                   r"categories ids mix integers and strings"),
-    "annotation id of another type": (lambda d: _set(d["annotations"][0], image_id="7"),
-                                      r"image_id '7'.*a str while the ids there are ints"),
-    "categories as a dict": (lambda d: d.update(categories={"1": "person", "18": "dog"}),
-                             r"'categories' is a dict; it must be a list of objects"),
-    "image entry not an object": (lambda d: d["images"].append(5),
-                                  r"images\[3\] is 5, not an object like \{\"id\": 1"),
-    "duplicate image id": (lambda d: d["images"].append({"id": 7, "file_name": "3.jpg"}),
-                           r"images\[3\] repeats the id 7 of images\[0\]"),
-    "duplicate category name": (lambda d: d["categories"].append({"id": 2, "name": "dog"}),
-                                r"categories 18 and 2 are both named 'dog'"),
-    "absolute file_name": (lambda d: _set(d["images"][0], file_name="/etc/hostname"),
-                           r"file_name '/etc/hostname' is not a path inside"),
-    "escaping file_name": (lambda d: _set(d["images"][0], file_name="../annotations/x.jpg"),
-                           r"file_name '\.\./annotations/x\.jpg' is not a path inside"),
+    "category without name": (
+        lambda d: _set(d["categories"][1], name=None),
+        r"categories\[1\] has no 'name'",
+    ),
+    "mixed int/str image ids": (
+        lambda d: _set(d["images"][2], id="9"),
+        r"images ids mix integers and strings",
+    ),
+    "mixed int/str category ids": (
+        lambda d: _set(d["categories"][0], id="1"),
+        r"categories ids mix integers and strings",
+    ),
+    "annotation id of another type": (
+        lambda d: _set(d["annotations"][0], image_id="7"),
+        r"image_id '7'.*a str while the ids there are ints",
+    ),
+    "categories as a dict": (
+        lambda d: d.update(categories={"1": "person", "18": "dog"}),
+        r"'categories' is a dict; it must be a list of objects",
+    ),
+    "image entry not an object": (
+        lambda d: d["images"].append(5),
+        r"images\[3\] is 5, not an object like \{\"id\": 1",
+    ),
+    "duplicate image id": (
+        lambda d: d["images"].append({"id": 7, "file_name": "3.jpg"}),
+        r"images\[3\] repeats the id 7 of images\[0\]",
+    ),
+    "duplicate category name": (
+        lambda d: d["categories"].append({"id": 2, "name": "dog"}),
+        r"categories 18 and 2 are both named 'dog'",
+    ),
+    "absolute file_name": (
+        lambda d: _set(d["images"][0], file_name="/etc/hostname"),
+        r"file_name '/etc/hostname' is not a path inside",
+    ),
+    "escaping file_name": (
+        lambda d: _set(d["images"][0], file_name="../annotations/x.jpg"),
+        r"file_name '\.\./annotations/x\.jpg' is not a path inside",
+    ),
 }
 
 
@@ -91,6 +116,7 @@ def test_coco_utf16_file(tmp_path):
 
 def test_coco_string_ids_and_subfolders_are_fine(tmp_path):
     """Guard: string ids (used consistently) and file names in sub-folders are accepted."""
+
     def edit(data):
         for image in data["images"]:
             image["id"] = f"img{image['id']}"
@@ -114,7 +140,8 @@ def _voc(tmp_path: pathlib.Path, split_lines=("000001", "000002"), filenames=Non
         Image.new("RGB", (8, 8)).save(voc / "JPEGImages" / f"{image_id}.jpg")
         filename = (filenames or {}).get(image_id, f"{image_id}.jpg")
         (voc / "Annotations" / f"{image_id}.xml").write_text(
-            f"<annotation><filename>{filename}</filename><object><name>dog</name></object></annotation>")
+            f"<annotation><filename>{filename}</filename><object><name>dog</name></object></annotation>"
+        )
     (voc / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(split_lines) + "\n")
     return voc
 
@@ -156,8 +183,9 @@ def test_voc_symlinked_sub_folder_is_read(tmp_path):
     assert dataset.image_paths[1].endswith("linked/x.jpg")
 
 
-@pytest.mark.parametrize("encoding, message", [("latin-1", r"not UTF-8 .*byte 0xe9 on line 2.*Latin-1"),
-                                               ("utf-16", r"UTF-16")])
+@pytest.mark.parametrize(
+    "encoding, message", [("latin-1", r"not UTF-8 .*byte 0xe9 on line 2.*Latin-1"), ("utf-16", r"UTF-16")]
+)
 def test_voc_split_file_in_another_encoding(tmp_path, encoding, message):
     voc = _voc(tmp_path)
     split = voc / "ImageSets" / "Main" / "trainval.txt"
@@ -198,8 +226,9 @@ def test_csv_errors_give_physical_line_numbers(csv_images):
         CSVDataset(one_hot)
 
 
-@pytest.mark.parametrize("cell, shown", [("person dog", "spaces"), ('"person, dog"', "commas"),
-                                         ("person|dog", "'|'")])
+@pytest.mark.parametrize(
+    "cell, shown", [("person dog", "spaces"), ('"person, dog"', "commas"), ("person|dog", "'|'")]
+)
 def test_csv_labels_with_another_separator_are_refused(csv_images, cell, shown):
     path = _write(csv_images / "set.csv", f"image,labels\na.jpg,{cell}\nb.jpg,person\nc.jpg,dog\n")
     expected = rf"set\.csv, line 2: .* separated by {shown}; separate labels with ';', e\.g\. 'person;dog'"
@@ -233,10 +262,13 @@ def test_csv_case_only_duplicate_classes_warn(csv_images, caplog):
     assert "set.csv" in caplog.text and "'Person' / 'person'" in caplog.text
 
 
-@pytest.mark.parametrize("encoding, message", [
-    ("latin-1", r"is not UTF-8 text \(byte 0xe9 on line 2\).*Latin-1.*iconv -f LATIN1"),
-    ("utf-16", r"is UTF-16 .*save it as UTF-8"),
-])
+@pytest.mark.parametrize(
+    "encoding, message",
+    [
+        ("latin-1", r"is not UTF-8 text \(byte 0xe9 on line 2\).*Latin-1.*iconv -f LATIN1"),
+        ("utf-16", r"is UTF-16 .*save it as UTF-8"),
+    ],
+)
 def test_csv_in_another_encoding_names_file_and_fix(csv_images, encoding, message):
     path = _write(csv_images / "set.csv", "image,labels\na.jpg,caf\u00e9\n", encoding)
     with pytest.raises(ValueError, match=rf"{path} {message}"):

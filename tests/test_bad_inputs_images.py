@@ -1,6 +1,7 @@
 """Hostile and unusual image files: one decoder for every path, and bad images as clear, skippable errors.
 
 Every test here failed on the code before issue 12 (checked by running this file against it)."""
+
 import json
 import os
 import pathlib
@@ -28,12 +29,17 @@ SIZE = 64
 
 def _png_claiming(path: pathlib.Path, width: int, height: int) -> pathlib.Path:
     """A 100-byte PNG whose header claims ``width x height`` RGB pixels (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -61,7 +67,11 @@ def _write_tricky_images(folder: pathlib.Path) -> dict:
     Image.fromarray(gray16.astype(np.int32)).save(folder / "int32.tif")
     return {
         "gray16.png": np.round(gray16 * (255 / 65535)).astype(np.uint8),
-        "rgba.png": None, "rotated.jpg": None, "cmyk.jpg": None, "palette.gif": None, "float.tif": None,
+        "rgba.png": None,
+        "rotated.jpg": None,
+        "cmyk.jpg": None,
+        "palette.gif": None,
+        "float.tif": None,
         "int32.tif": np.round(gray16 * (255 / 65535)).astype(np.uint8),
     }
 
@@ -151,11 +161,14 @@ def _tree(tmp_path):
     ids = [f"{k:06d}" for k in range(len(names))]
     for image_id, name in zip(ids, names, strict=True):
         (voc / "Annotations" / f"{image_id}.xml").write_text(
-            f"<annotation><filename>{name}</filename><object><name>dog</name></object></annotation>")
+            f"<annotation><filename>{name}</filename><object><name>dog</name></object></annotation>"
+        )
     (voc / "ImageSets" / "Main" / "all.txt").write_text("\n".join(ids) + "\n")
-    coco = {"images": [{"id": k, "file_name": n} for k, n in enumerate(names)],
-            "annotations": [{"id": k, "image_id": k, "category_id": 1} for k in range(len(names))],
-            "categories": [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}, {"id": 3, "name": "person"}]}
+    coco = {
+        "images": [{"id": k, "file_name": n} for k, n in enumerate(names)],
+        "annotations": [{"id": k, "image_id": k, "category_id": 1} for k in range(len(names))],
+        "categories": [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}, {"id": 3, "name": "person"}],
+    }
     (tmp_path / "coco.json").write_text(json.dumps(coco))
     (images / "set.csv").write_text("image,labels\n" + "".join(f"{n},dog\n" for n in names))
     return names, images
@@ -191,8 +204,17 @@ def test_same_file_same_tensor_through_every_path(tmp_path, saved_model, record_
     # msrn predict (its own transform from the model's pretrained_cfg)
     record_inputs.clear()
     predict_transform = create_transform(**resolve_model_data_config(model), is_training=False)
-    code = main(["predict", *[str(images / n) for n in names], "--model", f"local-dir:{folder}",
-                 "--batch-size", "1", "--json"])
+    code = main(
+        [
+            "predict",
+            *[str(images / n) for n in names],
+            "--model",
+            f"local-dir:{folder}",
+            "--batch-size",
+            "1",
+            "--json",
+        ]
+    )
     capsys.readouterr()
     assert code == 0 and len(record_inputs) == len(names)
     for got, name in zip(record_inputs, names, strict=True):
@@ -209,7 +231,7 @@ def test_same_file_same_tensor_through_every_path(tmp_path, saved_model, record_
 
 def _python_block(page: pathlib.Path, heading: str) -> str:
     text = page.read_text()
-    section = text[text.index(heading):]
+    section = text[text.index(heading) :]
     return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
 
 
@@ -242,7 +264,9 @@ def test_predict_one_bad_image_does_not_kill_the_batch(tmp_path, saved_model, ca
     captured = capsys.readouterr()
     assert code == 1 and "Traceback" not in captured.err
     assert sorted(pathlib.Path(json.loads(line)["image"]).name for line in captured.out.splitlines()) == [
-        "a.jpg", "d.jpg"]
+        "a.jpg",
+        "d.jpg",
+    ]
     assert "b-bomb.png" in captured.err and "pixels" in captured.err and "c-broken.jpg" in captured.err
 
 
@@ -268,8 +292,19 @@ def test_evaluate_bad_image_is_one_line_or_skipped(tmp_path, saved_model, capsys
     Image.new("RGB", (30, 20), (9, 90, 9)).save(tmp_path / "good.jpg")
     _png_claiming(tmp_path / "bomb.png", 100_000, 100_000)
     (tmp_path / "test.csv").write_text("image,labels\ngood.jpg,cat;dog\nbomb.png,dog\n")
-    argv = ["evaluate", str(folder), "--data", str(tmp_path / "test.csv"), "--dataset", "csv",
-            "--workers", workers, "--image-size", str(SIZE), "--json"]
+    argv = [
+        "evaluate",
+        str(folder),
+        "--data",
+        str(tmp_path / "test.csv"),
+        "--dataset",
+        "csv",
+        "--workers",
+        workers,
+        "--image-size",
+        str(SIZE),
+        "--json",
+    ]
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1

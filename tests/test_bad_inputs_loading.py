@@ -4,6 +4,7 @@
 config.json that is not a JSON object is reported by timm; ``msrn.create_model``, ``msrn.load_model``
 and the commands check the file first. The test marked "guard" held before issue 12 and must keep holding.
 """
+
 import hashlib
 import os
 import pathlib
@@ -74,8 +75,10 @@ def _inf(tensors):
 
 WEIGHT_CASES = {
     "no label_graph": (_without_label_graph, r"model\.safetensors lacks the MSRN tensor\(s\) label_graph"),
-    "another architecture": (_other_architecture,
-                             r"model\.safetensors is not an MSRN state dict: .* \d+ tensors \(first: "),
+    "another architecture": (
+        _other_architecture,
+        r"model\.safetensors is not an MSRN state dict: .* \d+ tensors \(first: ",
+    ),
     "NaN weights": (_nan, r"safetensors holds NaN or infinite values in 1 tensor \(head\.fc1\.weight\)"),
     "infinite weights": (_inf, r"safetensors holds NaN or infinite values in 1 tensor \(backbone\.trunk"),
 }
@@ -126,12 +129,15 @@ def test_truncated_and_pickled_weights(saved, tmp_path):
 
 
 # ------------------------------------------------------------- config.json, checked by msrn first
-@pytest.mark.parametrize("write, message", [
-    (lambda path: path.mkdir(), r"config\.json is a folder, not a JSON file"),
-    (lambda path: path.write_text("{not json"), r"config\.json is not valid JSON"),
-    (lambda path: path.write_text("[1, 2]"), r"config\.json must hold a JSON object"),
-    (lambda path: path.write_bytes(b'{"a": "\xe9"}'), r"config\.json is not valid JSON .*utf-8"),
-])
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (lambda path: path.mkdir(), r"config\.json is a folder, not a JSON file"),
+        (lambda path: path.write_text("{not json"), r"config\.json is not valid JSON"),
+        (lambda path: path.write_text("[1, 2]"), r"config\.json must hold a JSON object"),
+        (lambda path: path.write_bytes(b'{"a": "\xe9"}'), r"config\.json is not valid JSON .*utf-8"),
+    ],
+)
 def test_bad_config_names_the_file(saved, tmp_path, capsys, write, message):
     folder = _copy(saved, tmp_path)
     (folder / "config.json").unlink()

@@ -1,4 +1,5 @@
 """benchmarks/bench.py runs its cases (tiny sizes here; the real figures come from running the script)."""
+
 import importlib.util
 import json
 import subprocess
@@ -27,8 +28,9 @@ def test_attention_workers_report_times_faults_and_peak_memory(capsys):
 
 def test_worker_command_forwards_the_sizes():
     bench = load_bench()
-    args = bench.parse_args(["--batch", "3", "--sga-repeats", "5", "--sgd", "loop",
-                             "--allocator", "keep-freed"])
+    args = bench.parse_args(
+        ["--batch", "3", "--sga-repeats", "5", "--sgd", "loop", "--allocator", "keep-freed"]
+    )
     command = bench._worker_command("sga_ours", args)
     assert command[command.index("--batch") + 1] == "3"
     assert command[command.index("--repeats") + 1] == "5"
@@ -43,14 +45,36 @@ def test_defaults_time_several_steps_per_case():
 
 def test_whole_run_prints_the_table_and_a_json_line_with_the_ratios_and_the_load():
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "bench.py"), "--only", "sga", *TINY,
-         "--rounds", "2", "--sga-repeats", "2", "--warmup", "0"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "bench.py"),
+            "--only",
+            "sga",
+            *TINY,
+            "--rounds",
+            "2",
+            "--sga-repeats",
+            "2",
+            "--warmup",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("sga_speedup", "sga_memory_ratio", "sga_naive_s", "sga_ours_s", "quiet", "load_before",
-                "load_after", "other_cores", "config"):
+    for key in (
+        "sga_speedup",
+        "sga_memory_ratio",
+        "sga_naive_s",
+        "sga_ours_s",
+        "quiet",
+        "load_before",
+        "load_after",
+        "other_cores",
+        "config",
+    ):
         assert key in summary
     assert summary["config"]["allocator"] == "glibc"
     assert "sga_ours_spread" in summary and "median s" in result.stdout

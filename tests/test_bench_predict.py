@@ -1,5 +1,6 @@
 """benchmarks/bench_predict.py: its data, its three workers and its summary (tiny sizes; the figures come
 from running the script)."""
+
 import importlib.util
 import json
 
@@ -30,9 +31,26 @@ def test_workers_label_every_image_and_time_the_loop_apart_from_the_start_up(tmp
     hooked = [("msrn.cli.predict", "load_model"), ("msrn.engine.evaluate", "load_trained_model")]
     loaders_before = [loader_of(*place) for place in hooked]
     for case in bench.CASES:
-        bench.main(["--worker", case, "--folder", str(tmp_path / "images"),
-                    "--model-dir", str(tmp_path / "model"), "--images", "3", "--image-size", "64",
-                    "--batch", "2", "--workers", "0", "--baseline", "resnet18"])
+        bench.main(
+            [
+                "--worker",
+                case,
+                "--folder",
+                str(tmp_path / "images"),
+                "--model-dir",
+                str(tmp_path / "model"),
+                "--images",
+                "3",
+                "--image-size",
+                "64",
+                "--batch",
+                "2",
+                "--workers",
+                "0",
+                "--baseline",
+                "resnet18",
+            ]
+        )
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert report["case"] == case and report["images"] == 3
         assert report["startup_s"] > 0 and report["loop_s"] > 0 and report["images_per_s"] > 0
@@ -47,8 +65,13 @@ def test_summary_alternates_the_cases_and_keeps_its_keys(monkeypatch, capsys):
     def fake_case(name, args):
         calls.append(name)
         speed = {"resnet_loop": 2.0, "predict": 1.5, "evaluate": 1.8}[name]
-        return {"case": name, "images": args.images, "startup_s": 1.0, "loop_s": args.images / speed,
-                "images_per_s": speed}
+        return {
+            "case": name,
+            "images": args.images,
+            "startup_s": 1.0,
+            "loop_s": args.images / speed,
+            "images_per_s": speed,
+        }
 
     monkeypatch.setattr(bench, "_run_case", fake_case)
     args = bench.parse_args(["--images", "6", "--rounds", "2"])

@@ -16,7 +16,8 @@ def test_no_command_prints_help_and_fails(capsys):
 
 
 def test_python_dash_m():
-    result = subprocess.run([sys.executable, "-m", "msrn", "models", "msrn_resnet1*"], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "msrn", "models", "msrn_resnet1*"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.split()) == ["msrn_resnet101", "msrn_resnet18"]

@@ -1,4 +1,5 @@
 """`msrn train` and examples/train_voc.py: options generated from TrainConfig, the same in both."""
+
 import argparse
 import dataclasses
 
@@ -54,8 +55,22 @@ def _config(argv):
 def test_profiles_and_conversions():
     assert _config([]) == cpu_config()
     assert _config(["--data", "voc"]) == paper_config(data="voc")
-    config = _config(["--lr-steps", "--crop-scales", "1", "0.5", "--backbone-kwargs", '{"stem_width": 8}',
-                      "--no-pretrained", "--no-progress", "--amp", "bf16", "--epochs", "3"])
+    config = _config(
+        [
+            "--lr-steps",
+            "--crop-scales",
+            "1",
+            "0.5",
+            "--backbone-kwargs",
+            '{"stem_width": 8}',
+            "--no-pretrained",
+            "--no-progress",
+            "--amp",
+            "bf16",
+            "--epochs",
+            "3",
+        ]
+    )
     assert config.lr_steps == () and config.crop_scales == (1.0, 0.5)
     assert config.backbone_kwargs == {"stem_width": 8}
     assert config.pretrained is False and config.progress is False

@@ -1,4 +1,6 @@
-"""The converter, checked against a reference forward pass written here from docs/design.md (sections 1-5, 9)."""
+"""The converter, checked against a reference forward pass written here from docs/design.md
+(sections 1-5, 9)."""
+
 import json
 import pickle
 
@@ -16,7 +18,6 @@ from msrn.convert import (
     convert_official_state_dict,
     load_official_checkpoint,
     official_model_args,
-    save_converted,
 )
 
 N_LABELS, N_GROUPS, EMBED, HIDDEN = 5, 2, 32, 64
@@ -57,8 +58,10 @@ def official_state_dict(arch="resnet18", n=N_LABELS, m=N_GROUPS, d=EMBED, hidden
     state["fc_label.weight"] = rand(256, 300, scale=0.05)
     state["fc_label.bias"] = rand(256)
     for prefix, (fan_in, fan_out) in {
-        "label_embed.layers.0": (256, 300), "label_embed.layers.1": (300, d),
-        "group_embed.layers.0.embed": (d, d), "group_embed.layers.0.assign_mat": (d, m),
+        "label_embed.layers.0": (256, 300),
+        "label_embed.layers.1": (300, d),
+        "group_embed.layers.0.embed": (d, d),
+        "group_embed.layers.0.assign_mat": (d, m),
     }.items():
         state[f"{prefix}.W"] = rand(fan_in, fan_out)
         state[f"{prefix}.a"] = rand(2 * fan_out, 1, scale=0.3)
@@ -117,16 +120,26 @@ def reference_embeddings(state, glove, mask):
     e_label = reference_gat(v, state["label_embed.layers.1.W"], state["label_embed.layers.1.a"], mask)
     x = F.relu(e_label)
     z = reference_gat(x, state["group_embed.layers.0.embed.W"], state["group_embed.layers.0.embed.a"], mask)
-    s = torch.softmax(reference_gat(x, state["group_embed.layers.0.assign_mat.W"],
-                                    state["group_embed.layers.0.assign_mat.a"], mask), dim=1)
+    s = torch.softmax(
+        reference_gat(
+            x, state["group_embed.layers.0.assign_mat.W"], state["group_embed.layers.0.assign_mat.a"], mask
+        ),
+        dim=1,
+    )
     return e_label, s.T @ z, s
 
 
 @torch.no_grad()
 def reference_forward(state, glove, mask, images, arch="resnet18"):
     trunk = getattr(torchvision.models, arch)(weights=None)
-    trunk.load_state_dict({k[len("resnet_101."):]: v for k, v in state.items()
-                           if k.startswith("resnet_101.") and "conv_buffer" not in k}, strict=False)
+    trunk.load_state_dict(
+        {
+            k[len("resnet_101.") :]: v
+            for k, v in state.items()
+            if k.startswith("resnet_101.") and "conv_buffer" not in k
+        },
+        strict=False,
+    )
     trunk.eval()
     x = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(images))))
     x2 = trunk.layer2(trunk.layer1(x))
@@ -135,8 +148,11 @@ def reference_forward(state, glove, mask, images, arch="resnet18"):
     branches = []
     for index, stage in enumerate((x2, x3, x4)):
         if index < 2:  # buffer conv on layer2 and layer3 only
-            stage = F.conv2d(stage, state[f"resnet_101.conv_buffer{index + 1}.weight"],
-                             state[f"resnet_101.conv_buffer{index + 1}.bias"])
+            stage = F.conv2d(
+                stage,
+                state[f"resnet_101.conv_buffer{index + 1}.weight"],
+                state[f"resnet_101.conv_buffer{index + 1}.bias"],
+            )
         stage = F.max_pool2d(stage, 2, 2)
         branches.append(F.conv2d(stage, state[f"ProjectM.{index}.weight"], state[f"ProjectM.{index}.bias"]))
     e_label, e_group, _ = reference_embeddings(state, glove, mask)
@@ -161,20 +177,22 @@ def test_every_tensor_lands_where_the_spec_says():
             index = int(key[len("resnet_101.conv_buffer")]) - 1
             assert torch.equal(ours[f"backbone.buffer_convs.{index}.{key.rsplit('.', 1)[1]}"], value)
         elif key.startswith("resnet_101."):
-            assert torch.equal(ours["backbone.trunk." + key[len("resnet_101."):]], value), key
+            assert torch.equal(ours["backbone.trunk." + key[len("resnet_101.") :]], value), key
     for index in range(3):
         for name in ("weight", "bias"):
             projection = ours[f"backbone.projections.{index}.{name}"]
             assert torch.equal(projection, state[f"ProjectM.{index}.{name}"])
     assert torch.equal(ours["lge.input_proj.weight"], state["fc_label.weight"])
-    for ours_prefix, official in [("lge.gats.0", "label_embed.layers.0"),
-                                  ("lge.gats.1", "label_embed.layers.1"),
-                                  ("lge.diffpool.embed", "group_embed.layers.0.embed"),
-                                  ("lge.diffpool.assign", "group_embed.layers.0.assign_mat")]:
+    for ours_prefix, official in [
+        ("lge.gats.0", "label_embed.layers.0"),
+        ("lge.gats.1", "label_embed.layers.1"),
+        ("lge.diffpool.embed", "group_embed.layers.0.embed"),
+        ("lge.diffpool.assign", "group_embed.layers.0.assign_mat"),
+    ]:
         W, a = state[f"{official}.W"], state[f"{official}.a"]
         assert torch.equal(ours[f"{ours_prefix}.weight"], W.T)  # ours is [out, in] like nn.Linear
         assert torch.equal(ours[f"{ours_prefix}.att_self"], a[: W.shape[1], 0])
-        assert torch.equal(ours[f"{ours_prefix}.att_neighbor"], a[W.shape[1]:, 0])
+        assert torch.equal(ours[f"{ours_prefix}.att_neighbor"], a[W.shape[1] :, 0])
     for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
         assert torch.equal(ours["head." + name], state[name])
     assert torch.equal(ours["label_features"], torch.from_numpy(glove))
@@ -205,8 +223,12 @@ def test_converted_logits_equal_the_reference_forward():
 def test_cli_end_to_end_with_the_authors_files(tmp_path, capsys):
     state = official_state_dict()
     glove, adj = label_data()
-    checkpoint = {"epoch": 3, "arch": "resnet101", "best_score": torch.tensor(93.0),
-                  "state_dict": {"module." + k: v for k, v in state.items()}}  # saved from DataParallel
+    checkpoint = {
+        "epoch": 3,
+        "arch": "resnet101",
+        "best_score": torch.tensor(93.0),
+        "state_dict": {"module." + k: v for k, v in state.items()},
+    }  # saved from DataParallel
     torch.save(checkpoint, tmp_path / "checkpoint.pth.tar")
     with open(tmp_path / "voc_glove_word2vec.pkl", "wb") as handle:
         pickle.dump(glove, handle, protocol=2)
@@ -214,9 +236,18 @@ def test_cli_end_to_end_with_the_authors_files(tmp_path, capsys):
         pickle.dump(adj, handle, protocol=2)
     (tmp_path / "names.txt").write_text("a\nb\nc\nd\ne\n")
     out = tmp_path / "converted"
-    argv = ["convert-official", str(tmp_path / "checkpoint.pth.tar"),
-            "--glove", str(tmp_path / "voc_glove_word2vec.pkl"), "--adj", str(tmp_path / "voc_adj.pkl"),
-            "--out", str(out), "--names", str(tmp_path / "names.txt")]
+    argv = [
+        "convert-official",
+        str(tmp_path / "checkpoint.pth.tar"),
+        "--glove",
+        str(tmp_path / "voc_glove_word2vec.pkl"),
+        "--adj",
+        str(tmp_path / "voc_adj.pkl"),
+        "--out",
+        str(out),
+        "--names",
+        str(tmp_path / "names.txt"),
+    ]
     assert main(argv) == 0
     assert "5 labels" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
@@ -244,8 +275,10 @@ def test_cli_end_to_end_with_the_authors_files(tmp_path, capsys):
 
 def test_missing_extra_and_misshaped_keys_are_listed():
     glove, adj = label_data()
-    model = msrn.MSRN(**{k: v for k, v in official_model_args(official_state_dict()).items()
-                         if k != "label_feature_dim"}, label_features=glove)
+    model = msrn.MSRN(
+        **{k: v for k, v in official_model_args(official_state_dict()).items() if k != "label_feature_dim"},
+        label_features=glove,
+    )
 
     def error(state):
         with pytest.raises(ValueError) as info:
@@ -310,9 +343,18 @@ def test_hostile_files_are_refused_by_the_cli(tmp_path, capsys):
         pickle.dump(glove, handle)
     torch.save(official_state_dict(), tmp_path / "ckpt.pth")
     (tmp_path / "names.txt").write_text("a\nb\nc\nd\ne\n")
-    argv = ["convert-official", str(tmp_path / "ckpt.pth"), "--glove", str(tmp_path / "glove.pkl"),
-            "--adj", str(tmp_path / "adj.pkl"), "--out", str(tmp_path / "out"),
-            "--names", str(tmp_path / "names.txt")]
+    argv = [
+        "convert-official",
+        str(tmp_path / "ckpt.pth"),
+        "--glove",
+        str(tmp_path / "glove.pkl"),
+        "--adj",
+        str(tmp_path / "adj.pkl"),
+        "--out",
+        str(tmp_path / "out"),
+        "--names",
+        str(tmp_path / "names.txt"),
+    ]
     assert main(argv) == 2
     assert "refusing to load builtins.eval" in capsys.readouterr().err
     assert not marker.exists()

@@ -6,8 +6,18 @@ import pytest
 import torch
 from PIL import Image
 
-from msrn.data import (VOC_CLASSES, BadImageError, COCODataset, CSVDataset, MultiScaleCrop, VOCDataset,
-                       eval_transform, generate_synthetic_voc, load_rgb_image, train_transform)
+from msrn.data import (
+    VOC_CLASSES,
+    BadImageError,
+    COCODataset,
+    CSVDataset,
+    MultiScaleCrop,
+    VOCDataset,
+    eval_transform,
+    generate_synthetic_voc,
+    load_rgb_image,
+    train_transform,
+)
 from msrn.graph import label_graph_from_targets
 
 
@@ -36,7 +46,7 @@ def _write_voc(root: pathlib.Path, images: dict, splits: dict) -> pathlib.Path:
 def voc_root(tmp_path):
     images = {
         "000001": [("dog", False), ("person", False)],
-        "000002": [("cat", True)],                                  # difficult only
+        "000002": [("cat", True)],  # difficult only
         "000003": [("chair", False), ("chair", True), ("sofa", True)],  # chair easy+difficult
     }
     return _write_voc(tmp_path, images, {"trainval": ["000001", "000002"], "test": ["000003"]})
@@ -50,8 +60,9 @@ def test_voc_labels_and_difficult(voc_root):
     expected[1, VOC_CLASSES.index("cat")] = 1
     np.testing.assert_array_equal(train.targets, expected)
     assert train.difficult[1, VOC_CLASSES.index("cat")] and train.difficult.sum() == 1
-    test = VOCDataset(voc_root / "VOC2007", "test",
-                      transform=eval_transform(32))  # the VOC2007 folder works too
+    test = VOCDataset(
+        voc_root / "VOC2007", "test", transform=eval_transform(32)
+    )  # the VOC2007 folder works too
     image, target, difficult = test[0]
     assert image.shape == (3, 32, 32) and target.dtype == torch.float32
     assert target[VOC_CLASSES.index("chair")] == 1 and not difficult[VOC_CLASSES.index("chair")]
@@ -128,13 +139,21 @@ def test_image_modes_become_rgb(tmp_path, mode):
 def _write_coco(root: pathlib.Path, split="train"):
     (root / "annotations").mkdir(parents=True)
     (root / f"{split}2014").mkdir()
-    categories = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 18, "name": "dog"},
-                  {"id": 5, "name": "airplane"}]
+    categories = [
+        {"id": 1, "name": "person"},
+        {"id": 3, "name": "car"},
+        {"id": 18, "name": "dog"},
+        {"id": 5, "name": "airplane"},
+    ]
     images = [{"id": i, "file_name": f"COCO_{split}2014_{i:012d}.jpg"} for i in (7, 3, 9)]
     for image in images:
         Image.new("RGB", (10, 10)).save(root / f"{split}2014" / image["file_name"])
-    annotations = [{"id": 1, "image_id": 7, "category_id": 1}, {"id": 2, "image_id": 7, "category_id": 18},
-                   {"id": 3, "image_id": 3, "category_id": 5}, {"id": 4, "image_id": 3, "category_id": 5}]
+    annotations = [
+        {"id": 1, "image_id": 7, "category_id": 1},
+        {"id": 2, "image_id": 7, "category_id": 18},
+        {"id": 3, "image_id": 3, "category_id": 5},
+        {"id": 4, "image_id": 3, "category_id": 5},
+    ]
     data = {"images": images, "annotations": annotations, "categories": categories}
     path = root / "annotations" / f"instances_{split}2014.json"
     path.write_text(json.dumps(data))
@@ -204,8 +223,13 @@ def test_multiscale_crop_boxes_follow_the_recipe():
         w, h = right - left, bottom - top
         assert w in allowed and h in allowed and abs(allowed.index(w) - allowed.index(h)) <= 2
         step_w, step_h = (width - w) // 4, (height - h) // 4
-        assert (left, top) in {(0, 0), (4 * step_w, 0), (0, 4 * step_h), (4 * step_w, 4 * step_h),
-                               (2 * step_w, 2 * step_h)}
+        assert (left, top) in {
+            (0, 0),
+            (4 * step_w, 0),
+            (0, 4 * step_h),
+            (4 * step_w, 4 * step_h),
+            (2 * step_w, 2 * step_h),
+        }
         if step_w and step_h:
             seen_positions.add((left // step_w, top // step_h))
     assert len(seen_positions) == 5
@@ -221,7 +245,9 @@ def test_synthetic_voc_is_deterministic_structured_and_reused(tmp_path):
     assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
     assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
     other = generate_synthetic_voc(tmp_path / "c", num_trainval=60, num_test=10, seed=4)
-    assert (other / "VOC2007/Annotations/000000.xml").read_text() != (first / "VOC2007/Annotations/000000.xml").read_text()
+    assert (other / "VOC2007/Annotations/000000.xml").read_text() != (
+        first / "VOC2007/Annotations/000000.xml"
+    ).read_text()
     stamp = (first / "VOC2007/JPEGImages/000000.jpg").stat().st_mtime_ns
     assert generate_synthetic_voc(tmp_path / "a", num_trainval=60, num_test=10, seed=3) == first
     assert (first / "VOC2007/JPEGImages/000000.jpg").stat().st_mtime_ns == stamp  # reused, not rewritten

@@ -1,4 +1,5 @@
 """The docs stay true to the code: links resolve, documented options exist, the API page is complete."""
+
 import importlib
 import importlib.util
 import pathlib
@@ -47,10 +48,19 @@ def test_documented_options_exist(page, command):
     assert not unknown, f"{page} documents options that `msrn {command}` lacks: {sorted(unknown)}"
 
 
-@pytest.mark.parametrize("module_name", [
-    "msrn.layers", "msrn.graph", "msrn.loss", "msrn.optim", "msrn.visualize", "msrn.export", "msrn.labels",
-    "msrn.data",
-])
+@pytest.mark.parametrize(
+    "module_name",
+    [
+        "msrn.layers",
+        "msrn.graph",
+        "msrn.loss",
+        "msrn.optim",
+        "msrn.visualize",
+        "msrn.export",
+        "msrn.labels",
+        "msrn.data",
+    ],
+)
 def test_api_reference_lists_every_public_name(module_name):
     text = (DOCS / "api.md").read_text()
     module = importlib.import_module(module_name)
@@ -71,8 +81,8 @@ def test_training_commands_parse_and_options_exist(page):
     commands = []
     for line in _bash_lines(page):
         words = shlex.split(line.replace("~", "/home/user"))
-        if "msrn" in words and words[words.index("msrn") + 1:words.index("msrn") + 2] == ["train"]:
-            commands.append(words[words.index("msrn"):])
+        if "msrn" in words and words[words.index("msrn") + 1 : words.index("msrn") + 2] == ["train"]:
+            commands.append(words[words.index("msrn") :])
         elif words[:2] == ["python", "examples/train_voc.py"]:
             commands.append(["msrn", "train", *words[2:]])
     assert commands, f"no training command in {page.name}"

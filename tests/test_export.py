@@ -1,4 +1,5 @@
 """ONNX export (checked in onnxruntime against PyTorch) and torch.compile on a tiny MSRN."""
+
 import json
 
 import numpy as np
@@ -16,7 +17,6 @@ pytest.importorskip("onnxruntime")
 
 NAMES = ["cat", "dog", "person"]
 TINY = dict(num_classes=3, embed_dim=16, hidden_dim=32, gat_hidden_dim=16, label_feature_dim=8, num_groups=2)
-
 
 
 def _tiny_model(**overrides) -> torch.nn.Module:

@@ -21,8 +21,25 @@ DIM = 6
 @pytest.fixture()
 def glove_vectors():
     rng = np.random.default_rng(0)
-    words = ["the", "dining", "table", "person", "tv", "monitor", "motorbike", "motor", "bike", "potted",
-             "plant", "Apple", "apple", "hair", "dri", "er", "car"]
+    words = [
+        "the",
+        "dining",
+        "table",
+        "person",
+        "tv",
+        "monitor",
+        "motorbike",
+        "motor",
+        "bike",
+        "potted",
+        "plant",
+        "Apple",
+        "apple",
+        "hair",
+        "dri",
+        "er",
+        "car",
+    ]
     return {w: rng.standard_normal(DIM).astype(np.float32) for w in words}
 
 
@@ -47,17 +64,23 @@ def test_glove_single_multiword_and_compound_names(tmp_path, glove_vectors):
     features = label_features_from_glove(tmp_path / "glove.txt", names)
     assert features.dtype == torch.float32 and features.shape == (len(names), DIM)
     dining_table = (stored["dining"] + stored["table"]) / 2
-    expected = [stored["person"], dining_table, dining_table, dining_table,
-                (stored["tv"] + stored["monitor"]) / 2,
-                stored["motorbike"],  # in the file: never split into motor + bike
-                (stored["potted"] + stored["plant"]) / 2]
+    expected = [
+        stored["person"],
+        dining_table,
+        dining_table,
+        dining_table,
+        (stored["tv"] + stored["monitor"]) / 2,
+        stored["motorbike"],  # in the file: never split into motor + bike
+        (stored["potted"] + stored["plant"]) / 2,
+    ]
     torch.testing.assert_close(features, torch.from_numpy(np.stack(expected)), rtol=0, atol=1e-6)
 
 
 def test_glove_case_gzip_aliases_and_three_pieces(tmp_path, glove_vectors):
     stored = _write_glove(tmp_path / "glove.txt.gz", glove_vectors)
-    features = label_features_from_glove(tmp_path / "glove.txt.gz", ["Apple", "CAR", "hairdrier", "sofa"],
-                                         aliases={"sofa": "the car"})
+    features = label_features_from_glove(
+        tmp_path / "glove.txt.gz", ["Apple", "CAR", "hairdrier", "sofa"], aliases={"sofa": "the car"}
+    )
     torch.testing.assert_close(features[0], torch.from_numpy(stored["Apple"]))  # as written first
     torch.testing.assert_close(features[1], torch.from_numpy(stored["car"]))  # then lower case
     # "hairdrier": no two-piece split exists (no "drier"), the three-piece one is hair + dri + er
@@ -112,8 +135,9 @@ def test_load_label_features_dispatches_on_file_type(tmp_path, glove_vectors):
 
     with open(tmp_path / "glove.pkl", "wb") as handle:
         pickle.dump(matrix.astype(np.float32), handle, protocol=2)
-    torch.testing.assert_close(load_label_features(tmp_path / "glove.pkl", ["x", "y", "z"]),
-                               torch.from_numpy(matrix).float())
+    torch.testing.assert_close(
+        load_label_features(tmp_path / "glove.pkl", ["x", "y", "z"]), torch.from_numpy(matrix).float()
+    )
     with pytest.raises(ValueError, match="3 rows but 2 label names"):
         load_label_features(tmp_path / "glove.pkl", ["x", "y"])
 
@@ -220,8 +244,7 @@ def test_glove_stops_reading_once_every_word_is_found(tmp_path, glove_vectors, m
             return False
 
         def __iter__(self):
-            for line in self.lines:
-                yield line
+            yield from self.lines
             raise AssertionError("read past the last needed word")
 
     monkeypatch.setattr(features, "_open_text", lambda path: Stream())

@@ -36,10 +36,14 @@ def _load(shared_dir, name):
 def test_voc_official_statistics_have_the_six_documented_edges(shared_dir):
     names, cooccurrence, counts = _load(shared_dir, "voc")
     edges = edges_from_statistics(cooccurrence, counts, threshold=0.4)
-    found = {(names[i], names[j]) for i, j in zip(*np.nonzero(edges))}
+    found = {(names[i], names[j]) for i, j in zip(*np.nonzero(edges), strict=True)}
     assert found == {
-        ("bicycle", "person"), ("bottle", "person"), ("diningtable", "person"), ("horse", "person"),
-        ("motorbike", "person"), ("diningtable", "chair"),
+        ("bicycle", "person"),
+        ("bottle", "person"),
+        ("diningtable", "person"),
+        ("horse", "person"),
+        ("motorbike", "person"),
+        ("diningtable", "chair"),
     }
     # the attention mask is the transpose plus self-loops: person attends to five labels, chair to one
     mask = label_graph_from_statistics(cooccurrence, counts, threshold=0.4)
@@ -47,7 +51,12 @@ def test_voc_official_statistics_have_the_six_documented_edges(shared_dir):
     assert torch.equal(mask, torch.from_numpy(edges.T | np.eye(20, dtype=bool)))
     person, chair = names.index("person"), names.index("chair")
     assert sorted(names[j] for j in mask[person].nonzero().flatten().tolist() if j != person) == [
-        "bicycle", "bottle", "diningtable", "horse", "motorbike"]
+        "bicycle",
+        "bottle",
+        "diningtable",
+        "horse",
+        "motorbike",
+    ]
     assert [names[j] for j in mask[chair].nonzero().flatten().tolist() if j != chair] == ["diningtable"]
 
 

@@ -4,6 +4,7 @@ A Hugging Face cache is built in a temporary folder, in the real layout
 (``models--owner--name/{refs/main, blobs/<sha256>, snapshots/<commit>/<file> -> blob}``), with
 ``HF_HUB_OFFLINE=1``; the loading code resolves files through huggingface_hub as it would online.
 """
+
 import hashlib
 import inspect
 import json
@@ -54,13 +55,25 @@ def timm_repo_files(architecture: str, tag: str, tmp: pathlib.Path) -> dict:
     """A timm Hub repo (config.json + model.safetensors) for ``architecture``, with random weights
     (batch-norm statistics included, so a skipped tensor would show)."""
     model = timm.create_model(architecture, pretrained=False)
-    state = {k: (torch.randn_like(v) if v.is_floating_point() else v).contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (torch.randn_like(v) if v.is_floating_point() else v).contiguous()
+        for k, v in model.state_dict().items()
+    }
     path = tmp / f"{architecture}.safetensors"
     save_file(state, str(path), metadata={"format": "pt"})
-    config = {"architecture": architecture, "num_classes": 1000, "num_features": model.num_features,
-              "pretrained_cfg": {"tag": tag, "custom_load": False, "input_size": [3, 224, 224],
-                                 "num_classes": 1000, "first_conv": "conv1", "classifier": "fc"}}
+    config = {
+        "architecture": architecture,
+        "num_classes": 1000,
+        "num_features": model.num_features,
+        "pretrained_cfg": {
+            "tag": tag,
+            "custom_load": False,
+            "input_size": [3, 224, 224],
+            "num_classes": 1000,
+            "first_conv": "conv1",
+            "classifier": "fc",
+        },
+    }
     return {"config.json": json.dumps(config).encode(), "model.safetensors": path.read_bytes()}
 
 
@@ -176,9 +189,20 @@ def test_save_pretrained_writes_config_and_safetensors(tmp_path):
     assert config["architecture"] == "msrn_custom" and config["num_classes"] == 4
     assert config["label_names"] == LABELS
     assert config["model_args"] == dict(
-        backbone="test_resnet", num_groups=2, embed_dim=16, num_branches=3, variant="official",
-        label_feature_dim=300, embeddings="both", compactness_weight=1e-4, compactness_squared=False,
-        gat_hidden_dim=12, hidden_dim=32, drop_rate=0.0, in_chans=3)
+        backbone="test_resnet",
+        num_groups=2,
+        embed_dim=16,
+        num_branches=3,
+        variant="official",
+        label_feature_dim=300,
+        embeddings="both",
+        compactness_weight=1e-4,
+        compactness_squared=False,
+        gat_hidden_dim=12,
+        hidden_dim=32,
+        drop_rate=0.0,
+        in_chans=3,
+    )
     assert config["msrn"] == {"format_version": 1, "label_features": "learnable"}
     assert config["pretrained_cfg"]["input_size"] == [3, 448, 448]
     stored = load_file(str(folder / "model.safetensors"))
@@ -272,8 +296,9 @@ def test_hf_hub_loads_a_saved_model_through_the_cache(offline, tmp_path):
 
     # A registry tag (or pretrained_cfg) with a Hub repository loads the whole checkpoint with
     # pretrained=True, as a trained VOC / COCO tag will.
-    tagged = timm.create_model("msrn_custom", pretrained=True,
-                               pretrained_cfg_overlay=dict(hf_hub_id="tester/msrn-tiny"))
+    tagged = timm.create_model(
+        "msrn_custom", pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id="tester/msrn-tiny")
+    )
     assert torch.equal(tagged.eval()(images()), model(images()))
 
 
@@ -309,8 +334,9 @@ def test_push_to_hub_uploads_safetensors_config_and_model_card(offline, tmp_path
         monkeypatch.setattr(huggingface_hub.HfApi, name, checked_against_real(name, fake))
 
     model = perturbed(tiny_msrn())
-    result = msrn.push_to_hub(model, "tester/msrn-voc", dataset="VOC2007",
-                              metrics={"mAP": 93.456, "OF1": 88.0}, private=True)
+    result = msrn.push_to_hub(
+        model, "tester/msrn-voc", dataset="VOC2007", metrics={"mAP": 93.456, "OF1": 88.0}, private=True
+    )
     assert result.commit_url.endswith("tester/msrn-voc/commit/0")
     assert calls["create_repo"] == ("tester/msrn-voc", True, True)
     assert sorted(p.name for p in uploaded.iterdir()) == ["README.md", "config.json", "model.safetensors"]
@@ -331,7 +357,8 @@ def test_push_to_hub_keeps_an_existing_model_card(monkeypatch, tmp_path):
         create_repo=lambda self, repo_id, **kw: SimpleNamespace(repo_id=repo_id),
         file_exists=lambda self, repo_id, filename, **kw: True,
         upload_folder=lambda self, repo_id, folder_path, **kw: seen.setdefault(
-            "files", sorted(os.listdir(folder_path))),
+            "files", sorted(os.listdir(folder_path))
+        ),
     )
     for name, fake in fakes.items():
         monkeypatch.setattr(huggingface_hub.HfApi, name, checked_against_real(name, fake))
@@ -415,8 +442,12 @@ def test_weights_that_do_not_fit_the_config(saved):
 
 def test_in_memory_state_dict_source_is_refused():
     with pytest.raises(ValueError, match=r"pretrained_cfg\['state_dict'\].*load_state_dict"):
-        timm.create_model("msrn_custom", backbone="test_resnet", pretrained=True,
-                          pretrained_cfg_overlay=dict(state_dict={"x": torch.zeros(1)}))
+        timm.create_model(
+            "msrn_custom",
+            backbone="test_resnet",
+            pretrained=True,
+            pretrained_cfg_overlay=dict(state_dict={"x": torch.zeros(1)}),
+        )
 
 
 def test_pickled_weights_are_refused(saved):

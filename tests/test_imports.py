@@ -1,5 +1,6 @@
 """The import graph of msrn/ has no cycle: a module never needs, directly or through others, a module
 that needs it. Imports inside functions count too (they only postpone a cycle, they do not remove it)."""
+
 import ast
 import pathlib
 
@@ -26,8 +27,10 @@ def import_graph() -> dict[str, set[str]]:
                 if node.level:
                     anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                     base = ".".join(anchor + ([node.module] if node.module else []))
-                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base
-                           for alias in node.names]
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base
+                    for alias in node.names
+                ]
             else:
                 continue
             graph[name].update(target for target in targets if target in files and target != name)
@@ -44,7 +47,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
         path.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state:
                 found = visit(target)
                 if found:

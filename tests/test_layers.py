@@ -1,4 +1,5 @@
 """Each equation of the LGE/SGA modules against a direct computation written here (paper eq. 2-9)."""
+
 import math
 
 import pytest
@@ -24,7 +25,7 @@ def reference_gat(x, weight, att_self, att_neighbor, mask):
         neighbours = [j for j in range(x.shape[0]) if mask[i, j] or i == j]
         logits = torch.stack([F.leaky_relu(att_self @ h[i] + att_neighbor @ h[j], 0.2) for j in neighbours])
         alpha = torch.exp(logits) / torch.exp(logits).sum()
-        out.append(F.elu(sum(a * h[j] for a, j in zip(alpha, neighbours)) + h[i]))
+        out.append(F.elu(sum(a * h[j] for a, j in zip(alpha, neighbours, strict=True)) + h[i]))
     return torch.stack(out)
 
 
@@ -104,7 +105,7 @@ class TestDiffPool:
         for i in range(7):
             k = int(assignment[i].argmax())
             distance = torch.linalg.norm(labels[i] - groups[k])
-            expected = expected + (distance ** 2 if squared else distance)
+            expected = expected + (distance**2 if squared else distance)
         torch.testing.assert_close(compactness_loss(labels, groups, assignment, squared=squared), expected)
         torch.testing.assert_close(DiffPool.compactness_loss(labels, groups, assignment, squared), expected)
 
@@ -217,7 +218,7 @@ class TestMultiBranchBackbone:
             backbone.projections[0](F.max_pool2d(backbone.buffer_convs[0](stages[0]), 2, 2)),
             backbone.projections[1](F.max_pool2d(stages[1], 2, 2)),
         ]
-        for out, ref in zip(backbone(x), expected):
+        for out, ref in zip(backbone(x), expected, strict=True):
             torch.testing.assert_close(out, ref)
 
     def test_inference_pool_gives_the_max_pool_values(self):
@@ -226,7 +227,7 @@ class TestMultiBranchBackbone:
         trained = backbone(x)
         with torch.no_grad():
             inferred = backbone(x)
-        for a, b in zip(inferred, trained):
+        for a, b in zip(inferred, trained, strict=True):
             assert torch.equal(a, b.detach())
         maps = torch.randn(2, 3, 7, 9)
         maps[0, 1, 2, 3] = float("nan")

@@ -1,5 +1,6 @@
 """msrn.engine.keep_freed_memory: freed blocks are reused without page faults (checked in a subprocess,
 since the setting lasts for the whole process)."""
+
 import platform
 import subprocess
 import sys

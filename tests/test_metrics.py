@@ -73,8 +73,9 @@ def test_perfect_and_reversed_rankings():
     targets = np.array([[1], [1], [0], [0]])
     assert average_precision(np.array([[0.9], [0.8], [0.2], [0.1]]), targets)[0] == pytest.approx(100)
     # positives ranked last: precisions 1/3 and 2/4
-    assert average_precision(np.array([[0.1], [0.2], [0.8], [0.9]]),
-                             targets)[0] == pytest.approx(100 * (1 / 3 + 2 / 4) / 2)
+    assert average_precision(np.array([[0.1], [0.2], [0.8], [0.9]]), targets)[0] == pytest.approx(
+        100 * (1 / 3 + 2 / 4) / 2
+    )
 
 
 def _reference_threshold_metrics(scores, targets, ignore, threshold, top_k=None):
@@ -91,8 +92,14 @@ def _reference_threshold_metrics(scores, targets, ignore, threshold, top_k=None)
     cp = np.mean([nc[c] / (np_[c] if np_[c] else 1) for c in range(n_classes)])
     cr = np.mean([nc[c] / ng[c] for c in range(n_classes) if ng[c]])
     op, orr = nc.sum() / np_.sum(), nc.sum() / ng.sum()
-    return {"CP": 100 * cp, "CR": 100 * cr, "CF1": 200 * cp * cr / (cp + cr),
-            "OP": 100 * op, "OR": 100 * orr, "OF1": 200 * op * orr / (op + orr)}
+    return {
+        "CP": 100 * cp,
+        "CR": 100 * cr,
+        "CF1": 200 * cp * cr / (cp + cr),
+        "OP": 100 * op,
+        "OR": 100 * orr,
+        "OF1": 200 * op * orr / (op + orr),
+    }
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.3])

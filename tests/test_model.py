@@ -1,4 +1,5 @@
 """The MSRN model: composition, timm conventions, ablations, errors."""
+
 import pytest
 import timm
 import torch
@@ -56,7 +57,10 @@ def test_shapes_for_backbones_and_label_counts(name, kwargs):
     out = model(torch.randn(2, 3, 96, 96))
     assert out.shape == (2, kwargs["num_classes"])
     assert model.forward_features(torch.randn(1, 3, 96, 96)).shape == (
-        1, kwargs["num_classes"] + model.num_groups, model.num_branches * 16)
+        1,
+        kwargs["num_classes"] + model.num_groups,
+        model.num_branches * 16,
+    )
 
 
 @pytest.mark.parametrize("mode,rows", [("both", 5 + 4), ("label", 5), ("group", 4), ("none", 5)])
@@ -81,8 +85,9 @@ def test_every_parameter_receives_a_gradient():
 
 def test_official_parameter_count():
     glove = torch.randn(20, 300)
-    model = timm.create_model("msrn_resnet101", num_classes=20, num_groups=4, variant="official",
-                              label_features=glove)
+    model = timm.create_model(
+        "msrn_resnet101", num_classes=20, num_groups=4, variant="official", label_features=glove
+    )
     assert sum(p.numel() for p in model.parameters()) == 121_763_764
     assert "label_features" in dict(model.named_buffers())
     assert isinstance(model.lge.input_proj, nn.Linear) and model.lge.input_proj.out_features == 256
@@ -109,7 +114,8 @@ def test_msrn_loss_is_bce_plus_weighted_compactness():
     torch.testing.assert_close(msrn.MSRNLoss(model)(logits, targets), expected)
     torch.testing.assert_close(
         msrn.MSRNLoss(model, compactness_weight=0.0)(logits, targets),
-        nn.MultiLabelSoftMarginLoss()(logits, targets))
+        nn.MultiLabelSoftMarginLoss()(logits, targets),
+    )
     with pytest.raises(ValueError, match="must have the logits' shape"):
         msrn.MSRNLoss(model)(logits, targets[:, :3])
     assert "_model" not in dict(msrn.MSRNLoss(model).named_modules())
@@ -271,7 +277,8 @@ def test_bad_num_classes_and_backbones():
         timm.create_model("msrn_custom", backbone="no_such_net", num_classes=3)
     # timm drops None arguments: msrn_custom falls back to its default backbone (the paper's ResNet-101).
     assert timm.create_model("msrn_custom", backbone=None, num_classes=3, **SMALL).model_args["backbone"] == (
-        "resnet101.tv_in1k")
+        "resnet101.tv_in1k"
+    )
 
 
 def test_featureless_backbone_is_refused():

@@ -1,5 +1,6 @@
 """``import msrn`` gives every public module as an attribute (``msrn.data``, ``msrn.features``, ...),
 loading the ones the model registry does not need on first use."""
+
 import subprocess
 import sys
 
@@ -7,8 +8,23 @@ import pytest
 
 import msrn
 
-PUBLIC_MODULES = ["cli", "convert", "data", "engine", "export", "features", "graph", "hub", "labels",
-                  "layers", "loss", "metrics", "models", "optim", "visualize"]
+PUBLIC_MODULES = [
+    "cli",
+    "convert",
+    "data",
+    "engine",
+    "export",
+    "features",
+    "graph",
+    "hub",
+    "labels",
+    "layers",
+    "loss",
+    "metrics",
+    "models",
+    "optim",
+    "visualize",
+]
 
 
 def test_public_modules_are_attributes_of_the_package():
@@ -20,9 +36,11 @@ def test_public_modules_are_attributes_of_the_package():
 
 
 def test_import_msrn_loads_the_other_modules_only_when_used():
-    code = ("import sys, msrn; lazy = ['msrn.data', 'msrn.engine', 'msrn.metrics', 'msrn.convert']; "
-            "print([m for m in lazy if m in sys.modules]); msrn.graph.label_graph_from_targets; "
-            "print('msrn.graph' in sys.modules)")
+    code = (
+        "import sys, msrn; lazy = ['msrn.data', 'msrn.engine', 'msrn.metrics', 'msrn.convert']; "
+        "print([m for m in lazy if m in sys.modules]); msrn.graph.label_graph_from_targets; "
+        "print('msrn.graph' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split("\n")[:2] == ["[]", "True"]
 

@@ -1,4 +1,5 @@
 """`pip install .` must give a working package: the wheel carries every module of the source tree."""
+
 import pathlib
 import subprocess
 import sys
@@ -14,9 +15,21 @@ def wheel(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("wheel")
     # No build isolation and no dependencies: the test must not reach the network.
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-         str(REPO_ROOT)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(REPO_ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     wheels = list(out.glob("msrn-*.whl"))
@@ -47,15 +60,24 @@ def test_wheel_declares_entry_point_and_dependencies(wheel):
 
 def test_installed_wheel_imports_away_from_the_source_tree(wheel, tmp_path):
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        timeout=300,
+    )
     code = (
         "import msrn, timm, torch; "
-        "assert msrn.__file__.startswith(%r), msrn.__file__; "
+        f"assert msrn.__file__.startswith({str(target)!r}), msrn.__file__; "
         "m = timm.create_model('msrn_resnet18', num_classes=3, embed_dim=8, hidden_dim=8); "
-        "print(tuple(m(torch.randn(1, 3, 64, 64)).shape))" % str(target)
+        "print(tuple(m(torch.randn(1, 3, 64, 64)).shape))"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                            env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 3)"

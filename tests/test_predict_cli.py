@@ -1,4 +1,5 @@
 """`msrn predict` end to end on a tiny saved model, against probabilities computed here."""
+
 import json
 import pathlib
 
@@ -62,8 +63,19 @@ def _json_lines(text: str) -> dict:
 
 
 def test_json_output_matches_reference(saved, capsys):
-    code = main(["predict", str(saved["images"]), "--model", f"local-dir:{saved['folder']}", "--json",
-                 "--threshold", "0.3", "--batch-size", "2"])
+    code = main(
+        [
+            "predict",
+            str(saved["images"]),
+            "--model",
+            f"local-dir:{saved['folder']}",
+            "--json",
+            "--threshold",
+            "0.3",
+            "--batch-size",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     records = _json_lines(out)
@@ -81,8 +93,18 @@ def test_json_output_matches_reference(saved, capsys):
 def test_top_k_and_threshold_table(saved, capsys):
     image = saved["images"] / "a.jpg"
     probabilities = _expected_probabilities(saved["model"], image)
-    code = main(["predict", str(image), "--model", f"local-dir:{saved['folder']}", "--top-k", "1",
-                 "--threshold", "0.1"])
+    code = main(
+        [
+            "predict",
+            str(image),
+            "--model",
+            f"local-dir:{saved['folder']}",
+            "--top-k",
+            "1",
+            "--threshold",
+            "0.1",
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
     assert code == 0
     best = int(np.argmax(probabilities))
@@ -97,19 +119,35 @@ def test_name_with_checkpoint_gives_the_same_result(saved, capsys):
     image = str(saved["images"] / "b.png")
     main(["predict", image, "--model", f"local-dir:{saved['folder']}", "--json", "--threshold", "0.2"])
     from_folder = _json_lines(capsys.readouterr().out)
-    code = main(["predict", image, "--model", "msrn_resnet18", "--checkpoint", str(saved["checkpoint"]),
-                 "--img-size", str(SIZE), "--json", "--threshold", "0.2"])
+    code = main(
+        [
+            "predict",
+            image,
+            "--model",
+            "msrn_resnet18",
+            "--checkpoint",
+            str(saved["checkpoint"]),
+            "--img-size",
+            str(SIZE),
+            "--json",
+            "--threshold",
+            "0.2",
+        ]
+    )
     assert code == 0
     assert _json_lines(capsys.readouterr().out) == from_folder  # label names from the safetensors metadata
 
 
-@pytest.mark.parametrize("args", [
-    dict(TINY),
-    dict(TINY, variant="paper", num_groups=3, num_branches=2),
-    dict(TINY, embeddings="label"),
-    dict(TINY, embeddings="group"),
-    dict(TINY, embeddings="none"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        dict(TINY),
+        dict(TINY, variant="paper", num_groups=3, num_branches=2),
+        dict(TINY, embeddings="label"),
+        dict(TINY, embeddings="group"),
+        dict(TINY, embeddings="none"),
+    ],
+)
 def test_infer_model_args_round_trip(args):
     model = timm.create_model("msrn_resnet18", **args)
     inferred = infer_model_args(model.state_dict())
@@ -123,9 +161,20 @@ def test_infer_model_args_round_trip(args):
 
 def test_attention_pictures(saved, tmp_path, capsys):
     out_dir = tmp_path / "maps"
-    code = main(["predict", str(saved["images"] / "a.jpg"), str(saved["images"] / "sub" / "c.jpg"),
-                 "--model", f"local-dir:{saved['folder']}", "--json", "--threshold", "0.3",
-                 "--attention", str(out_dir)])
+    code = main(
+        [
+            "predict",
+            str(saved["images"] / "a.jpg"),
+            str(saved["images"] / "sub" / "c.jpg"),
+            "--model",
+            f"local-dir:{saved['folder']}",
+            "--json",
+            "--threshold",
+            "0.3",
+            "--attention",
+            str(out_dir),
+        ]
+    )
     records = _json_lines(capsys.readouterr().out)
     assert code == 0
     assert sorted(p.name for p in out_dir.iterdir()) == ["a.png", "c.png"]
@@ -147,13 +196,16 @@ def test_unreadable_file_is_reported_and_skipped(saved, tmp_path, capsys):
     assert list(_json_lines(captured.out)) == ["b.png"]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--threshold", "1.5"], "--threshold must be between 0 and 1"),
-    (["--threshold", "0"], "--threshold must be between 0 and 1"),
-    (["--top-k", "0"], "--top-k must be at least 1"),
-    (["--device", "abacus"], "is not a torch device"),
-    (["--img-size", "32"], "--img-size 32 is too small"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--threshold", "1.5"], "--threshold must be between 0 and 1"),
+        (["--threshold", "0"], "--threshold must be between 0 and 1"),
+        (["--top-k", "0"], "--top-k must be at least 1"),
+        (["--device", "abacus"], "is not a torch device"),
+        (["--img-size", "32"], "--img-size 32 is too small"),
+    ],
+)
 def test_bad_options(saved, capsys, extra, message):
     code = main(["predict", str(saved["images"]), "--model", f"local-dir:{saved['folder']}", *extra])
     err = capsys.readouterr().err
@@ -169,10 +221,14 @@ def test_bad_paths_and_models(saved, tmp_path, capsys):
         (["predict", image, "--model", f"local-dir:{tmp_path}"], "has no config.json"),
         (["predict", image, "--model", "resnet50"], "is not an MSRN architecture"),
         (["predict", image, "--model", "msrn_resnet18"], "add --checkpoint"),
-        (["predict", image, "--model", "msrn_resnet18", "--checkpoint", str(tmp_path / "w.pth")],
-         "does not exist"),
-        (["predict", image, "--model", "msrn_resnet50", "--checkpoint", str(saved["checkpoint"])],
-         "does not fit the model"),
+        (
+            ["predict", image, "--model", "msrn_resnet18", "--checkpoint", str(tmp_path / "w.pth")],
+            "does not exist",
+        ),
+        (
+            ["predict", image, "--model", "msrn_resnet50", "--checkpoint", str(saved["checkpoint"])],
+            "does not fit the model",
+        ),
     ]
     (tmp_path / "empty").mkdir()
     cases.append((["predict", str(tmp_path / "empty"), "--model", folder], "no image files"))
@@ -186,8 +242,9 @@ def test_bad_paths_and_models(saved, tmp_path, capsys):
 def test_pickled_checkpoint_is_refused(saved, tmp_path, capsys):
     pickled = tmp_path / "weights.pth"
     torch.save(saved["model"].state_dict(), pickled)
-    code = main(["predict", str(saved["images"] / "a.jpg"), "--model", "msrn_resnet18",
-                 "--checkpoint", str(pickled)])
+    code = main(
+        ["predict", str(saved["images"] / "a.jpg"), "--model", "msrn_resnet18", "--checkpoint", str(pickled)]
+    )
     assert code == 2 and "only safetensors" in capsys.readouterr().err
 
 

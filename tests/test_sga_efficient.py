@@ -1,5 +1,6 @@
 """The memory-efficient semantic guided attention against eq. 7-9 written out here (values, gradients,
 gradcheck, autocast, what autograd keeps)."""
+
 import pytest
 import torch
 
@@ -72,7 +73,7 @@ def test_module_matches_the_literal_formula_and_its_autograd():
         out = module(f, e)
         out.backward(grad_output)
         results.append((out.detach(), f.grad, e.grad))
-    for ours, naive in zip(*results):
+    for ours, naive in zip(*results, strict=True):
         assert relative_error(ours, naive) < 1e-5
     torch.testing.assert_close(results[1][0], semantic_guided_attention(features, embeddings))
 
@@ -104,8 +105,9 @@ def test_gradcheck_float64(chunk):
 def test_gradcheck_one_input(needs):
     features = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=needs[0])
     embeddings = torch.randn(3, 4, dtype=torch.float64, requires_grad=needs[1])
-    assert torch.autograd.gradcheck(lambda f, e: SemanticGuidedAttention(chunk_elements=20)(f, e),
-                                    (features, embeddings))
+    assert torch.autograd.gradcheck(
+        lambda f, e: SemanticGuidedAttention(chunk_elements=20)(f, e), (features, embeddings)
+    )
 
 
 def test_double_backward_is_refused():

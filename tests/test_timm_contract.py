@@ -6,6 +6,7 @@ default-cfg entries that name real weights.
 The cfg checks run at each model's default input size (448 px); the backward pass runs at timm's
 backward-test size (the default size capped at 128 px, as timm's test_model_backward does).
 """
+
 import pytest
 import timm
 import torch
@@ -68,9 +69,11 @@ def test_timm_contract_for_token_output_models(name):
 
 
 def test_msrn_custom_finds_the_first_conv_of_any_backbone():
-    for backbone, first_conv in [("convnext_atto", "backbone.trunk.stem_0"),
-                                 ("efficientnet_b0", "backbone.trunk.conv_stem"),
-                                 ("vit_tiny_patch16_224", "backbone.trunk.model.patch_embed.proj")]:
+    for backbone, first_conv in [
+        ("convnext_atto", "backbone.trunk.stem_0"),
+        ("efficientnet_b0", "backbone.trunk.conv_stem"),
+        ("vit_tiny_patch16_224", "backbone.trunk.model.patch_embed.proj"),
+    ]:
         model = timm.create_model("msrn_custom", backbone=backbone, num_classes=3, embed_dim=8, hidden_dim=8)
         assert model.pretrained_cfg["first_conv"] == first_conv
         assert f"{first_conv}.weight" in model.state_dict()

@@ -1,5 +1,6 @@
 """Runs a user can trust: used folders refused, one writer, resume with changes, kill and resume,
 consistent checkpoint folders, bad test data found first, strict JSON, results independent of --workers."""
+
 import json
 import os
 import pathlib
@@ -33,13 +34,43 @@ from msrn.engine import (
 from msrn.engine.loop import train_one_epoch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = dict(synthetic_trainval=24, synthetic_test=13, image_size=64, embed_dim=32, hidden_dim=64,
-            gat_hidden_dim=32,
-            label_feature_dim=32, batch_size=8, workers=0, epochs=2, max_steps_per_epoch=2, progress=False)
-TINY_ARGS = ["--synthetic-trainval", "24", "--synthetic-test", "13", "--image-size", "64",
-             "--embed-dim", "32",
-             "--hidden-dim", "64", "--gat-hidden-dim", "32", "--label-feature-dim", "32", "--batch-size", "8",
-             "--workers", "0", "--max-steps-per-epoch", "2", "--no-progress"]
+TINY = dict(
+    synthetic_trainval=24,
+    synthetic_test=13,
+    image_size=64,
+    embed_dim=32,
+    hidden_dim=64,
+    gat_hidden_dim=32,
+    label_feature_dim=32,
+    batch_size=8,
+    workers=0,
+    epochs=2,
+    max_steps_per_epoch=2,
+    progress=False,
+)
+TINY_ARGS = [
+    "--synthetic-trainval",
+    "24",
+    "--synthetic-test",
+    "13",
+    "--image-size",
+    "64",
+    "--embed-dim",
+    "32",
+    "--hidden-dim",
+    "64",
+    "--gat-hidden-dim",
+    "32",
+    "--label-feature-dim",
+    "32",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--max-steps-per-epoch",
+    "2",
+    "--no-progress",
+]
 
 
 def _strict_json(text: str):
@@ -69,8 +100,11 @@ def _config(cache_dir, output_dir, **overrides):
 
 
 def _snapshot(folder: pathlib.Path, but: tuple = ()) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".train") and p.name not in but}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".train") and p.name not in but
+    }
 
 
 def _weights(folder: pathlib.Path) -> dict:
@@ -122,8 +156,13 @@ sys.stdin.read()
 
 def test_two_writers_are_refused_and_a_killed_writers_lock_is_taken_over(cache_dir, tmp_path):
     output = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(output)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=_env())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(output)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         busy = f"being written by another training process \\(pid {holder.pid} "
@@ -188,16 +227,27 @@ def test_lengthened_schedules_never_rise_or_reach_zero():
 
 def test_non_finite_loss_advice_works(cache_dir, tmp_path, monkeypatch, capsys):
     output = tmp_path / "run"
-    argv = ["train", "--cache-dir", str(cache_dir), "--output-dir", str(output), "--epochs", "2",
-            "--stop-after-epoch", "1"] + TINY_ARGS
+    argv = [
+        "train",
+        "--cache-dir",
+        str(cache_dir),
+        "--output-dir",
+        str(output),
+        "--epochs",
+        "2",
+        "--stop-after-epoch",
+        "1",
+    ] + TINY_ARGS
     assert cli_main(argv) == 0
     before = _snapshot(output, but=("train_config.json",))  # a resume records its settings there
 
     def diverging_above_1e3(model, criterion, loader, optimizer, *args, **kwargs):
         # What a too-high learning rate does: the loss explodes (here: above lr 1e-3).
         if optimizer.param_groups[0]["lr"] > 1e-3:
-            raise NonFiniteLossError("The training loss became non-finite (nan on rank 0) at epoch 2, "
-                                     "step 1. The weights were not updated by this step.")
+            raise NonFiniteLossError(
+                "The training loss became non-finite (nan on rank 0) at epoch 2, "
+                "step 1. The weights were not updated by this step."
+            )
         return train_one_epoch(model, criterion, loader, optimizer, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "train_one_epoch", diverging_above_1e3)
@@ -215,8 +265,18 @@ def test_sigkill_then_resume_is_byte_identical_and_cleans_up(cache_dir, tmp_path
     straight = tmp_path / "straight"
     train(_config(cache_dir, straight, epochs=3))
     killed = tmp_path / "killed"
-    command = [sys.executable, str(REPO / "examples" / "train_voc.py"), "--cache-dir", str(cache_dir),
-               "--output-dir", str(killed), "--epochs", "3", "--threads", "1"] + TINY_ARGS
+    command = [
+        sys.executable,
+        str(REPO / "examples" / "train_voc.py"),
+        "--cache-dir",
+        str(cache_dir),
+        "--output-dir",
+        str(killed),
+        "--epochs",
+        "3",
+        "--threads",
+        "1",
+    ] + TINY_ARGS
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while not (killed / "log.jsonl").is_file() and process.poll() is None and time.monotonic() < deadline:
@@ -237,8 +297,9 @@ def test_sigkill_then_resume_is_byte_identical_and_cleans_up(cache_dir, tmp_path
     _assert_same_weights(_weights(straight), _weights(killed))
     records = [_strict_json(line) for line in (killed / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
-    assert [r["mAP"] for r in records] == [_strict_json(line)["mAP"]
-                                          for line in (straight / "log.jsonl").read_text().splitlines()]
+    assert [r["mAP"] for r in records] == [
+        _strict_json(line)["mAP"] for line in (straight / "log.jsonl").read_text().splitlines()
+    ]
 
 
 def _free_port() -> int:
@@ -248,9 +309,23 @@ def _free_port() -> int:
 
 
 def _torchrun(cache_dir, output, *extra, entry=(str(REPO / "examples" / "train_voc.py"),)):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *entry,
-               "--cache-dir", str(cache_dir), "--output-dir", str(output), "--device", "cpu", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        *entry,
+        "--cache-dir",
+        str(cache_dir),
+        "--output-dir",
+        str(output),
+        "--device",
+        "cpu",
+        *extra,
+    ]
     command += TINY_ARGS
     return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
 
@@ -263,15 +338,17 @@ def test_torchrun_resume_is_exact_and_only_rank_0_reports(cache_dir, tmp_path):
     # model that is saved.
     record = _strict_json((tmp_path / "straight" / "log.jsonl").read_text().splitlines()[-1])
     assert record["test_images"] == 13
-    metrics, _, _ = evaluate_checkpoint(tmp_path / "straight" / "last",
-                                        cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", workers=0)
+    metrics, _, _ = evaluate_checkpoint(
+        tmp_path / "straight" / "last", cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", workers=0
+    )
     assert record["mAP"] == pytest.approx(metrics["mAP"], abs=1e-3)
     first = _torchrun(cache_dir, tmp_path / "split", "--epochs", "2", "--stop-after-epoch", "1")
     assert first.returncode == 0, first.stderr[-3000:]
     refused = _torchrun(cache_dir, tmp_path / "split", "--epochs", "2")
     assert refused.returncode != 0 and refused.stderr.count("already holds a training run") == 1
-    resumed = _torchrun(cache_dir, tmp_path / "split", "--resume", str(tmp_path / "split"),
-                        entry=("-m", "msrn", "train"))  # the documented form
+    resumed = _torchrun(
+        cache_dir, tmp_path / "split", "--resume", str(tmp_path / "split"), entry=("-m", "msrn", "train")
+    )  # the documented form
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_weights(_weights(tmp_path / "straight"), _weights(tmp_path / "split"))
 
@@ -282,8 +359,12 @@ def test_checkpoint_folders_are_whole_and_readable(cache_dir, tmp_path):
     train(_config(cache_dir, output, epochs=2))
     umask = os.umask(0)
     os.umask(umask)
-    for path in [output / "train_state.pt", output / "log.jsonl", output / "last" / "model.safetensors",
-                 output / "best" / "checkpoint.json"]:
+    for path in [
+        output / "train_state.pt",
+        output / "log.jsonl",
+        output / "last" / "model.safetensors",
+        output / "best" / "checkpoint.json",
+    ]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
     assert stat.S_IMODE((output / "last").stat().st_mode) == 0o777 & ~umask
     info = json.loads((output / "last" / "checkpoint.json").read_text())

@@ -25,12 +25,39 @@ from msrn.graph import label_graph_from_targets
 from msrn.metrics import multilabel_metrics
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = dict(synthetic_trainval=24, synthetic_test=13, image_size=64, embed_dim=32, hidden_dim=64,
-            gat_hidden_dim=32,
-            label_feature_dim=32, batch_size=8, workers=0, epochs=2, max_steps_per_epoch=2, progress=False)
-TINY_ARGS = ["--synthetic-trainval", "24", "--synthetic-test", "13", "--image-size", "64", "--embed-dim",
-             "32", "--hidden-dim", "64", "--batch-size", "8", "--workers", "0", "--max-steps-per-epoch", "2",
-             "--no-progress"]
+TINY = dict(
+    synthetic_trainval=24,
+    synthetic_test=13,
+    image_size=64,
+    embed_dim=32,
+    hidden_dim=64,
+    gat_hidden_dim=32,
+    label_feature_dim=32,
+    batch_size=8,
+    workers=0,
+    epochs=2,
+    max_steps_per_epoch=2,
+    progress=False,
+)
+TINY_ARGS = [
+    "--synthetic-trainval",
+    "24",
+    "--synthetic-test",
+    "13",
+    "--image-size",
+    "64",
+    "--embed-dim",
+    "32",
+    "--hidden-dim",
+    "64",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--max-steps-per-epoch",
+    "2",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +93,19 @@ def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, cap
     assert "epoch 2/2" in printed and "top-3" in printed and "OF1" in printed
     records = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
-    for key in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "CP_top3", "OF1_top3", "train_loss",
-                "images_per_s"):
+    for key in (
+        "mAP",
+        "CP",
+        "CR",
+        "CF1",
+        "OP",
+        "OR",
+        "OF1",
+        "CP_top3",
+        "OF1_top3",
+        "train_loss",
+        "images_per_s",
+    ):
         assert np.isfinite(records[-1][key]), key
     assert records[-1]["test_images"] == 13
     assert records[-1]["best_mAP"] == max(r["mAP"] for r in records)
@@ -77,11 +115,14 @@ def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, cap
     assert info["epoch"] == 2 and info["image_size"] == 64
     assert model.num_classes == 20 and model.label_names[0] == "aeroplane"
     same = timm.create_model(f"local-dir:{output / 'last'}")
-    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), model.state_dict().values(),
-                                                           strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(same.state_dict().values(), model.state_dict().values(), strict=True)
+    )
     assert (output / "best" / "model.safetensors").is_file()
-    test_set = VOCDataset(cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", "test",
-                          transform=eval_transform(64))
+    test_set = VOCDataset(
+        cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", "test", transform=eval_transform(64)
+    )
     model.eval()
     with torch.no_grad():
         batch = torch.stack([test_set[i][0] for i in range(len(test_set))])
@@ -93,15 +134,18 @@ def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, cap
     assert torch.equal(model.label_graph, label_graph_from_targets(train_set.targets))
 
     # `msrn evaluate` prints the same mAP and a per-class table.
-    assert cli_main(["evaluate", str(output / "last"), "--data", str(test_set.root.parent),
-                     "--workers", "0"]) == 0
+    assert (
+        cli_main(["evaluate", str(output / "last"), "--data", str(test_set.root.parent), "--workers", "0"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"{records[-1]['mAP']:8.2f}" in printed and "aeroplane" in printed and "tvmonitor" in printed
     assert cli_main(["evaluate", str(tmp_path / "missing"), "--data", str(tmp_path)]) == 2
 
 
-def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(cache_dir, tmp_path,
-                                                                               monkeypatch):
+def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(
+    cache_dir, tmp_path, monkeypatch
+):
     train(_config(cache_dir, tmp_path / "straight"))
     train(_config(cache_dir, tmp_path / "split", stop_after_epoch=1))
     assert json.loads((tmp_path / "split" / "log.jsonl").read_text().splitlines()[-1])["epoch"] == 1
@@ -150,17 +194,20 @@ def test_eval_shards_cover_each_image_once():
     assert sorted(sum(shards, [])) == list(range(length)) and [len(s) for s in shards] == [5, 4, 4]
     scores = np.random.default_rng(0).random((length, 2))
     indices = np.array(shards[0] + shards[1] + shards[2])
-    gathered, _, _ = gather_predictions(DistributedContext(), indices, scores[indices], scores[indices],
-                                        scores[indices] > 2, length)
+    gathered, _, _ = gather_predictions(
+        DistributedContext(), indices, scores[indices], scores[indices], scores[indices] > 2, length
+    )
     np.testing.assert_array_equal(gathered, scores)
     with pytest.raises(RuntimeError, match="exactly once"):
-        gather_predictions(DistributedContext(), indices[:-1], scores[:-1], scores[:-1], scores[:-1] > 2,
-                           length)
+        gather_predictions(
+            DistributedContext(), indices[:-1], scores[:-1], scores[:-1], scores[:-1] > 2, length
+        )
 
 
 def test_bf16_channels_last_run(cache_dir, tmp_path):
-    record = train(_config(cache_dir, tmp_path / "bf16", epochs=1, max_steps_per_epoch=1, amp="bf16",
-                           channels_last=True))
+    record = train(
+        _config(cache_dir, tmp_path / "bf16", epochs=1, max_steps_per_epoch=1, amp="bf16", channels_last=True)
+    )
     assert record["test_images"] == 13 and np.isfinite(record["train_loss"]) and np.isfinite(record["mAP"])
     with pytest.raises(ValueError, match="fp16 mixed precision needs a CUDA device"):
         train(_config(cache_dir, tmp_path / "fp16", epochs=1, max_steps_per_epoch=1, amp="fp16"))
@@ -180,16 +227,29 @@ def test_glove_label_features_from_npz(cache_dir, tmp_path, shared_dir):
 def test_csv_data_trains_with_the_same_trainer(cache_dir, tmp_path):
     devkit = generate_synthetic_voc(cache_dir / "synthetic-voc-v2-24-13-s0", 24, 13, 0)
     train_voc = VOCDataset(devkit, "trainval")  # one-hot layout: the header gives all 20 classes
-    rows = [",".join([path] + [str(t) for t in target])
-            for path, target in zip(train_voc.image_paths, train_voc.targets, strict=True)]
+    rows = [
+        ",".join([path] + [str(t) for t in target])
+        for path, target in zip(train_voc.image_paths, train_voc.targets, strict=True)
+    ]
     header = ",".join(["image"] + train_voc.classes)
     (tmp_path / "train.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
     test_voc = VOCDataset(devkit, "test")  # list layout, checked against the training classes
-    rows = [f"{path},{';'.join(c for c, t in zip(test_voc.classes, target, strict=True) if t)}"
-            for path, target in zip(test_voc.image_paths, test_voc.targets, strict=True)]
+    rows = [
+        f"{path},{';'.join(c for c, t in zip(test_voc.classes, target, strict=True) if t)}"
+        for path, target in zip(test_voc.image_paths, test_voc.targets, strict=True)
+    ]
     (tmp_path / "test.csv").write_text("image,labels\n" + "\n".join(rows) + "\n")
-    record = train(_config(cache_dir, tmp_path / "csv", dataset="csv", data=str(tmp_path / "train.csv"),
-                           test_split=str(tmp_path / "test.csv"), epochs=1, max_steps_per_epoch=1))
+    record = train(
+        _config(
+            cache_dir,
+            tmp_path / "csv",
+            dataset="csv",
+            data=str(tmp_path / "train.csv"),
+            test_split=str(tmp_path / "test.csv"),
+            epochs=1,
+            max_steps_per_epoch=1,
+        )
+    )
     assert record["test_images"] == 13 and np.isfinite(record["mAP"])
     model, _ = load_trained_model(tmp_path / "csv" / "last")
     assert model.label_names == train_voc.classes

@@ -1,4 +1,5 @@
 """msrn.visualize: attention maps against a literal eq. 8 computation, and the Pillow pictures."""
+
 import numpy as np
 import pytest
 import timm
@@ -36,7 +37,7 @@ def test_label_attention_maps_match_eq8(model):
         branches = model.forward_branches(images)
         label_rows = model.label_group_embeddings()[0]  # E_l [n, d]
     assert len(maps) == model.num_branches == 3
-    for got, features in zip(maps, branches):
+    for got, features in zip(maps, branches, strict=True):
         assert got.shape == (2, TINY["num_classes"], *features.shape[-2:])
         expected = _reference_maps(features, label_rows)
         torch.testing.assert_close(got.double(), expected, atol=1e-6, rtol=1e-5)
@@ -87,16 +88,18 @@ def test_overlay_alpha_extremes():
 def test_tensor_to_image_inverts_normalisation():
     pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    tensor = (torch.from_numpy(pixels).permute(2, 0, 1).float() / 255 - torch.tensor(mean)[:, None, None]) \
-        / torch.tensor(std)[:, None, None]
+    tensor = (
+        torch.from_numpy(pixels).permute(2, 0, 1).float() / 255 - torch.tensor(mean)[:, None, None]
+    ) / torch.tensor(std)[:, None, None]
     assert np.array_equal(np.asarray(visualize.tensor_to_image(tensor, mean, std)), pixels)
 
 
 def test_attention_grid_layout_and_cells():
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 80, 3), dtype=np.uint8))
     maps = np.random.default_rng(2).random((2, 3, 5, 5))
-    grid = visualize.attention_grid(image, maps, ["a 0.90", "b 0.70"], ["x", "y", "z"],
-                                    cell_size=50, alpha=0.6)
+    grid = visualize.attention_grid(
+        image, maps, ["a 0.90", "b 0.70"], ["x", "y", "z"], cell_size=50, alpha=0.6
+    )
     cell_w, cell_h, text_h, pad = 100, 50, 12, 4  # width follows the 2:1 aspect ratio
     assert grid.size == (4 * (cell_w + pad) + pad, text_h + 2 * (text_h + cell_h + pad) + pad)
     base = image.resize((cell_w, cell_h), Image.BILINEAR)

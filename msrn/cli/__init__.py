@@ -1,5 +1,6 @@
 """The ``msrn`` command. Each sub-command lives in its own module of this package and exposes
 ``register(subparsers)``; user mistakes end with a one-line message and exit code 2, no traceback."""
+
 import argparse
 import importlib
 import logging
@@ -45,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

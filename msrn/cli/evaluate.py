@@ -1,4 +1,5 @@
 """``msrn evaluate``: score a trained checkpoint on a test set; print the metrics and per-class AP."""
+
 import argparse
 import os
 
@@ -13,29 +14,46 @@ __all__ = ["register"]
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
     parser = subparsers.add_parser(
-        "evaluate", help="evaluate a checkpoint of examples/train_voc.py on a test set",
+        "evaluate",
+        help="evaluate a checkpoint of examples/train_voc.py on a test set",
         description="Load a model folder written by the trainer (best/ or last/, or any save_pretrained "
-                    "folder) and print mAP, CP, CR, CF1, OP, OR, OF1 (and top-3) and the AP of each class.",
+        "folder) and print mAP, CP, CR, CF1, OP, OR, OF1 (and top-3) and the AP of each class.",
     )
     parser.add_argument("checkpoint", help="the best/ or last/ folder of a training run")
-    parser.add_argument("--data", required=True,
-                        help="VOCdevkit folder, COCO root, NUS-WIDE folder, Apparel folder, or test CSV file")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="VOCdevkit folder, COCO root, NUS-WIDE folder, Apparel folder, or test CSV file",
+    )
     parser.add_argument("--dataset", choices=DATASET_KINDS, default="voc")
     parser.add_argument("--split", help="voc, nuswide, apparel: test (default); coco: val (default)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="test resize (default: the size the model was trained at)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="test resize (default: the size the model was trained at)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", default="none", choices=AMP_MODES)
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="probability threshold of CP/CR/..., in (0, 1) (default 0.5)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="probability threshold of CP/CR/..., in (0, 1) (default 0.5)",
+    )
     parser.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images")
-    parser.add_argument("--skip-missing-images", action="store_true",
-                        help="nuswide, apparel: leave out listed images that are not on disk")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object instead of tables (null for the AP of a class without "
-                             "positives)")
+    parser.add_argument(
+        "--skip-missing-images",
+        action="store_true",
+        help="nuswide, apparel: leave out listed images that are not on disk",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object instead of tables (null for the AP of a class without positives)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -44,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}.")
     if args.workers < 0:
-        raise CommandError(f"--workers must be 0 or more (0 reads images in this process), got "
-                           f"{args.workers}.")
+        raise CommandError(
+            f"--workers must be 0 or more (0 reads images in this process), got {args.workers}."
+        )
     if args.image_size is not None and args.image_size < 1:
         raise CommandError(f"--image-size must be a positive number of pixels, got {args.image_size}.")
     if not os.path.isfile(os.path.join(args.checkpoint, "config.json")):
@@ -54,9 +73,17 @@ def run(args: argparse.Namespace) -> int:
         )
     image_size = args.image_size
     metrics, class_ap, classes = evaluate_checkpoint(
-        args.checkpoint, args.data, dataset=args.dataset, split=args.split, image_size=image_size,
-        batch_size=args.batch_size, workers=args.workers, device=args.device, amp=args.amp,
-        threshold=args.threshold, skip_bad_images=args.skip_bad_images,
+        args.checkpoint,
+        args.data,
+        dataset=args.dataset,
+        split=args.split,
+        image_size=image_size,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        amp=args.amp,
+        threshold=args.threshold,
+        skip_bad_images=args.skip_bad_images,
         skip_missing_images=args.skip_missing_images,
     )
     if args.json:

@@ -1,4 +1,5 @@
 """``msrn export``: write a trained MSRN as an ONNX inference graph (dynamic batch dimension)."""
+
 import argparse
 import pathlib
 
@@ -13,23 +14,34 @@ __all__ = ["register"]
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
     parser = subparsers.add_parser(
-        "export", help="export a trained model to ONNX",
+        "export",
+        help="export a trained model to ONNX",
         description="Export images [batch, 3, H, W] -> logits [batch, n] as ONNX. The label and group "
-                    "embeddings are stored as constants; label names and preprocessing go into the "
-                    "file's metadata. The export is then checked in onnxruntime (if installed).",
+        "embeddings are stored as constants; label names and preprocessing go into the "
+        "file's metadata. The export is then checked in onnxruntime (if installed).",
     )
-    parser.add_argument("--model", required=True, metavar="SPEC",
-                        help="local-dir:DIR or hf-hub:ID of a saved model, or an architecture NAME "
-                             "with --checkpoint")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC",
+        help="local-dir:DIR or hf-hub:ID of a saved model, or an architecture NAME with --checkpoint",
+    )
     parser.add_argument("--checkpoint", metavar="FILE", help="safetensors weights (state dict) to load")
     parser.add_argument("--onnx", required=True, metavar="OUT.onnx", help="file to write")
-    parser.add_argument("--img-size", type=int, default=None,
-                        help="input height and width (default: the model's pretrained_cfg, 448 for "
-                             "the paper's)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset (default {DEFAULT_OPSET})")
-    parser.add_argument("--no-check", action="store_true",
-                        help="skip running the exported file in onnxruntime against PyTorch")
+    parser.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="input height and width (default: the model's pretrained_cfg, 448 for the paper's)",
+    )
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
+    )
+    parser.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip running the exported file in onnxruntime against PyTorch",
+    )
     parser.set_defaults(func=run)
 
 

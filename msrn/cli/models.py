@@ -1,4 +1,5 @@
 """``msrn models``: list the registered MSRN architectures."""
+
 import argparse
 
 from ..models import list_models

@@ -6,6 +6,7 @@ and resize the next batches while the model runs on the current one (into pinned
 A file that cannot be read as an image is reported by name and skipped; the others are labelled and
 the exit code is then 1.
 """
+
 import argparse
 import pathlib
 import sys
@@ -28,30 +29,58 @@ __all__ = ["register"]
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
     parser = subparsers.add_parser(
-        "predict", help="label images (table or JSON lines), optionally with attention-map pictures",
+        "predict",
+        help="label images (table or JSON lines), optionally with attention-map pictures",
         description="Label images with a trained MSRN. Prints, per image, the labels whose probability "
-                    "is at least --threshold.",
+        "is at least --threshold.",
     )
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
-                        help="image files, or folders whose images (searched recursively) are labelled")
-    parser.add_argument("--model", required=True, metavar="SPEC",
-                        help="local-dir:DIR or hf-hub:ID of a saved model, or an architecture NAME "
-                             "(msrn_resnet101...) with --checkpoint")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER",
+        help="image files, or folders whose images (searched recursively) are labelled",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC",
+        help="local-dir:DIR or hf-hub:ID of a saved model, or an architecture NAME "
+        "(msrn_resnet101...) with --checkpoint",
+    )
     parser.add_argument("--checkpoint", metavar="FILE", help="safetensors weights (state dict) to load")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="report labels with probability >= this, in (0, 1) (default 0.5)")
-    parser.add_argument("--top-k", type=int, default=None, metavar="K",
-                        help="report at most the K most probable of those labels")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="report labels with probability >= this, in (0, 1) (default 0.5)",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        metavar="K",
+        help="report at most the K most probable of those labels",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per image instead of a table")
-    parser.add_argument("--attention", metavar="OUT_DIR",
-                        help="write one PNG per image: per reported label, each branch's attention map")
+    parser.add_argument(
+        "--attention",
+        metavar="OUT_DIR",
+        help="write one PNG per image: per reported label, each branch's attention map",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="processes that read and resize images while the model runs (default 2; 0: "
-                             "read them in the main process)")
-    parser.add_argument("--img-size", type=int, default=None,
-                        help="input size in pixels (default: the model's pretrained_cfg, 448 for the "
-                             "paper's)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes that read and resize images while the model runs (default 2; 0: "
+        "read them in the main process)",
+    )
+    parser.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="input size in pixels (default: the model's pretrained_cfg, 448 for the paper's)",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run)
 
@@ -120,11 +149,16 @@ def _collate(samples):
     return [index for index, _ in kept], images, failed
 
 
-def _batches(paths: Sequence[pathlib.Path], transform, batch_size: int, workers: int,
-             device: torch.device) -> Iterator[tuple]:
-    loader = torch.utils.data.DataLoader(_ImageFiles(paths, transform), batch_size=batch_size,
-                                         num_workers=workers, collate_fn=_collate,
-                                         pin_memory=device.type == "cuda")
+def _batches(
+    paths: Sequence[pathlib.Path], transform, batch_size: int, workers: int, device: torch.device
+) -> Iterator[tuple]:
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(paths, transform),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+    )
     yield from loader
 
 
@@ -149,8 +183,10 @@ class _Table:
             print(f"{str(path):<{self.image_width}}  (no label >= {threshold:g})", file=self.stream)
         for row, (label, probability) in enumerate(labels):
             image = str(path) if row == 0 else ""
-            print(f"{image:<{self.image_width}}  {label:<{self.label_width}}  {probability:.4f}",
-                  file=self.stream)
+            print(
+                f"{image:<{self.image_width}}  {label:<{self.label_width}}  {probability:.4f}",
+                file=self.stream,
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,8 +195,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model(args.model, args.checkpoint).to(device)
     if args.img_size is not None and args.img_size < model.backbone.min_input_size:
-        raise CommandError(f"--img-size {args.img_size} is too small for this backbone: use at least "
-                           f"{model.backbone.min_input_size} px.")
+        raise CommandError(
+            f"--img-size {args.img_size} is too small for this backbone: use at least "
+            f"{model.backbone.min_input_size} px."
+        )
     names = model.get_label_names()
     data_config = resolve_model_data_config(model)
     if args.img_size is not None:
@@ -206,12 +244,16 @@ def run(args: argparse.Namespace) -> int:
                 titles = [f"{names[k]} {row[k]:.2f}{note}" for k in shown]
                 picture = visualize.attention_grid(
                     visualize.tensor_to_image(images[i].cpu(), data_config["mean"], data_config["std"]),
-                    maps[i, shown].numpy(), titles, columns,
+                    maps[i, shown].numpy(),
+                    titles,
+                    columns,
                 )
                 picture.save(_unique_png(out_dir, path, used_names))
     progress.close()
     if skipped:
-        print(f"msrn predict: {skipped} of {len(paths)} files skipped (not readable as images).",
-              file=sys.stderr)
+        print(
+            f"msrn predict: {skipped} of {len(paths)} files skipped (not readable as images).",
+            file=sys.stderr,
+        )
         return 1
     return 0

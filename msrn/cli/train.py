@@ -3,6 +3,7 @@
 The options are the fields of :class:`msrn.engine.TrainConfig`, generated from it (help text and
 ``--help`` groups come from the fields' metadata). ``examples/train_voc.py`` runs :func:`main`.
 """
+
 import argparse
 import dataclasses
 import json
@@ -56,13 +57,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             if help_text:
                 group.add_argument(flag, dest=field.name, action="store_true", default=None, help=help_text)
             if negation:
-                group.add_argument("--no-" + flag[2:], dest=field.name, action="store_false", default=None,
-                                   help=negation)
+                group.add_argument(
+                    "--no-" + flag[2:], dest=field.name, action="store_false", default=None, help=negation
+                )
             continue
         if typing.get_origin(hints[field.name]) is tuple:
             metadata.setdefault("nargs", "+")
-        group.add_argument(flag, dest=field.name, type=_argument_type(hints[field.name]), default=None,
-                           help=help_text, **metadata)
+        group.add_argument(
+            flag,
+            dest=field.name,
+            type=_argument_type(hints[field.name]),
+            default=None,
+            help=help_text,
+            **metadata,
+        )
 
 
 def _given_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,8 +94,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _report(config: TrainConfig, record: dict[str, Any]) -> None:
-    print(f"\nepoch {record['epoch']}/{config.epochs}  loss {record['train_loss']:.4f}  "
-          f"lr {record['lr']:.4g}  {record['images_per_s']:.1f} img/s  test images {record['test_images']}")
+    print(
+        f"\nepoch {record['epoch']}/{config.epochs}  loss {record['train_loss']:.4f}  "
+        f"lr {record['lr']:.4g}  {record['images_per_s']:.1f} img/s  test images {record['test_images']}"
+    )
     print(format_metrics_table(record))
     print(f"best mAP {record['best_mAP']:.2f}", flush=True)
 
@@ -112,15 +122,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prefix}{where}: error: {one_line(error)}", file=sys.stderr)
         return 2
     if last:
-        print(f"\nfinished: test mAP {last['mAP']:.2f} (best {last['best_mAP']:.2f}); "
-              f"checkpoints in {config.output_dir}")
+        print(
+            f"\nfinished: test mAP {last['mAP']:.2f} (best {last['best_mAP']:.2f}); "
+            f"checkpoints in {config.output_dir}"
+        )
     return 0
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
     parser = subparsers.add_parser(
-        "train", help="train and evaluate MSRN (VOC 2007, COCO or CSV; the generated set by default)",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train",
+        help="train and evaluate MSRN (VOC 2007, COCO or CSV; the generated set by default)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_train_arguments(parser)
     parser.set_defaults(func=run)
@@ -128,8 +142,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 def build_parser(prog: str | None = None, description: str = DESCRIPTION) -> argparse.ArgumentParser:
     """A stand-alone parser with the options of ``msrn train`` and a ``-v`` flag of its own."""
-    parser = OneLineErrorParser(prog=prog, description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_train_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     return parser
@@ -139,7 +154,8 @@ def main(argv: list[str] | None = None, prog: str | None = None, description: st
     """``msrn train`` as a program of its own (what ``examples/train_voc.py`` runs)."""
     parser = build_parser(prog, description)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     args.error_prefix = parser.prog.removesuffix(".py")
     return run(args)

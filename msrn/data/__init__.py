@@ -5,6 +5,7 @@ transforms, and the one image decoder (:func:`load_rgb_image`) that data sets, `
 Every data set yields ``(image, target [n] float, difficult [n] bool)`` and exposes ``classes``,
 ``targets`` (``[N, n]`` 0/1, e.g. for :func:`msrn.graph.label_graph_from_targets`) and ``difficult``.
 """
+
 from ._base import MultiLabelDataset
 from .apparel import APPAREL_SPLIT_SEED, ApparelDataset, apparel_authors_split
 from .coco import COCODataset
@@ -25,9 +26,28 @@ from .transforms import PAPER_CROP_SCALES, MultiScaleCrop, eval_transform, train
 from .voc import VOC_CLASSES, VOCDataset
 
 __all__ = [
-    "MultiLabelDataset", "create_dataset", "DATASET_KINDS", "VOCDataset", "COCODataset", "CSVDataset",
-    "VOC_CLASSES", "generate_synthetic_voc", "NUSWIDEDataset", "ApparelDataset", "apparel_authors_split",
-    "APPAREL_SPLIT_SEED", "MultiScaleCrop", "train_transform", "eval_transform", "PAPER_CROP_SCALES",
-    "load_rgb_image", "to_rgb_image", "BadImageError", "DEFAULT_MAX_PIXELS", "find_image_files",
-    "check_image_header", "SeededAugmentation", "sample_seed",
+    "MultiLabelDataset",
+    "create_dataset",
+    "DATASET_KINDS",
+    "VOCDataset",
+    "COCODataset",
+    "CSVDataset",
+    "VOC_CLASSES",
+    "generate_synthetic_voc",
+    "NUSWIDEDataset",
+    "ApparelDataset",
+    "apparel_authors_split",
+    "APPAREL_SPLIT_SEED",
+    "MultiScaleCrop",
+    "train_transform",
+    "eval_transform",
+    "PAPER_CROP_SCALES",
+    "load_rgb_image",
+    "to_rgb_image",
+    "BadImageError",
+    "DEFAULT_MAX_PIXELS",
+    "find_image_files",
+    "check_image_header",
+    "SeededAugmentation",
+    "sample_seed",
 ]

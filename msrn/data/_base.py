@@ -1,9 +1,10 @@
 """Shared machinery of the multi-label datasets: bad-image policy, sample layout, reading text files."""
+
 import codecs
 import logging
 import os
 import pathlib
-from typing import Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ def read_utf8_text(path: pathlib.Path) -> str:
         ) from None
 
 
-def join_inside(folder: pathlib.Path, name: str) -> Optional[pathlib.Path]:
+def join_inside(folder: pathlib.Path, name: str) -> pathlib.Path | None:
     """``folder / name`` when ``name`` is a relative path that stays inside ``folder`` (checked on the
     text, so symlinked sub-folders still work); ``None`` for an absolute or ``..``-escaping name."""
     relative = pathlib.PurePath(name)
@@ -72,9 +73,9 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         self,
         image_paths: Sequence[str],
         targets: np.ndarray,
-        difficult: Optional[np.ndarray],
+        difficult: np.ndarray | None,
         classes: Sequence[str],
-        transform: Optional[Callable] = None,
+        transform: Callable | None = None,
         skip_bad_images: bool = False,
     ) -> None:
         targets = np.asarray(targets, dtype=np.int64)
@@ -86,9 +87,9 @@ class MultiLabelDataset(torch.utils.data.Dataset):
                 f"targets/difficult must be [{len(image_paths)}, {len(classes)}], got "
                 f"{list(targets.shape)} and {list(difficult.shape)}."
             )
-        self.classes: List[str] = list(classes)
+        self.classes: list[str] = list(classes)
         self.transform = transform
-        self.skipped_images: List[Tuple[str, str]] = []
+        self.skipped_images: list[tuple[str, str]] = []
         keep = np.ones(len(image_paths), dtype=bool)
         missing = [path for path in image_paths if not os.path.isfile(path)]
         if missing and not skip_bad_images:
@@ -104,9 +105,13 @@ class MultiLabelDataset(torch.utils.data.Dataset):
                     keep[index] = False
                     self.skipped_images.append((path, str(error)))
             if self.skipped_images:
-                _logger.warning("Skipped %d unreadable image(s) of %d; first: %s", len(self.skipped_images),
-                                len(image_paths), self.skipped_images[0][0])
-        self.image_paths: List[str] = [path for path, k in zip(image_paths, keep) if k]
+                _logger.warning(
+                    "Skipped %d unreadable image(s) of %d; first: %s",
+                    len(self.skipped_images),
+                    len(image_paths),
+                    self.skipped_images[0][0],
+                )
+        self.image_paths: list[str] = [path for path, k in zip(image_paths, keep, strict=True) if k]
         self.targets = targets[keep]
         self.difficult = difficult[keep]
         if not self.image_paths:

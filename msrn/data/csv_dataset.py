@@ -24,6 +24,7 @@ file's own line numbers. A labels cell that reads like several labels joined by 
 classes given explicitly. Labels are case-sensitive; classes that differ only in case are kept
 apart, with a warning.
 """
+
 import collections
 import csv
 import io
@@ -31,7 +32,7 @@ import logging
 import os
 import pathlib
 import re
-from typing import Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -45,7 +46,7 @@ LABEL_SEPARATOR = ";"
 # What people put between labels instead of LABEL_SEPARATOR: spaces, commas, pipes.
 _OTHER_SEPARATORS = re.compile(r"[\s,|]+")
 
-_Row = Tuple[int, List[str]]  # (physical line number where the record starts, cells)
+_Row = tuple[int, list[str]]  # (physical line number where the record starts, cells)
 
 
 class CSVDataset(MultiLabelDataset):
@@ -62,9 +63,9 @@ class CSVDataset(MultiLabelDataset):
     def __init__(
         self,
         csv_file: "os.PathLike[str] | str",
-        root: "Optional[os.PathLike[str] | str]" = None,
-        classes: Optional[Sequence[str]] = None,
-        transform: Optional[Callable] = None,
+        root: "os.PathLike[str] | str | None" = None,
+        classes: Sequence[str] | None = None,
+        transform: Callable | None = None,
         skip_bad_images: bool = False,
     ) -> None:
         csv_file = pathlib.Path(csv_file).expanduser()
@@ -73,8 +74,10 @@ class CSVDataset(MultiLabelDataset):
         self.root = pathlib.Path(root).expanduser() if root is not None else csv_file.parent
         rows = _read_rows(csv_file)
         if not rows:
-            raise ValueError(f"CSV file {csv_file} is empty: expected a header 'image,labels' or "
-                             f"'image,<class 1>,...' and one row per image.")
+            raise ValueError(
+                f"CSV file {csv_file} is empty: expected a header 'image,labels' or "
+                f"'image,<class 1>,...' and one row per image."
+            )
         header_line, header = rows[0]
         header = [cell.strip() for cell in header]
         body = rows[1:]
@@ -101,7 +104,7 @@ class CSVDataset(MultiLabelDataset):
         super().__init__(paths, targets, None, classes, transform=transform, skip_bad_images=skip_bad_images)
 
     @staticmethod
-    def _parse_list(csv_file: pathlib.Path, body: List[_Row], classes: Optional[Sequence[str]]):
+    def _parse_list(csv_file: pathlib.Path, body: list[_Row], classes: Sequence[str] | None):
         paths, label_lists = [], []
         for line, row in body:
             if len(row) > 2:
@@ -116,12 +119,13 @@ class CSVDataset(MultiLabelDataset):
         if classes is None:
             classes = sorted({name for names in label_lists for name in names})
             if not classes:
-                raise ValueError(f"CSV file {csv_file} names no label at all; pass the class list "
-                                 f"explicitly.")
+                raise ValueError(
+                    f"CSV file {csv_file} names no label at all; pass the class list explicitly."
+                )
         index = {name: i for i, name in enumerate(classes)}
         _refuse_other_separators(csv_file, body, label_lists, index, explicit)
         targets = np.zeros((len(paths), len(classes)), dtype=np.int64)
-        for row, (names, (line, _)) in enumerate(zip(label_lists, body)):
+        for row, (names, (line, _)) in enumerate(zip(label_lists, body, strict=True)):
             for name in names:
                 if name not in index:
                     raise ValueError(
@@ -132,8 +136,9 @@ class CSVDataset(MultiLabelDataset):
         return paths, targets, list(classes)
 
     @staticmethod
-    def _parse_one_hot(csv_file: pathlib.Path, header: List[str], body: List[_Row],
-                       classes: Optional[Sequence[str]]):
+    def _parse_one_hot(
+        csv_file: pathlib.Path, header: list[str], body: list[_Row], classes: Sequence[str] | None
+    ):
         columns = header[1:]
         if len(set(columns)) != len(columns):
             raise ValueError(f"CSV file {csv_file}: the header repeats a class name: {columns}.")
@@ -148,21 +153,23 @@ class CSVDataset(MultiLabelDataset):
         paths, targets = [], np.zeros((len(body), len(classes)), dtype=np.int64)
         for row, (line, values) in enumerate(body):
             if len(values) != len(header):
-                raise ValueError(f"CSV file {csv_file}, line {line}: expected {len(header)} columns, got "
-                                 f"{len(values)}.")
+                raise ValueError(
+                    f"CSV file {csv_file}, line {line}: expected {len(header)} columns, got {len(values)}."
+                )
             cells = [cell.strip() for cell in values[1:]]
             if any(cell not in ("0", "1") for cell in cells):
-                raise ValueError(f"CSV file {csv_file}, line {line}: class columns must hold 0 or 1, got "
-                                 f"{cells}.")
+                raise ValueError(
+                    f"CSV file {csv_file}, line {line}: class columns must hold 0 or 1, got {cells}."
+                )
             paths.append(values[0].strip())
             targets[row] = np.array([int(cells[i]) for i in order])
         return paths, targets, list(classes)
 
 
-def _read_rows(csv_file: pathlib.Path) -> List[_Row]:
+def _read_rows(csv_file: pathlib.Path) -> list[_Row]:
     """The non-blank records of the file with the physical line each starts on (BOM and CRLF are fine)."""
     reader = csv.reader(io.StringIO(read_utf8_text(csv_file), newline=""))
-    rows: List[_Row] = []
+    rows: list[_Row] = []
     line = 1
     try:
         for cells in reader:
@@ -174,12 +181,13 @@ def _read_rows(csv_file: pathlib.Path) -> List[_Row]:
     return rows
 
 
-def _refuse_other_separators(csv_file: pathlib.Path, body: List[_Row], label_lists: List[List[str]],
-                             index: dict, explicit: bool) -> None:
+def _refuse_other_separators(
+    csv_file: pathlib.Path, body: list[_Row], label_lists: list[list[str]], index: dict, explicit: bool
+) -> None:
     """A label that splits, at spaces / commas / pipes, into other labels is a labels cell written with
     the wrong separator ('person dog' for 'person;dog'): refuse it, showing the right one, unless it is
     one of the ``classes`` given explicitly (e.g. COCO's 'hot dog')."""
-    for (line, _), names in zip(body, label_lists):
+    for (line, _), names in zip(body, label_lists, strict=True):
         for name in names:
             if explicit and name in index:
                 continue
@@ -206,6 +214,9 @@ def _warn_case_duplicates(csv_file: pathlib.Path, classes: Sequence[str]) -> Non
         spellings[name.casefold()].append(name)
     clashes = [names for names in spellings.values() if len(names) > 1]
     if clashes:
-        _logger.warning("CSV file %s: classes that differ only in case are kept apart: %s. Check that this "
-                        "is meant (labels are case-sensitive).", csv_file,
-                        "; ".join(" / ".join(repr(n) for n in names) for names in clashes))
+        _logger.warning(
+            "CSV file %s: classes that differ only in case are kept apart: %s. Check that this "
+            "is meant (labels are case-sensitive).",
+            csv_file,
+            "; ".join(" / ".join(repr(n) for n in names) for names in clashes),
+        )

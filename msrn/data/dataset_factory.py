@@ -1,5 +1,6 @@
 """One entry point for the data sets: ``create_dataset(kind, data, ...)`` for every kind of
 :data:`DATASET_KINDS` (VOC, COCO, NUS-WIDE, Apparel, CSV)."""
+
 import os
 import pathlib
 from collections.abc import Callable, Sequence
@@ -16,7 +17,9 @@ __all__ = ["DATASET_KINDS", "create_dataset"]
 DATASET_KINDS = ("voc", "coco", "nuswide", "apparel", "csv")
 # (training split, test split) of each kind when none is given.
 _DEFAULT_SPLITS = {
-    "voc": ("trainval", "test"), "coco": ("train", "val"), "nuswide": ("train", "test"),
+    "voc": ("trainval", "test"),
+    "coco": ("train", "val"),
+    "nuswide": ("train", "test"),
     "apparel": ("trainval", "test"),
 }
 
@@ -60,7 +63,8 @@ def create_dataset(
     if kind == "nuswide":
         if str(data).lower().endswith(".csv"):
             csv_file = pathlib.Path(data).expanduser()
-            return NUSWIDEDataset(csv_file.parent, split, csv_file=csv_file,
-                                  skip_missing_images=skip_missing_images, **options)
+            return NUSWIDEDataset(
+                csv_file.parent, split, csv_file=csv_file, skip_missing_images=skip_missing_images, **options
+            )
         return NUSWIDEDataset(data, split, skip_missing_images=skip_missing_images, **options)
     return VOCDataset(data, split, **options)

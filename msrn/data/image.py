@@ -2,6 +2,7 @@
 ``msrn evaluate``, the attention pictures and the ONNX example, so that a file gives the same pixels on
 every path (:func:`load_rgb_image`).
 """
+
 import os
 import pathlib
 import struct
@@ -11,8 +12,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 __all__ = [
-    "load_rgb_image", "to_rgb_image", "BadImageError", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES",
-    "find_image_files", "check_image_header",
+    "load_rgb_image",
+    "to_rgb_image",
+    "BadImageError",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "find_image_files",
+    "check_image_header",
 ]
 
 # 80 megapixels: above any camera photo used for training (a decoded RGB copy is 240 MB), and below
@@ -26,8 +32,17 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 _TRANSPARENT_FILL = (255, 255, 255)
 _ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 # What Pillow's format plugins may raise on malformed data, besides OSError and ValueError.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
-                  Image.DecompressionBombError)
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    Image.DecompressionBombError,
+)
 
 
 class BadImageError(ValueError):
@@ -47,7 +62,8 @@ def _bad_image(path: str, reason: str) -> BadImageError:
     return BadImageError(
         f"Bad image {path}: {reason}. Replace or delete the file, or leave such images out with "
         f"skip_bad_images=True (--skip-bad-images).",
-        path=path, reason=reason,
+        path=path,
+        reason=reason,
     )
 
 
@@ -120,8 +136,11 @@ def check_image_header(
     except _DECODE_ERRORS as error:
         raise _bad_image(path, _describe(error)) from error
     if max_pixels is not None and width * height > max_pixels:
-        raise _bad_image(path, f"its header claims {width} x {height} = {width * height:,} pixels, more than "
-                               f"the limit of {max_pixels:,}")
+        raise _bad_image(
+            path,
+            f"its header claims {width} x {height} = {width * height:,} pixels, more than "
+            f"the limit of {max_pixels:,}",
+        )
     return width, height
 
 

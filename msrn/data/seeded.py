@@ -1,4 +1,5 @@
 """Augmentation that depends on the sample, not on the process that loads it (:class:`SeededAugmentation`)."""
+
 import numpy as np
 import torch
 

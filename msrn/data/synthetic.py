@@ -9,13 +9,13 @@ objects are drawn small and faint and marked ``difficult``, as in VOC.
 The output is a real VOCdevkit tree (XML annotations, JPEG images, ``ImageSets/Main`` split files),
 read back with :class:`msrn.data.VOCDataset` like the real data set.
 """
+
 import json
 import logging
 import os
 import pathlib
 import shutil
 import tempfile
-from typing import Dict, List, Tuple
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -35,24 +35,39 @@ _COLOURS = ((225, 40, 40), (40, 175, 60), (45, 85, 225), (235, 205, 35), (195, 5
 _APPEARANCE = {name: (_SHAPES[i % 4], _COLOURS[i // 4]) for i, name in enumerate(VOC_CLASSES)}
 
 # (scene probability, {class: probability of appearing in that scene})
-SYNTHETIC_SCENES: Tuple[Tuple[float, Dict[str, float]], ...] = (
+SYNTHETIC_SCENES: tuple[tuple[float, dict[str, float]], ...] = (
     (0.25, {"person": 0.5, "car": 0.5, "bus": 0.4, "bicycle": 0.4, "motorbike": 0.4}),
-    (0.25, {"chair": 0.5, "diningtable": 0.4, "sofa": 0.45, "tvmonitor": 0.4, "pottedplant": 0.45,
-            "bottle": 0.4, "cat": 0.4, "person": 0.3}),
+    (
+        0.25,
+        {
+            "chair": 0.5,
+            "diningtable": 0.4,
+            "sofa": 0.45,
+            "tvmonitor": 0.4,
+            "pottedplant": 0.45,
+            "bottle": 0.4,
+            "cat": 0.4,
+            "person": 0.3,
+        },
+    ),
     (0.25, {"horse": 0.45, "cow": 0.5, "sheep": 0.5, "dog": 0.45, "person": 0.2, "bird": 0.3}),
     (0.25, {"aeroplane": 0.5, "boat": 0.5, "train": 0.5, "bird": 0.45, "person": 0.2}),
 )
 # class -> (companion class, probability that the companion is added when the class is present)
-SYNTHETIC_COMPANIONS: Dict[str, Tuple[str, float]] = {
-    "diningtable": ("chair", 0.9), "motorbike": ("person", 0.85), "bicycle": ("person", 0.85),
-    "horse": ("person", 0.6), "tvmonitor": ("sofa", 0.6), "bus": ("car", 0.6),
+SYNTHETIC_COMPANIONS: dict[str, tuple[str, float]] = {
+    "diningtable": ("chair", 0.9),
+    "motorbike": ("person", 0.85),
+    "bicycle": ("person", 0.85),
+    "horse": ("person", 0.6),
+    "tvmonitor": ("sofa", 0.6),
+    "bus": ("car", 0.6),
 }
 _MAX_OBJECTS = 5
 _DIFFICULT_RATE = 0.06
 _SIZES = ((128, 96), (96, 128), (112, 112), (128, 112))
 
 
-def _sample_labels(rng: np.random.Generator) -> List[str]:
+def _sample_labels(rng: np.random.Generator) -> list[str]:
     weights = np.array([w for w, _ in SYNTHETIC_SCENES])
     scene = SYNTHETIC_SCENES[rng.choice(len(SYNTHETIC_SCENES), p=weights / weights.sum())][1]
     names = [name for name, p in scene.items() if rng.random() < p]
@@ -68,7 +83,7 @@ def _sample_labels(rng: np.random.Generator) -> List[str]:
     return names[:_MAX_OBJECTS]
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Tuple[int, int, int, int], colour) -> None:
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], colour) -> None:
     x0, y0, x1, y1 = box
     if shape == "disk":
         draw.ellipse(box, fill=colour)
@@ -88,10 +103,10 @@ def _overlap(a, b) -> float:
     return ix * iy / max(1, smaller)
 
 
-_Object = Tuple[str, Tuple[int, int, int, int], bool]  # (class name, box, difficult)
+_Object = tuple[str, tuple[int, int, int, int], bool]  # (class name, box, difficult)
 
 
-def _render(rng: np.random.Generator) -> Tuple[Image.Image, List[_Object]]:
+def _render(rng: np.random.Generator) -> tuple[Image.Image, list[_Object]]:
     width, height = _SIZES[rng.integers(len(_SIZES))]
     base = rng.uniform(70, 190, size=3)
     pixels = base + rng.normal(0, 14, size=(height, width, 3))
@@ -111,24 +126,29 @@ def _render(rng: np.random.Generator) -> Tuple[Image.Image, List[_Object]]:
                 break
         shape, colour = _APPEARANCE[name]
         if difficult:  # faint: half-way between the object's colour and the background
-            colour = tuple(int(0.5 * c + 0.5 * b) for c, b in zip(colour, base))
+            colour = tuple(int(0.5 * c + 0.5 * b) for c, b in zip(colour, base, strict=True))
         _draw_shape(draw, shape, box, tuple(int(c) for c in colour))
         boxes.append(box)
         objects.append((name, box, difficult))
     return image, objects
 
 
-def _annotation_xml(image_id: str, size: Tuple[int, int], objects) -> str:
+def _annotation_xml(image_id: str, size: tuple[int, int], objects) -> str:
     parts = [
-        "<annotation>", "  <folder>VOC2007</folder>", f"  <filename>{image_id}.jpg</filename>",
+        "<annotation>",
+        "  <folder>VOC2007</folder>",
+        f"  <filename>{image_id}.jpg</filename>",
         "  <source><database>msrn synthetic VOC</database></source>",
         f"  <size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>",
         "  <segmented>0</segmented>",
     ]
     for name, (x0, y0, x1, y1), difficult in objects:
         parts += [
-            "  <object>", f"    <name>{escape(name)}</name>", "    <pose>Unspecified</pose>",
-            "    <truncated>0</truncated>", f"    <difficult>{int(difficult)}</difficult>",
+            "  <object>",
+            f"    <name>{escape(name)}</name>",
+            "    <pose>Unspecified</pose>",
+            "    <truncated>0</truncated>",
+            f"    <difficult>{int(difficult)}</difficult>",
             f"    <bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
             f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox>",
             "  </object>",
@@ -137,7 +157,7 @@ def _annotation_xml(image_id: str, size: Tuple[int, int], objects) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _holds(devkit: pathlib.Path, manifest: Dict[str, int]) -> bool:
+def _holds(devkit: pathlib.Path, manifest: dict[str, int]) -> bool:
     """Whether ``devkit`` is a finished tree of ``manifest``; False when absent, an error when it is
     something else."""
     manifest_file = devkit / "VOC2007" / "synthetic.json"
@@ -152,12 +172,13 @@ def _holds(devkit: pathlib.Path, manifest: Dict[str, int]) -> bool:
             f"or delete {devkit}."
         )
     if devkit.exists():
-        raise FileExistsError(f"{devkit} exists but is not a generated synthetic set; pass another cache "
-                              f"folder.")
+        raise FileExistsError(
+            f"{devkit} exists but is not a generated synthetic set; pass another cache folder."
+        )
     return False
 
 
-def _write_tree(voc: pathlib.Path, manifest: Dict[str, int]) -> None:
+def _write_tree(voc: pathlib.Path, manifest: dict[str, int]) -> None:
     num_trainval, num_test, seed = manifest["num_trainval"], manifest["num_test"], manifest["seed"]
     for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (voc / folder).mkdir(parents=True)
@@ -225,6 +246,7 @@ def generate_synthetic_voc(
                 return devkit
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    _logger.info("Generated a synthetic VOC set (%d trainval, %d test images) in %s", num_trainval, num_test,
-                 devkit)
+    _logger.info(
+        "Generated a synthetic VOC set (%d trainval, %d test images) in %s", num_trainval, num_test, devkit
+    )
     return devkit

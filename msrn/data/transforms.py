@@ -5,7 +5,8 @@ short side, the two sides at most ``max_distort`` scale steps apart, the crop pl
 fixed positions: four corners and centre), a horizontal flip, ImageNet normalisation.
 Evaluation: a plain resize to ``image_size x image_size`` (no crop), then the same normalisation.
 """
-from typing import Sequence, Tuple
+
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
@@ -14,7 +15,7 @@ from torchvision import transforms as T
 
 __all__ = ["MultiScaleCrop", "train_transform", "eval_transform", "PAPER_CROP_SCALES"]
 
-PAPER_CROP_SCALES: Tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6)
+PAPER_CROP_SCALES: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6)
 
 
 class MultiScaleCrop:
@@ -31,8 +32,13 @@ class MultiScaleCrop:
     seeding make it reproducible.
     """
 
-    def __init__(self, size: int, scales: Sequence[float] = PAPER_CROP_SCALES, max_distort: int = 2,
-                 interpolation: int = Image.BILINEAR) -> None:
+    def __init__(
+        self,
+        size: int,
+        scales: Sequence[float] = PAPER_CROP_SCALES,
+        max_distort: int = 2,
+        interpolation: int = Image.BILINEAR,
+    ) -> None:
         if not scales or any(not 0.0 < s <= 1.0 for s in scales):
             raise ValueError(f"scales must be fractions in (0, 1], got {list(scales)}.")
         if max_distort < 0:
@@ -46,17 +52,23 @@ class MultiScaleCrop:
         # A crop within a few pixels of the output size is taken at exactly that size (no resampling blur).
         return self.size if abs(side - self.size) < 3 else side
 
-    def crop_box(self, width: int, height: int) -> Tuple[int, int, int, int]:
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
         """A random ``(left, top, right, bottom)`` box for an image of the given size."""
         short = min(width, height)
         sides = [max(1, self._snap(int(short * s))) for s in self.scales]
-        pairs = [(w, h) for i, h in enumerate(sides) for j,
-                 w in enumerate(sides) if abs(i - j) <= self.max_distort]
+        pairs = [
+            (w, h) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= self.max_distort
+        ]
         crop_w, crop_h = pairs[int(torch.randint(len(pairs), ()).item())]
         crop_w, crop_h = min(crop_w, width), min(crop_h, height)
         step_w, step_h = (width - crop_w) // 4, (height - crop_h) // 4
-        offsets = [(0, 0), (4 * step_w, 0), (0, 4 * step_h), (4 * step_w, 4 * step_h), (2 * step_w,
-                                                                                        2 * step_h)]
+        offsets = [
+            (0, 0),
+            (4 * step_w, 0),
+            (0, 4 * step_h),
+            (4 * step_w, 4 * step_h),
+            (2 * step_w, 2 * step_h),
+        ]
         left, top = offsets[int(torch.randint(len(offsets), ()).item())]
         return left, top, left + crop_w, top + crop_h
 
@@ -65,8 +77,9 @@ class MultiScaleCrop:
         return image.crop(box).resize((self.size, self.size), self.interpolation)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(size={self.size}, scales={self.scales}, "
-                f"max_distort={self.max_distort})")
+        return (
+            f"{type(self).__name__}(size={self.size}, scales={self.scales}, max_distort={self.max_distort})"
+        )
 
 
 def train_transform(
@@ -81,12 +94,14 @@ def train_transform(
 
     Returns a callable mapping an RGB PIL image to a float ``[3, image_size, image_size]`` tensor.
     """
-    return T.Compose([
-        MultiScaleCrop(image_size, scales=scales, max_distort=max_distort),
-        T.RandomHorizontalFlip(hflip),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
+    return T.Compose(
+        [
+            MultiScaleCrop(image_size, scales=scales, max_distort=max_distort),
+            T.RandomHorizontalFlip(hflip),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
 
 
 def eval_transform(
@@ -95,10 +110,10 @@ def eval_transform(
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
 ) -> T.Compose:
     """The paper's test transform: resize to ``image_size x image_size`` (aspect not kept), normalise."""
-    return T.Compose([
-        T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
-
-
+    return T.Compose(
+        [
+            T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )

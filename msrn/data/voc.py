@@ -15,11 +15,12 @@ The image of an annotation is ``JPEGImages/<filename>`` (``<id>.jpg`` when the X
 (sub-folders, symlinked ones included, are fine). An id listed twice in a split file is used once,
 with a warning.
 """
+
 import logging
 import os
 import pathlib
 import xml.etree.ElementTree as ET
-from typing import Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -29,9 +30,26 @@ __all__ = ["VOC_CLASSES", "VOCDataset", "resolve_voc_root"]
 
 _logger = logging.getLogger(__name__)
 
-VOC_CLASSES: Tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 )
 
@@ -48,7 +66,7 @@ def resolve_voc_root(root: "os.PathLike[str] | str", year: str = "2007") -> path
     )
 
 
-def _read_split(split_file: pathlib.Path) -> List[str]:
+def _read_split(split_file: pathlib.Path) -> list[str]:
     if not split_file.is_file():
         folder = split_file.parent
         available = sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
@@ -61,8 +79,10 @@ def _read_split(split_file: pathlib.Path) -> List[str]:
             continue
         image_id = line.split()[0]
         if join_inside(split_file.parent, image_id) is None:
-            raise ValueError(f"Split file {split_file}, line {line_number}: {image_id!r} is not an image id "
-                             f"(a file name without extension, e.g. 000005, that stays inside the tree).")
+            raise ValueError(
+                f"Split file {split_file}, line {line_number}: {image_id!r} is not an image id "
+                f"(a file name without extension, e.g. 000005, that stays inside the tree)."
+            )
         if image_id in first_line:
             repeated.append((image_id, line_number))
             continue
@@ -72,15 +92,19 @@ def _read_split(split_file: pathlib.Path) -> List[str]:
         raise ValueError(f"Split file {split_file} is empty: it must list one image id per line.")
     if repeated:
         image_id, line_number = repeated[0]
-        _logger.warning("Split file %s lists %d image id(s) more than once (first: %s on lines %d and %d); "
-                        "each image is used once.", split_file, len(repeated), image_id, first_line[image_id],
-                        line_number)
+        _logger.warning(
+            "Split file %s lists %d image id(s) more than once (first: %s on lines %d and %d); "
+            "each image is used once.",
+            split_file,
+            len(repeated),
+            image_id,
+            first_line[image_id],
+            line_number,
+        )
     return ids
 
 
-def _parse_annotation(
-    xml_file: pathlib.Path, class_index: dict
-) -> Tuple[Optional[str], List[Tuple[int, bool]]]:
+def _parse_annotation(xml_file: pathlib.Path, class_index: dict) -> tuple[str | None, list[tuple[int, bool]]]:
     if not xml_file.is_file():
         raise FileNotFoundError(
             f"Annotation file not found: {xml_file} (its image id is listed in the split file)."
@@ -132,7 +156,7 @@ class VOCDataset(MultiLabelDataset):
         root: "os.PathLike[str] | str",
         split: str = "trainval",
         year: str = "2007",
-        transform: Optional[Callable] = None,
+        transform: Callable | None = None,
         classes: Sequence[str] = VOC_CLASSES,
         skip_bad_images: bool = False,
     ) -> None:
@@ -152,8 +176,9 @@ class VOCDataset(MultiLabelDataset):
                 targets[row, label] = 1
                 easy[row, label] |= not is_difficult
         difficult = (targets == 1) & ~easy
-        super().__init__(paths, targets, difficult, classes, transform=transform,
-                         skip_bad_images=skip_bad_images)
+        super().__init__(
+            paths, targets, difficult, classes, transform=transform, skip_bad_images=skip_bad_images
+        )
         if self.skipped_images:
             kept = set(self.image_paths)
-            self.image_ids = [i for i, p in zip(self.image_ids, paths) if p in kept]
+            self.image_ids = [i for i, p in zip(self.image_ids, paths, strict=True) if p in kept]

@@ -4,6 +4,7 @@ The trainer (:func:`train` with a :class:`TrainConfig`) is what ``msrn train`` a
 ``examples/train_voc.py`` run; :func:`resume_config` continues a run;
 :func:`evaluate_checkpoint` is what ``msrn evaluate`` runs.
 """
+
 from .checkpoint import load_trained_model, load_training_state, save_model
 from .distributed import DistributedContext, EvalShardSampler, gather_predictions, init_distributed
 from .evaluate import evaluate_checkpoint
@@ -24,10 +25,28 @@ from .trainer import (
 )
 
 __all__ = [
-    "TrainConfig", "paper_config", "cpu_config", "train", "resume_config", "build_datasets",
-    "default_cache_dir", "RunFolderError", "StoppedWithMainProcess", "LRSchedule",
-    "train_one_epoch", "predict", "NonFiniteLossError", "evaluate_checkpoint",
-    "DistributedContext", "init_distributed", "EvalShardSampler", "gather_predictions",
-    "save_model", "load_trained_model", "load_training_state", "format_metrics_table",
-    "format_class_ap_table", "keep_freed_memory",
+    "TrainConfig",
+    "paper_config",
+    "cpu_config",
+    "train",
+    "resume_config",
+    "build_datasets",
+    "default_cache_dir",
+    "RunFolderError",
+    "StoppedWithMainProcess",
+    "LRSchedule",
+    "train_one_epoch",
+    "predict",
+    "NonFiniteLossError",
+    "evaluate_checkpoint",
+    "DistributedContext",
+    "init_distributed",
+    "EvalShardSampler",
+    "gather_predictions",
+    "save_model",
+    "load_trained_model",
+    "load_training_state",
+    "format_metrics_table",
+    "format_class_ap_table",
+    "keep_freed_memory",
 ]

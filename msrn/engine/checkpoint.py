@@ -10,6 +10,7 @@
 A crash in the middle of a write leaves the previous file untouched; ``last/`` and ``best/`` are
 replaced as whole folders, so their weights and ``checkpoint.json`` always belong to the same epoch.
 """
+
 import json
 import os
 import pathlib
@@ -25,8 +26,14 @@ from ..hub import save_pretrained
 from ..models import load_model
 
 __all__ = [
-    "atomic_write", "save_model", "load_trained_model", "save_training_state", "load_training_state",
-    "rng_state", "set_rng_state", "write_checkpoint_info",
+    "atomic_write",
+    "save_model",
+    "load_trained_model",
+    "save_training_state",
+    "load_training_state",
+    "rng_state",
+    "set_rng_state",
+    "write_checkpoint_info",
 ]
 
 
@@ -44,8 +51,9 @@ def save_model(model: nn.Module, directory: "os.PathLike[str] | str", info: dict
 def write_checkpoint_info(directory: "os.PathLike[str] | str", info: dict[str, Any]) -> None:
     """Replace ``directory/checkpoint.json`` (epoch, test mAP, image size; strict JSON)."""
     text = to_json(info, indent=2) + "\n"
-    atomic_write(pathlib.Path(directory) / "checkpoint.json",
-                 lambda path: pathlib.Path(path).write_text(text))
+    atomic_write(
+        pathlib.Path(directory) / "checkpoint.json", lambda path: pathlib.Path(path).write_text(text)
+    )
 
 
 def load_trained_model(directory: "os.PathLike[str] | str") -> tuple[nn.Module, dict[str, Any]]:
@@ -74,8 +82,12 @@ def rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2]),
-                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "pos": int(numpy_state[2]),
+            "has_gauss": int(numpy_state[3]),
+            "cached_gaussian": float(numpy_state[4]),
+        },
         "python": {"version": python_state[0], "state": list(python_state[1])},
     }
 
@@ -85,8 +97,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     numpy_state = state["numpy"]
-    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     random.setstate((state["python"]["version"], tuple(state["python"]["state"]), None))
 
 

@@ -5,18 +5,24 @@ harmless for training). Evaluation must score every image exactly once, so it us
 :class:`EvalShardSampler` (rank ``r`` takes images ``r, r + K, r + 2K, ...``, no padding) and
 :func:`gather_predictions` reassembles the shards in dataset order.
 """
+
 import datetime
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 __all__ = [
-    "DistributedContext", "init_distributed", "resolve_device", "EvalShardSampler", "gather_predictions",
+    "DistributedContext",
+    "init_distributed",
+    "resolve_device",
+    "EvalShardSampler",
+    "gather_predictions",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -78,7 +84,7 @@ class DistributedContext:
         return float(tensor.item())
 
 
-def resolve_device(device: Optional[str] = None) -> torch.device:
+def resolve_device(device: str | None = None) -> torch.device:
     """The torch device named by ``device``; ``None`` is CUDA when a GPU is visible, else the CPU.
 
     Raises:
@@ -96,17 +102,21 @@ def resolve_device(device: Optional[str] = None) -> torch.device:
     if resolved.type == "cuda":
         visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if visible == 0:
-            raise ValueError(f"device {device!r} was requested but no CUDA GPU is visible "
-                             f"(torch.cuda.is_available() is False); use --device cpu.")
+            raise ValueError(
+                f"device {device!r} was requested but no CUDA GPU is visible "
+                f"(torch.cuda.is_available() is False); use --device cpu."
+            )
         if resolved.index is not None and resolved.index >= visible:
-            raise ValueError(f"device {device!r} was requested but only {visible} CUDA GPU(s) are visible "
-                             f"(cuda:0 to cuda:{visible - 1}).")
+            raise ValueError(
+                f"device {device!r} was requested but only {visible} CUDA GPU(s) are visible "
+                f"(cuda:0 to cuda:{visible - 1})."
+            )
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r} was requested but MPS is not available here; use --device cpu.")
     return resolved
 
 
-def init_distributed(device: Optional[str] = None, timeout_s: float = 1800.0) -> DistributedContext:
+def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> DistributedContext:
     """Read ``torchrun``'s environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and join the group.
 
     Without those variables this is a single process. ``device``: ``"cpu"``, ``"cuda"`` or ``None``
@@ -152,7 +162,7 @@ def gather_predictions(
     targets: np.ndarray,
     difficult: np.ndarray,
     length: int,
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Collect every process's ``(indices [k], scores [k, n], targets [k, n], difficult [k, n])`` and
     return the full arrays in dataset order (on every process).
 

@@ -1,4 +1,5 @@
 """Evaluate a saved model on a test set (what ``msrn evaluate`` runs)."""
+
 import logging
 import os
 
@@ -56,8 +57,15 @@ def evaluate_checkpoint(
     model, info = load_trained_model(checkpoint)
     classes = list(model.label_names or [])
     transform = eval_transform(image_size or info["image_size"])
-    test_set = create_dataset(dataset, data, split, transform=transform, classes=classes or None,
-                              skip_bad_images=skip_bad_images, skip_missing_images=skip_missing_images)
+    test_set = create_dataset(
+        dataset,
+        data,
+        split,
+        transform=transform,
+        classes=classes or None,
+        skip_bad_images=skip_bad_images,
+        skip_missing_images=skip_missing_images,
+    )
     if classes and list(test_set.classes) != classes:
         raise ValueError(
             f"The checkpoint's labels {classes} differ from the data set's {list(test_set.classes)}."
@@ -68,14 +76,21 @@ def evaluate_checkpoint(
         )
     context = DistributedContext(device=torch_device)
     model.to(context.device)
-    loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=workers,
-                                         sampler=EvalShardSampler(len(test_set)),
-                                         pin_memory=context.device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        test_set,
+        batch_size=batch_size,
+        num_workers=workers,
+        sampler=EvalShardSampler(len(test_set)),
+        pin_memory=context.device.type == "cuda",
+    )
     scores, targets, difficult = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
     class_ap = average_precision(scores, targets, difficult)
     missing = [name for name, ap in zip(test_set.classes, class_ap, strict=True) if not np.isfinite(ap)]
     if missing:
-        _logger.warning("%d class(es) have no positive test label and are left out of the mAP: %s",
-                        len(missing), ", ".join(missing))
+        _logger.warning(
+            "%d class(es) have no positive test label and are left out of the mAP: %s",
+            len(missing),
+            ", ".join(missing),
+        )
     metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=threshold, top_k=3)
     return metrics, class_ap, list(test_set.classes)

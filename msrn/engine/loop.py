@@ -1,4 +1,5 @@
 """One training epoch and one evaluation pass (single process or ``torchrun``)."""
+
 import contextlib
 import logging
 import math
@@ -60,8 +61,13 @@ def train_one_epoch(
     model.train()
     total_loss, steps, images = 0.0, 0, 0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not (progress and context.is_main), leave=False,
-               dynamic_ncols=True)
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch}",
+        disable=not (progress and context.is_main),
+        leave=False,
+        dynamic_ncols=True,
+    )
     for images_batch, targets, _difficult in bar:
         if max_steps is not None and steps >= max_steps:
             break
@@ -90,13 +96,18 @@ def train_one_epoch(
         steps += 1
         images += images_batch.shape[0]
         elapsed = time.perf_counter() - start
-        bar.set_postfix(loss=f"{total_loss / steps:.4f}",
-                        img_s=f"{images * context.world_size / elapsed:.1f}")
+        bar.set_postfix(
+            loss=f"{total_loss / steps:.4f}", img_s=f"{images * context.world_size / elapsed:.1f}"
+        )
     bar.close()
     elapsed = time.perf_counter() - start
     mean_loss = context.all_reduce_sum(total_loss) / max(1, context.all_reduce_sum(steps))
-    return {"loss": mean_loss, "images_per_s": images * context.world_size / max(elapsed, 1e-9),
-            "time_s": elapsed, "steps": steps}
+    return {
+        "loss": mean_loss,
+        "images_per_s": images * context.world_size / max(elapsed, 1e-9),
+        "time_s": elapsed,
+        "steps": steps,
+    }
 
 
 @torch.no_grad()
@@ -118,8 +129,9 @@ def predict(
     model.eval()
     indices = np.asarray(list(iter(loader.sampler)), dtype=np.int64)
     scores, targets, difficult = [], [], []
-    for images_batch, target, hard in tqdm(loader, desc="eval", disable=not (progress and context.is_main),
-                                           leave=False, dynamic_ncols=True):
+    for images_batch, target, hard in tqdm(
+        loader, desc="eval", disable=not (progress and context.is_main), leave=False, dynamic_ncols=True
+    ):
         images_batch = images_batch.to(context.device, non_blocking=True)
         if channels_last:
             images_batch = images_batch.contiguous(memory_format=torch.channels_last)

@@ -1,4 +1,5 @@
 """Keep the memory a training process frees, so that the next step reuses it without page faults."""
+
 import ctypes
 import ctypes.util
 import logging
@@ -51,6 +52,7 @@ def keep_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _MAX_TRIM_THRESHOLD))
     if not applied:
-        _logger.warning("malloc refused the settings of keep_freed_memory(); freed memory is returned "
-                        "as usual.")
+        _logger.warning(
+            "malloc refused the settings of keep_freed_memory(); freed memory is returned as usual."
+        )
     return applied

@@ -5,6 +5,7 @@ A resumed run takes every setting from the run's saved configuration. The settin
 epoch and logged. Any other setting given with another value is refused: it would make the continued
 run a different one (:func:`check_resume_changes` says which and why).
 """
+
 import dataclasses
 import json
 import logging
@@ -13,16 +14,29 @@ from typing import Any
 
 from .._io import atomic_write, to_json
 
-__all__ = ["CHANGEABLE_ON_RESUME", "resume_folder", "saved_train_config", "save_train_config",
-           "check_resume_changes"]
+__all__ = [
+    "CHANGEABLE_ON_RESUME",
+    "resume_folder",
+    "saved_train_config",
+    "save_train_config",
+    "check_resume_changes",
+]
 
 _logger = logging.getLogger(__name__)
 
 CHANGEABLE_ON_RESUME = (
     "epochs",  # the learning-rate schedule is rebuilt for the new total (LRSchedule.lengthened)
     "lr",  # the base learning rate, from the next epoch
-    "stop_after_epoch", "max_steps_per_epoch",
-    "workers", "threads", "device", "amp", "channels_last", "compile", "eval_batch_size", "progress",
+    "stop_after_epoch",
+    "max_steps_per_epoch",
+    "workers",
+    "threads",
+    "device",
+    "amp",
+    "channels_last",
+    "compile",
+    "eval_batch_size",
+    "progress",
 )
 # Settings of one invocation, never taken from the saved configuration.
 _PER_INVOCATION = ("resume", "output_dir", "overwrite", "stop_after_epoch")
@@ -67,13 +81,16 @@ def config_fields(config_type: type, saved: dict[str, Any]) -> dict[str, Any]:
             values[field.name] = tuple(value) if isinstance(value, list) else value
     unknown = set(saved) - {field.name for field in dataclasses.fields(config_type)}
     if unknown:
-        _logger.warning("The saved configuration has settings this version does not know: %s (ignored)",
-                        ", ".join(sorted(unknown)))
+        _logger.warning(
+            "The saved configuration has settings this version does not know: %s (ignored)",
+            ", ".join(sorted(unknown)),
+        )
     return values
 
 
-def check_resume_changes(config_type: type, saved: dict[str, Any], wanted: dict[str, Any],
-                         folder: pathlib.Path) -> list[str]:
+def check_resume_changes(
+    config_type: type, saved: dict[str, Any], wanted: dict[str, Any], folder: pathlib.Path
+) -> list[str]:
     """Refuse settings of ``wanted`` that differ from ``saved`` and cannot change mid-run.
 
     Returns ``["name: old -> new", ...]`` for the changeable settings that differ.
@@ -93,10 +110,13 @@ def check_resume_changes(config_type: type, saved: dict[str, Any], wanted: dict[
             changes.append(f"{name}: {old} -> {wanted[name]}")
         else:
             refused.setdefault(field.metadata.get("group", "execution"), []).append(
-                f"--{name.replace('_', '-')} {old} -> {wanted[name]}")
+                f"--{name.replace('_', '-')} {old} -> {wanted[name]}"
+            )
     if refused:
-        reasons = "; ".join(f"{', '.join(items)} ({_FIXED_BECAUSE.get(group, 'the run was made with it')})"
-                            for group, items in refused.items())
+        reasons = "; ".join(
+            f"{', '.join(items)} ({_FIXED_BECAUSE.get(group, 'the run was made with it')})"
+            for group, items in refused.items()
+        )
         raise ValueError(
             f"--resume {folder}: these settings cannot change in the middle of a run: {reasons}. Drop them "
             f"to continue the run, or start a new run in another --output-dir."

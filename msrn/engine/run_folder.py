@@ -7,6 +7,7 @@
   ends in any way, SIGKILL included, so the lock of a killed run never blocks the next one.
 - ``log.jsonl``: one JSON object per finished epoch, strict JSON (``null`` for a missing number).
 """
+
 import datetime
 import json
 import logging
@@ -20,8 +21,16 @@ import filelock
 
 from .._io import atomic_write, to_json
 
-__all__ = ["RunFolderError", "RunFolderLock", "RUN_FILES", "run_files_in", "clear_run", "read_log",
-           "append_log", "write_log"]
+__all__ = [
+    "RunFolderError",
+    "RunFolderLock",
+    "RUN_FILES",
+    "run_files_in",
+    "clear_run",
+    "read_log",
+    "append_log",
+    "write_log",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -71,8 +80,11 @@ class RunFolderLock:
                 f"{self.folder} is being written by another training process ({self._owner()}); wait "
                 f"for it to finish or stop it, or choose another --output-dir."
             ) from None
-        owner = {"pid": os.getpid(), "host": socket.gethostname(),
-                 "since": datetime.datetime.now().isoformat(timespec="seconds")}
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
         atomic_write(self.folder / OWNER_NAME, lambda path: pathlib.Path(path).write_text(json.dumps(owner)))
         return self
 

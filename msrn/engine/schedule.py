@@ -1,4 +1,5 @@
 """The learning-rate schedule of the trainer, by epoch, and how it is rebuilt when a run is lengthened."""
+
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,8 +16,15 @@ class LRSchedule:
     ``epochs`` changes continues its decay from where it is: no epoch at lr 0, no rise.
     """
 
-    def __init__(self, epochs: int, schedule: str, steps: Sequence[int] = (), gamma: float = 0.1,
-                 warmup: int = 0, anchor: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        epochs: int,
+        schedule: str,
+        steps: Sequence[int] = (),
+        gamma: float = 0.1,
+        warmup: int = 0,
+        anchor: Sequence[float] | None = None,
+    ) -> None:
         if schedule not in ("step", "cosine"):
             raise ValueError(f"schedule must be 'step' or 'cosine', got {schedule!r}.")
         self.epochs, self.schedule, self.steps = epochs, schedule, list(steps)

@@ -16,6 +16,7 @@ Output folder:
 A folder holding a run is never reused silently: ``overwrite`` replaces the run, ``resume``
 (:func:`resume_config`) continues it, anything else is refused.
 """
+
 import dataclasses
 import json
 import logging
@@ -71,8 +72,17 @@ from .run_folder import (
 )
 from .schedule import LRSchedule
 
-__all__ = ["TrainConfig", "PretrainedWeightsUnavailable", "StoppedWithMainProcess", "paper_config",
-           "cpu_config", "train", "resume_config", "build_datasets", "default_cache_dir"]
+__all__ = [
+    "TrainConfig",
+    "PretrainedWeightsUnavailable",
+    "StoppedWithMainProcess",
+    "paper_config",
+    "cpu_config",
+    "train",
+    "resume_config",
+    "build_datasets",
+    "default_cache_dir",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -120,52 +130,73 @@ class TrainConfig:
     (``--field-name``); its help text and ``--help`` group are the field's metadata.
     """
 
-    data: str | None = _data(help="VOCdevkit folder (COCO root, NUS-WIDE folder, Apparel folder or train "
-                                     "CSV with --dataset); omit to use the generated VOC-format set")
+    data: str | None = _data(
+        help="VOCdevkit folder (COCO root, NUS-WIDE folder, Apparel folder or train "
+        "CSV with --dataset); omit to use the generated VOC-format set"
+    )
     dataset: str = _data("voc", "format of --data (default: voc)", choices=DATASET_KINDS)
     train_split: str | None = _data(help="voc, apparel: trainval (default); coco, nuswide: train")
-    test_split: str | None = _data(help="voc, apparel, nuswide: test (default); coco: val; csv: path of "
-                                        "the test CSV")
-    cache_dir: str | None = _data(help="where the generated set is written (default: $MSRN_CACHE or "
-                                          "~/.cache/msrn)")
+    test_split: str | None = _data(
+        help="voc, apparel, nuswide: test (default); coco: val; csv: path of the test CSV"
+    )
+    cache_dir: str | None = _data(
+        help="where the generated set is written (default: $MSRN_CACHE or ~/.cache/msrn)"
+    )
     synthetic_trainval: int = _data(2000, "training images of the generated set")
     synthetic_test: int = _data(1000, "test images of the generated set")
     synthetic_seed: int = _data(0, "seed of the generated set")
-    skip_bad_images: bool = _data(False, "leave out unreadable images (and report how many) instead of "
-                                         "stopping")
-    skip_missing_images: bool = _data(False, "nuswide, apparel: leave out listed images that are not on "
-                                             "disk (and report how many) instead of stopping")
+    skip_bad_images: bool = _data(
+        False, "leave out unreadable images (and report how many) instead of stopping"
+    )
+    skip_missing_images: bool = _data(
+        False,
+        "nuswide, apparel: leave out listed images that are not on "
+        "disk (and report how many) instead of stopping",
+    )
     workers: int = _data(4, "data-loading processes per training process")
-    model: str = _model("msrn_resnet101", "msrn_resnet101 (paper), msrn_resnet50, msrn_resnet18 or "
-                                          "msrn_custom")
+    model: str = _model(
+        "msrn_resnet101", "msrn_resnet101 (paper), msrn_resnet50, msrn_resnet18 or msrn_custom"
+    )
     backbone: str | None = _model(help="timm CNN for msrn_custom, e.g. convnext_tiny")
     backbone_kwargs: dict[str, Any] = _model(
-        {}, 'JSON arguments of the timm backbone, e.g. \'{"channels": [16, 32, 64, 128]}\'')
-    pretrained: bool = _model(True, "start the backbone from ImageNet weights (paper default)",
-                              negation="random initialisation")
-    backbone_weights: str | None = _model(help="local ImageNet weight file of the backbone instead of the "
-                                               "Hub (.safetensors; .pth read with weights_only=True)")
+        {}, "JSON arguments of the timm backbone, e.g. '{\"channels\": [16, 32, 64, 128]}'"
+    )
+    pretrained: bool = _model(
+        True, "start the backbone from ImageNet weights (paper default)", negation="random initialisation"
+    )
+    backbone_weights: str | None = _model(
+        help="local ImageNet weight file of the backbone instead of the "
+        "Hub (.safetensors; .pth read with weights_only=True)"
+    )
     # The authors' code (which produced the paper's tables): the paper text's compactness loss
     # (1e-3 x squared distances) starts ~1e4 times larger than the BCE and diverges (docs/training.md).
-    variant: str = _model("official", "official (the authors' code, default) or paper (the paper's text)",
-                          choices=("paper", "official"))
+    variant: str = _model(
+        "official",
+        "official (the authors' code, default) or paper (the paper's text)",
+        choices=("paper", "official"),
+    )
     compactness_weight: float | None = _model(
         help="lambda of the compactness loss (default by variant: official 1e-4, paper 1e-3; the paper "
-             "variant trains at lr 0.01 with 1e-6, docs/variants.md)")
+        "variant trains at lr 0.01 with 1e-6, docs/variants.md)"
+    )
     embed_dim: int = _model(512, "width d of the embeddings and branches (paper: 512)")
     hidden_dim: int = _model(2048, "width of fc1 (paper: 2048)")
     gat_hidden_dim: int = _model(300, "output width of the first GAT (paper: 300)")
     label_feature_dim: int = _model(300, "width of learnable label features (without --glove)")
     num_groups: int = _model(4, "label groups m (paper: 4)")
     label_features: str = _model(
-        "auto", "auto (default): --glove FILE when given, else the built-in GloVe vectors when a built-in "
-                "label set (voc2007, coco2014, nuswide, apparel) has every label, else learnable; learnable: "
-                "learnable features", choices=("auto", "learnable"))
+        "auto",
+        "auto (default): --glove FILE when given, else the built-in GloVe vectors when a built-in "
+        "label set (voc2007, coco2014, nuswide, apparel) has every label, else learnable; learnable: "
+        "learnable features",
+        choices=("auto", "learnable"),
+    )
     glove: str | None = _model(help="label features: a GloVe text file or a .npz with 'names' and 'glove'")
     graph_threshold: float = _model(0.4, "co-occurrence threshold of the label graph (0.4)")
     image_size: int = _recipe(448, "training and test image size in pixels (paper: 448)")
-    crop_scales: tuple[float, ...] = _recipe(PAPER_CROP_SCALES,
-                                             "multi-scale crop scales (paper: 1 .9 .8 .7 .6)")
+    crop_scales: tuple[float, ...] = _recipe(
+        PAPER_CROP_SCALES, "multi-scale crop scales (paper: 1 .9 .8 .7 .6)"
+    )
     batch_size: int = _recipe(8, "per process")
     eval_batch_size: int | None = _recipe(help="per process (default: --batch-size)")
     optimizer: str = _recipe("sgd", "sgd (paper) or adamw", choices=("sgd", "adamw"))
@@ -175,27 +206,36 @@ class TrainConfig:
     weight_decay: float = _recipe(1e-4, "weight decay (paper: 1e-4)")
     epochs: int = _recipe(90, "training epochs (paper: 90)")
     schedule: str = _recipe("step", "learning-rate schedule", choices=("step", "cosine"))
-    lr_steps: tuple[int, ...] = _recipe((30, 60), "epochs where the step schedule multiplies lr by "
-                                                  "--lr-gamma", nargs="*")
+    lr_steps: tuple[int, ...] = _recipe(
+        (30, 60), "epochs where the step schedule multiplies lr by --lr-gamma", nargs="*"
+    )
     lr_gamma: float = _recipe(0.1, "factor of each step of the step schedule")
     warmup_epochs: int = _recipe(0, "epochs of linear learning-rate warm-up")
-    device: str | None = _execution(help="cpu or cuda (default: cuda when available)",
-                                       choices=("cpu", "cuda"))
+    device: str | None = _execution(
+        help="cpu or cuda (default: cuda when available)", choices=("cpu", "cuda")
+    )
     amp: str = _execution("none", "mixed precision (bf16 on CPU)", choices=AMP_MODES)
     channels_last: bool = _execution(False, "channels-last memory format")
     compile: bool = _execution(False, "torch.compile the model")
     threads: int | None = _execution(help="torch CPU threads per process (CPU profile: 1)")
     keep_freed_memory: bool = _execution(
-        False, "keep freed memory in the process (fewer page faults per CPU step, more resident memory; "
-               "msrn.engine.keep_freed_memory)")
+        False,
+        "keep freed memory in the process (fewer page faults per CPU step, more resident memory; "
+        "msrn.engine.keep_freed_memory)",
+    )
     seed: int = _execution(0, "seed of the weights' init, the data order and the augmentation")
     output_dir: str = _execution("output/train_voc", "checkpoints and log.jsonl go here")
-    resume: str | None = _execution(help="continue the run in this output folder, with its saved settings "
-                                         "(see docs/training.md for what may change)", metavar="DIR")
-    overwrite: bool = _execution(False, "replace the run in --output-dir (its checkpoints and log) instead "
-                                        "of refusing to touch it")
-    stop_after_epoch: int | None = _execution(help="end after this epoch as if interrupted (--resume "
-                                                      "continues)")
+    resume: str | None = _execution(
+        help="continue the run in this output folder, with its saved settings "
+        "(see docs/training.md for what may change)",
+        metavar="DIR",
+    )
+    overwrite: bool = _execution(
+        False, "replace the run in --output-dir (its checkpoints and log) instead of refusing to touch it"
+    )
+    stop_after_epoch: int | None = _execution(
+        help="end after this epoch as if interrupted (--resume continues)"
+    )
     max_steps_per_epoch: int | None = _execution(help="cap the steps of each epoch (smoke tests)")
     progress: bool = _execution(True, negation="no progress bars")
 
@@ -216,11 +256,26 @@ _CPU_BACKBONE_KWARGS = {"channels": [16, 32, 64, 128], "stem_width": 16}
 def cpu_config(**overrides: Any) -> TrainConfig:
     """A CPU-sized run for the generated VOC-format set (no pretrained weights, small images)."""
     settings = dict(
-        model="msrn_resnet18", backbone_kwargs=dict(_CPU_BACKBONE_KWARGS), pretrained=False,
-        embed_dim=64, hidden_dim=256, gat_hidden_dim=64, label_feature_dim=64,
-        image_size=64, crop_scales=(1.0, 0.9, 0.8), batch_size=16, workers=1,
-        optimizer="adamw", lr=2e-3, backbone_lr_scale=1.0, weight_decay=1e-4,
-        epochs=14, schedule="cosine", lr_steps=(), warmup_epochs=1, device="cpu",
+        model="msrn_resnet18",
+        backbone_kwargs=dict(_CPU_BACKBONE_KWARGS),
+        pretrained=False,
+        embed_dim=64,
+        hidden_dim=256,
+        gat_hidden_dim=64,
+        label_feature_dim=64,
+        image_size=64,
+        crop_scales=(1.0, 0.9, 0.8),
+        batch_size=16,
+        workers=1,
+        optimizer="adamw",
+        lr=2e-3,
+        backbone_lr_scale=1.0,
+        weight_decay=1e-4,
+        epochs=14,
+        schedule="cosine",
+        lr_steps=(),
+        warmup_epochs=1,
+        device="cpu",
         output_dir="output/train_voc_cpu",
         # One compute thread plus one data-loading process fills two cores; with more threads
         # OpenMP spin-waits badly whenever the cores are shared with other work.
@@ -239,17 +294,20 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
     data = config.data if config.data is not None else _synthetic_voc(config, context)
     options = dict(skip_bad_images=config.skip_bad_images, skip_missing_images=config.skip_missing_images)
     augment = train_transform(config.image_size, scales=config.crop_scales)
-    train_set = create_dataset(config.dataset, data, config.train_split, is_training=True, transform=augment,
-                               **options)
+    train_set = create_dataset(
+        config.dataset, data, config.train_split, is_training=True, transform=augment, **options
+    )
     test_transform = eval_transform(config.image_size)
     if config.dataset == "csv":
         if not config.test_split:
             raise ValueError("CSV training needs the test CSV file: pass --test-split PATH.")
-        test_set = create_dataset("csv", config.test_split, classes=train_set.classes,
-                                  transform=test_transform, **options)
+        test_set = create_dataset(
+            "csv", config.test_split, classes=train_set.classes, transform=test_transform, **options
+        )
     else:
-        test_set = create_dataset(config.dataset, data, config.test_split, transform=test_transform,
-                                  **options)
+        test_set = create_dataset(
+            config.dataset, data, config.test_split, transform=test_transform, **options
+        )
     if train_set.classes != test_set.classes:
         raise ValueError(
             f"The train and test sets have different classes: {train_set.classes} vs {test_set.classes}."
@@ -283,16 +341,21 @@ def _label_features(config: TrainConfig, classes: Sequence[str]) -> tuple[torch.
         return features, f"GloVe vectors from {config.glove}"
     label_set = label_sets.find(classes)
     if label_set is None:
-        return None, ("learnable: no built-in label set has every label name; --glove FILE gives GloVe "
-                      "vectors")
+        return None, (
+            "learnable: no built-in label set has every label name; --glove FILE gives GloVe vectors"
+        )
     return label_set.features, f"the GloVe vectors of the built-in {label_set.name!r} label set"
 
 
 # ---------------------------------------------------------------------------------------- model
 def _model_config(config: TrainConfig, classes: Sequence[str], fixed_features: bool) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(
-        num_classes=len(classes), label_names=list(classes), variant=config.variant,
-        embed_dim=config.embed_dim, hidden_dim=config.hidden_dim, gat_hidden_dim=config.gat_hidden_dim,
+        num_classes=len(classes),
+        label_names=list(classes),
+        variant=config.variant,
+        embed_dim=config.embed_dim,
+        hidden_dim=config.hidden_dim,
+        gat_hidden_dim=config.gat_hidden_dim,
         num_groups=config.num_groups,
     )
     if not fixed_features:
@@ -306,8 +369,9 @@ def _model_config(config: TrainConfig, classes: Sequence[str], fixed_features: b
     return {"architecture": config.model, "fixed_label_features": fixed_features, "kwargs": kwargs}
 
 
-def _create_model(config: TrainConfig, model_config: dict[str, Any], label_features,
-                  label_graph) -> nn.Module:
+def _create_model(
+    config: TrainConfig, model_config: dict[str, Any], label_features, label_graph
+) -> nn.Module:
     kwargs = dict(model_config["kwargs"], label_graph=label_graph)
     if label_features is not None:
         kwargs["label_features"] = label_features
@@ -328,8 +392,9 @@ def _create_model(config: TrainConfig, model_config: dict[str, Any], label_featu
 
 
 def _build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    groups = param_groups(model, lr=config.lr, backbone_lr_scale=config.backbone_lr_scale,
-                          weight_decay=config.weight_decay)
+    groups = param_groups(
+        model, lr=config.lr, backbone_lr_scale=config.backbone_lr_scale, weight_decay=config.weight_decay
+    )
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     if config.optimizer == "adamw":
@@ -347,7 +412,9 @@ def _check_config(config: TrainConfig) -> None:
     if config.threads is not None and config.threads < 1:
         raise ValueError(f"threads must be >= 1 (torch CPU threads per process), got {config.threads}.")
     if config.workers < 0:
-        raise ValueError(f"workers must be >= 0 (0 loads data in the training process), got {config.workers}.")
+        raise ValueError(
+            f"workers must be >= 0 (0 loads data in the training process), got {config.workers}."
+        )
     check_amp(config.amp)
 
 
@@ -371,18 +438,33 @@ def resume_config(resume: "os.PathLike[str] | str", **changes: Any) -> TrainConf
     if output_dir is not None and pathlib.Path(output_dir).resolve() != folder.resolve():
         raise ValueError(f"--resume {resume} continues the run in {folder}; drop --output-dir {output_dir}.")
     if changes.pop("overwrite", False):
-        raise ValueError("--overwrite and --resume contradict each other: --resume continues the run, "
-                         "--overwrite starts a new one in its place.")
+        raise ValueError(
+            "--overwrite and --resume contradict each other: --resume continues the run, "
+            "--overwrite starts a new one in its place."
+        )
     saved = saved_train_config(folder)
     check_resume_changes(TrainConfig, saved, changes, folder)
     values = {**config_fields(TrainConfig, saved), **changes}
     return TrainConfig(**{**values, "output_dir": str(folder), "resume": str(folder)})
 
 
-def _loader(dataset, batch_size: int, sampler, workers: int, generator: torch.Generator | None = None,
-            pin: bool = False) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                       pin_memory=pin, drop_last=False, generator=generator)
+def _loader(
+    dataset,
+    batch_size: int,
+    sampler,
+    workers: int,
+    generator: torch.Generator | None = None,
+    pin: bool = False,
+) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin,
+        drop_last=False,
+        generator=generator,
+    )
 
 
 class StoppedWithMainProcess(RuntimeError):
@@ -452,8 +534,10 @@ def _claim_output(config: TrainConfig) -> RunFolderLock:
     _check_config(config)
     output = pathlib.Path(config.output_dir)
     if config.resume and resume_folder(config.resume).resolve() != output.resolve():
-        raise ValueError(f"resume={config.resume} continues the run in that folder, but output_dir is "
-                         f"{config.output_dir}; build the config with msrn.engine.resume_config.")
+        raise ValueError(
+            f"resume={config.resume} continues the run in that folder, but output_dir is "
+            f"{config.output_dir}; build the config with msrn.engine.resume_config."
+        )
     if config.resume and config.overwrite:
         raise ValueError("--overwrite and --resume contradict each other.")
     lock = RunFolderLock(output).acquire()
@@ -463,8 +547,10 @@ def _claim_output(config: TrainConfig) -> RunFolderLock:
             _logger.warning("Removed what a killed write left in %s: %s", output, ", ".join(cleaned))
         used = run_files_in(output)
         if config.resume and not (output / "train_state.pt").is_file():
-            raise FileNotFoundError(f"--resume {config.resume}: no train_state.pt there (the run did not "
-                                    f"finish an epoch); start it again with --overwrite.")
+            raise FileNotFoundError(
+                f"--resume {config.resume}: no train_state.pt there (the run did not "
+                f"finish an epoch); start it again with --overwrite."
+            )
         if used and not config.resume:
             if not config.overwrite:
                 raise RunFolderError(
@@ -510,8 +596,9 @@ def _train(config: TrainConfig, context: DistributedContext, on_epoch_end) -> di
     predictions = None
     if run.unevaluated is not None:  # the last run was stopped while evaluating its last epoch
         record, predictions = _evaluate_epoch(run, run.start_epoch, run.unevaluated, on_epoch_end)
-    last_epoch = config.epochs if config.stop_after_epoch is None else min(config.epochs,
-                                                                           config.stop_after_epoch)
+    last_epoch = (
+        config.epochs if config.stop_after_epoch is None else min(config.epochs, config.stop_after_epoch)
+    )
     for epoch in range(run.start_epoch, last_epoch):
         stats = _train_epoch(run, epoch)
         rng_states = _gather_rng_states(context)
@@ -538,22 +625,40 @@ def _prepare(config: TrainConfig, context: DistributedContext) -> _Run:
     model, model_config = _build_model(config, context, train_set, test_set)
     criterion = MSRNLoss(model)
     optimizer = _build_optimizer(config, model)
-    schedule = LRSchedule(config.epochs, config.schedule, config.lr_steps, config.lr_gamma,
-                          config.warmup_epochs)
+    schedule = LRSchedule(
+        config.epochs, config.schedule, config.lr_steps, config.lr_gamma, config.warmup_epochs
+    )
     train_samples = SeededAugmentation(train_set, config.seed)
     train_sampler = torch.utils.data.DistributedSampler(
-        train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed)
+        train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed
+    )
     # The evaluation loader draws its worker seeds from a generator of its own, so that evaluating
     # leaves the training's random streams untouched (and can be redone on resume).
-    test_loader = _loader(test_set, config.eval_batch_size or config.batch_size,
-                          EvalShardSampler(len(test_set), context.rank, context.world_size), config.workers,
-                          torch.Generator().manual_seed(config.seed), pin=context.device.type == "cuda")
+    test_loader = _loader(
+        test_set,
+        config.eval_batch_size or config.batch_size,
+        EvalShardSampler(len(test_set), context.rank, context.world_size),
+        config.workers,
+        torch.Generator().manual_seed(config.seed),
+        pin=context.device.type == "cuda",
+    )
     run = _Run(
-        config=config, context=context, output=output, train_set=train_set, test_set=test_set,
-        model_config=model_config, model=model, train_model=model, criterion=criterion, optimizer=optimizer,
-        base_lrs=[group["lr"] for group in optimizer.param_groups], schedule=schedule,
+        config=config,
+        context=context,
+        output=output,
+        train_set=train_set,
+        test_set=test_set,
+        model_config=model_config,
+        model=model,
+        train_model=model,
+        criterion=criterion,
+        optimizer=optimizer,
+        base_lrs=[group["lr"] for group in optimizer.param_groups],
+        schedule=schedule,
         scaler=torch.amp.GradScaler("cuda") if config.amp == "fp16" else None,
-        train_samples=train_samples, train_sampler=train_sampler, test_loader=test_loader,
+        train_samples=train_samples,
+        train_sampler=train_sampler,
+        test_loader=test_loader,
     )
     if config.resume:
         _resume(run)
@@ -572,11 +677,16 @@ def _check_test_set(test_set, skip_bad_images: bool) -> None:
     positives = ((np.asarray(test_set.targets) > 0) & ~np.asarray(test_set.difficult)).sum(axis=0)
     missing = [name for name, count in zip(test_set.classes, positives, strict=True) if count == 0]
     if len(missing) == len(test_set.classes):
-        raise ValueError("The test set has no positive label (every class is absent or difficult): "
-                         "there is nothing to measure. Check --test-split.")
+        raise ValueError(
+            "The test set has no positive label (every class is absent or difficult): "
+            "there is nothing to measure. Check --test-split."
+        )
     if missing:
-        _logger.warning("%d class(es) have no positive test label and are left out of the test mAP: %s",
-                        len(missing), ", ".join(missing))
+        _logger.warning(
+            "%d class(es) have no positive test label and are left out of the test mAP: %s",
+            len(missing),
+            ", ".join(missing),
+        )
 
 
 def _build_model(config: TrainConfig, context: DistributedContext, train_set, test_set):
@@ -588,15 +698,28 @@ def _build_model(config: TrainConfig, context: DistributedContext, train_set, te
     model = _create_model(config, model_config, label_features, label_graph).to(context.device)
     # Saved with the model, so that evaluation resizes test images to the size it was trained at.
     size = (3, config.image_size, config.image_size)
-    model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "input_size": size,
-                            "test_input_size": size}
+    model.pretrained_cfg = {
+        **getattr(model, "pretrained_cfg", {}),
+        "input_size": size,
+        "test_input_size": size,
+    }
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    _logger.info("%s: %d labels, %.2fM parameters, %d train / %d test images", config.model, len(classes),
-                 sum(p.numel() for p in model.parameters()) / 1e6, len(train_set), len(test_set))
-    _logger.log(logging.WARNING if label_features is None else logging.INFO,
-                "label features: %s; label graph: %d edges at t=%g from the training labels", features_source,
-                int(label_graph.sum()) - len(classes), config.graph_threshold)
+    _logger.info(
+        "%s: %d labels, %.2fM parameters, %d train / %d test images",
+        config.model,
+        len(classes),
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        len(train_set),
+        len(test_set),
+    )
+    _logger.log(
+        logging.WARNING if label_features is None else logging.INFO,
+        "label features: %s; label graph: %d edges at t=%g from the training labels",
+        features_source,
+        int(label_graph.sum()) - len(classes),
+        config.graph_threshold,
+    )
     return model, model_config
 
 
@@ -618,24 +741,38 @@ def _resume(run: _Run) -> None:
         run.scaler.load_state_dict(state["scaler"])
     run.start_epoch = int(state["epoch"])
     saved_schedule = state.get("lr_schedule", {})
-    run.schedule = LRSchedule(saved_schedule.get("epochs", saved["epochs"]), config.schedule, config.lr_steps,
-                              config.lr_gamma, config.warmup_epochs, saved_schedule.get("anchor"))
+    run.schedule = LRSchedule(
+        saved_schedule.get("epochs", saved["epochs"]),
+        config.schedule,
+        config.lr_steps,
+        config.lr_gamma,
+        config.warmup_epochs,
+        saved_schedule.get("anchor"),
+    )
     if run.schedule.epochs != config.epochs:
         if config.epochs <= run.start_epoch:
-            raise ValueError(f"--resume {config.resume}: the run has trained {run.start_epoch} epochs; "
-                             f"--epochs must be more than that, got {config.epochs}.")
+            raise ValueError(
+                f"--resume {config.resume}: the run has trained {run.start_epoch} epochs; "
+                f"--epochs must be more than that, got {config.epochs}."
+            )
         run.schedule = run.schedule.lengthened(config.epochs, run.start_epoch)
     elif run.start_epoch >= config.epochs and _evaluated(run):
-        raise ValueError(f"--resume {config.resume}: the run has finished its {config.epochs} epochs; "
-                         f"pass --epochs N (more than {config.epochs}) to train it longer.")
+        raise ValueError(
+            f"--resume {config.resume}: the run has finished its {config.epochs} epochs; "
+            f"pass --epochs N (more than {config.epochs}) to train it longer."
+        )
     set_rng_state(state["rng"][context.rank] if context.rank < len(state["rng"]) else state["rng"][0])
     run.best_map, run.unevaluated = _agree(context, lambda: _evaluation_progress(run, state), share=True)
     if context.is_main:
         save_train_config(run.output, config)
     _logger.info("Resumed %s after epoch %d (best mAP %.2f)", run.output, run.start_epoch, run.best_map)
     if changes:  # shown by default: the run now differs from what its log so far describes
-        _logger.warning("Resumed %s with changed settings, applied from epoch %d: %s", run.output,
-                        run.start_epoch + 1, ", ".join(changes))
+        _logger.warning(
+            "Resumed %s with changed settings, applied from epoch %d: %s",
+            run.output,
+            run.start_epoch + 1,
+            ", ".join(changes),
+        )
 
 
 def _evaluated(run: _Run) -> bool:
@@ -650,8 +787,11 @@ def _evaluation_progress(run: _Run, state: dict[str, Any]) -> tuple[float, dict[
     best_map = -math.inf
     if best_info.is_file():
         best_map = json.loads(best_info.read_text()).get("mAP") or -math.inf
-    records = {record["epoch"]: record for record in read_log(run.output)
-               if isinstance(record.get("epoch"), int) and record["epoch"] <= run.start_epoch}
+    records = {
+        record["epoch"]: record
+        for record in read_log(run.output)
+        if isinstance(record.get("epoch"), int) and record["epoch"] <= run.start_epoch
+    }
     write_log(run.output, [records[epoch] for epoch in sorted(records)])
     return best_map, (None if run.start_epoch in records else state.get("train_stats", {}))
 
@@ -676,34 +816,64 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     # The sampler's order depends on (seed, epoch, rank) and each sample's augmentation on (seed,
     # epoch, index): neither depends on --workers, and --resume continues exactly.
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 1_009 + context.rank)
-    train_loader = _loader(run.train_samples, config.batch_size, run.train_sampler, config.workers,
-                           generator, pin=context.device.type == "cuda")
+    train_loader = _loader(
+        run.train_samples,
+        config.batch_size,
+        run.train_sampler,
+        config.workers,
+        generator,
+        pin=context.device.type == "cuda",
+    )
     lr = run.optimizer.param_groups[0]["lr"]
     try:
-        stats = train_one_epoch(run.train_model, run.criterion, train_loader, run.optimizer, context,
-                                epoch + 1, amp=config.amp, scaler=run.scaler,
-                                channels_last=config.channels_last, max_steps=config.max_steps_per_epoch,
-                                progress=config.progress)
+        stats = train_one_epoch(
+            run.train_model,
+            run.criterion,
+            train_loader,
+            run.optimizer,
+            context,
+            epoch + 1,
+            amp=config.amp,
+            scaler=run.scaler,
+            channels_last=config.channels_last,
+            max_steps=config.max_steps_per_epoch,
+            progress=config.progress,
+        )
     except NonFiniteLossError as error:
         also = " (or with --amp none)" if config.amp != "none" else ""
         if epoch:
-            advice = (f"The checkpoints of epoch {epoch} stay in {run.output}; continue with a lower "
-                      f"learning rate: --resume {run.output} --lr {config.lr / 10:g}{also}")
+            advice = (
+                f"The checkpoints of epoch {epoch} stay in {run.output}; continue with a lower "
+                f"learning rate: --resume {run.output} --lr {config.lr / 10:g}{also}"
+            )
         else:
-            advice = (f"No epoch had finished; start again with a lower learning rate, e.g. "
-                      f"--lr {config.lr / 10:g}{also}")
+            advice = (
+                f"No epoch had finished; start again with a lower learning rate, e.g. "
+                f"--lr {config.lr / 10:g}{also}"
+            )
         raise NonFiniteLossError(f"{error} {advice}.") from None
     context.broadcast_buffers(run.model)
-    return {"lr": lr, "train_loss": stats["loss"], "images_per_s": stats["images_per_s"],
-            "train_time_s": stats["time_s"]}
+    return {
+        "lr": lr,
+        "train_loss": stats["loss"],
+        "images_per_s": stats["images_per_s"],
+        "train_time_s": stats["time_s"],
+    }
 
 
 def _evaluate_epoch(run: _Run, epoch: int, stats: dict[str, Any], on_epoch_end) -> tuple[dict[str, Any], Any]:
     """Score the test set after ``epoch`` (1-based); on rank 0 write ``best/`` when it is the best
     so far and the epoch's line of ``log.jsonl``. Returns the record and the predictions."""
     config, context = run.config, run.context
-    predictions = predict(run.model, run.test_loader, context, len(run.test_set), amp=config.amp,
-                          channels_last=config.channels_last, progress=config.progress)
+    predictions = predict(
+        run.model,
+        run.test_loader,
+        context,
+        len(run.test_set),
+        amp=config.amp,
+        channels_last=config.channels_last,
+        progress=config.progress,
+    )
     scores, targets, difficult = predictions
     metrics = multilabel_metrics(scores, targets, ignore=difficult, top_k=3)
     is_best = metrics["mAP"] > run.best_map
@@ -737,10 +907,18 @@ def _gather_rng_states(context: DistributedContext) -> list[Any]:
 def _save_epoch(run: _Run, epoch: int, stats: dict[str, Any], rng_states: list[Any]) -> None:
     """``last/`` (its test mAP is not known yet) and ``train_state.pt`` after training ``epoch``."""
     save_model(run.model, run.output / "last", _checkpoint_info(run, epoch, None))
-    save_training_state(run.output / "train_state.pt", {
-        "epoch": epoch, "best_map": run.best_map, "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(), "lr_schedule": run.schedule.state_dict(),
-        "scaler": run.scaler.state_dict() if run.scaler is not None else {},
-        "rng": rng_states, "model_config": json.dumps(run.model_config, sort_keys=True),
-        "train_config": json.dumps(run.config.to_dict()), "train_stats": stats,
-    })
+    save_training_state(
+        run.output / "train_state.pt",
+        {
+            "epoch": epoch,
+            "best_map": run.best_map,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "lr_schedule": run.schedule.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler is not None else {},
+            "rng": rng_states,
+            "model_config": json.dumps(run.model_config, sort_keys=True),
+            "train_config": json.dumps(run.config.to_dict()),
+            "train_stats": stats,
+        },
+    )

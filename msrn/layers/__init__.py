@@ -1,4 +1,5 @@
 """Reusable MSRN building blocks: pure PyTorch, no knowledge of datasets or files."""
+
 from .backbone import MultiBranchBackbone
 from .diffpool import DiffPool, compactness_loss
 from .gat import GATLayer

@@ -27,6 +27,7 @@ What keeps a chunk cheap (each pass over ``K * P`` values costs about one expone
   output shifts back exactly, and the variance-like sums of the gradients lose far less to
   cancellation.
 """
+
 import math
 
 import torch
@@ -162,8 +163,9 @@ class _SemanticGuidedAttentionFunction(torch.autograd.Function):
             grad_embeddings = (variances * grad).view(n, d, k).sum(dim=0).t()
         grad_features = None
         if ctx.needs_input_grad[0]:
-            grad_features = _features_backward(features, embeddings, output, denominators, grad,
-                                               ctx.chunk_elements)
+            grad_features = _features_backward(
+                features, embeddings, output, denominators, grad, ctx.chunk_elements
+            )
         return grad_features, grad_embeddings, None
 
 

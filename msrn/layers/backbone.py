@@ -1,4 +1,5 @@
 """Multi-branch feature extractor over any timm model with feature maps (paper section 3.1 and 4.1)."""
+
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -11,8 +12,15 @@ from timm.layers import PatchEmbed
 __all__ = ["MultiBranchBackbone"]
 
 # What timm raises when a model cannot be built with ``features_only=True``.
-_NO_FEATURES_ERRORS = (RuntimeError, AttributeError, AssertionError, TypeError, NotImplementedError, KeyError,
-                       ValueError)
+_NO_FEATURES_ERRORS = (
+    RuntimeError,
+    AttributeError,
+    AssertionError,
+    TypeError,
+    NotImplementedError,
+    KeyError,
+    ValueError,
+)
 
 
 def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
@@ -90,8 +98,12 @@ class MultiBranchBackbone(nn.Module):
             raise ValueError(f"embed_dim must be >= 1, got {embed_dim}.")
         out_indices = self._branch_indices(backbone, num_branches, out_indices, in_chans, backbone_kwargs)
         self.trunk = timm.create_model(
-            backbone, pretrained=pretrained, features_only=True, out_indices=out_indices,
-            in_chans=in_chans, **backbone_kwargs,
+            backbone,
+            pretrained=pretrained,
+            features_only=True,
+            out_indices=out_indices,
+            in_chans=in_chans,
+            **backbone_kwargs,
         )
         self.backbone_name = backbone
         self.in_chans = in_chans
@@ -113,14 +125,23 @@ class MultiBranchBackbone(nn.Module):
 
     @staticmethod
     def _branch_indices(
-        backbone: str, num_branches: int, out_indices: Sequence[int] | None, in_chans: int,
+        backbone: str,
+        num_branches: int,
+        out_indices: Sequence[int] | None,
+        in_chans: int,
         backbone_kwargs: dict,
     ) -> tuple[int, ...]:
         """The trunk's feature indices for the branches, read from the feature layout timm declares."""
+
         def probe_stages(device: str) -> int:
             with torch.device(device):
-                probe = timm.create_model(backbone.split(".", 1)[0], pretrained=False, features_only=True,
-                                          in_chans=in_chans, **backbone_kwargs)
+                probe = timm.create_model(
+                    backbone.split(".", 1)[0],
+                    pretrained=False,
+                    features_only=True,
+                    in_chans=in_chans,
+                    **backbone_kwargs,
+                )
             return len(probe.feature_info)
 
         try:
@@ -254,8 +275,9 @@ class MultiBranchBackbone(nn.Module):
         return [2 * r for r in self.stage_reductions]
 
     def extra_repr(self) -> str:
-        return (f"backbone={self.backbone_name!r}, num_branches={self.num_branches}, "
-                f"embed_dim={self.embed_dim}")
+        return (
+            f"backbone={self.backbone_name!r}, num_branches={self.num_branches}, embed_dim={self.embed_dim}"
+        )
 
 
 def _fixed_input_size(trunk: nn.Module) -> tuple[int, int] | None:

@@ -1,5 +1,4 @@
 """Differentiable pooling of label embeddings into group embeddings (paper eq. 5-6)."""
-from typing import Tuple
 
 import torch
 import torch.nn as nn
@@ -78,7 +77,7 @@ class DiffPool(nn.Module):
         self.embed = GATLayer(dim, dim)
         self.assign = GATLayer(dim, num_groups)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.embed(x, mask)
         assignment = torch.softmax(self.assign(x, mask), dim=-1)
         groups = assignment.transpose(0, 1) @ z

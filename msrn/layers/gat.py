@@ -1,4 +1,5 @@
 """Graph attention layer of the LGE module (paper eq. 2-4)."""
+
 import math
 
 import torch

@@ -1,5 +1,6 @@
 """LGE module: label embeddings from stacked GATs and group embeddings from DiffPool (paper 3.2)."""
-from typing import Optional, Sequence, Tuple
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -39,7 +40,7 @@ class LabelGroupEmbedding(nn.Module):
         in_dim: int,
         gat_dims: Sequence[int] = (300, 512),
         num_groups: int = 4,
-        input_proj_dim: Optional[int] = None,
+        input_proj_dim: int | None = None,
     ) -> None:
         super().__init__()
         if len(gat_dims) < 1:
@@ -48,14 +49,14 @@ class LabelGroupEmbedding(nn.Module):
             raise ValueError(f"num_groups must be >= 0, got {num_groups}.")
         self.input_proj = nn.Linear(in_dim, input_proj_dim) if input_proj_dim else nn.Identity()
         widths = [input_proj_dim or in_dim, *gat_dims]
-        self.gats = nn.ModuleList([GATLayer(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        self.gats = nn.ModuleList([GATLayer(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)])
         self.embed_dim = widths[-1]
         self.num_groups = num_groups
         self.diffpool = DiffPool(self.embed_dim, num_groups) if num_groups > 0 else None
 
     def forward(
         self, features: torch.Tensor, mask: torch.Tensor
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         x = self.input_proj(features)
         for gat in self.gats:
             x = gat(x, mask)

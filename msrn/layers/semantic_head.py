@@ -1,4 +1,5 @@
 """Classifier over the concatenated semantic representations (paper section 3.3, last paragraph)."""
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -1,4 +1,5 @@
 """Semantic guided attention: label/group-specific pooling of a feature map (paper eq. 7-9)."""
+
 import torch
 import torch.nn as nn
 

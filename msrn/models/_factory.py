@@ -4,6 +4,7 @@ with a safetensors state dict) into a trained MSRN in eval mode.
 
 Only safetensors files are read: no weight file is ever unpickled.
 """
+
 import json
 import logging
 import pathlib
@@ -47,10 +48,14 @@ def infer_model_args(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     )
     embed_dim = state_dict["backbone.projections.0.weight"].shape[0]
     args: dict[str, Any] = dict(
-        num_classes=fc2.shape[0], hidden_dim=fc2.shape[1], label_feature_dim=features.shape[1],
-        embed_dim=embed_dim, num_branches=num_branches,
+        num_classes=fc2.shape[0],
+        hidden_dim=fc2.shape[1],
+        label_feature_dim=features.shape[1],
+        embed_dim=embed_dim,
+        num_branches=num_branches,
         # Only an LGE without its input Linear shows the paper variant; without an LGE it is moot.
-        variant="paper" if "lge.gats.0.weight" in state_dict and "lge.input_proj.weight" not in state_dict
+        variant="paper"
+        if "lge.gats.0.weight" in state_dict and "lge.input_proj.weight" not in state_dict
         else "official",
     )
     if "label_projection.weight" in state_dict:
@@ -146,7 +151,7 @@ def load_model(spec: str, checkpoint: str | None = None) -> MSRN:
     With ``local-dir:`` / ``hf-hub:``, a ``checkpoint`` state dict replaces the saved weights.
     """
     if spec.startswith("local-dir:"):
-        folder = pathlib.Path(spec[len("local-dir:"):]).expanduser()
+        folder = pathlib.Path(spec[len("local-dir:") :]).expanduser()
         if not folder.is_dir():
             raise FileNotFoundError(f"model {spec}: folder {folder} does not exist.")
         for name in (CONFIG_NAME, WEIGHTS_NAME):

@@ -4,6 +4,7 @@ from a folder or the Hugging Face Hub) and the ImageNet weights of the backbone.
 The builder in :mod:`msrn.models.msrn` calls these; writing lives in :mod:`msrn.hub`. Weights are only
 ever read from safetensors files: no weight file is unpickled.
 """
+
 import dataclasses
 import json
 import logging
@@ -23,9 +24,20 @@ from safetensors.torch import load_file
 from timm.models import PretrainedCfg, get_pretrained_cfg, parse_model_name
 
 __all__ = [
-    "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "Checkpoint", "checkpoint_location", "read_checkpoint",
-    "read_config", "read_safetensors", "load_checkpoint_into", "load_backbone_weights", "read_backbone_file",
-    "check_model_source", "registry_cfg", "summarize_names",
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "checkpoint_location",
+    "read_checkpoint",
+    "read_config",
+    "read_safetensors",
+    "load_checkpoint_into",
+    "load_backbone_weights",
+    "read_backbone_file",
+    "check_model_source",
+    "registry_cfg",
+    "summarize_names",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -40,7 +52,13 @@ LABEL_FEATURE_KINDS = ("fixed", "learnable")
 _LABEL_SIZED_PREFIXES = ("label_features", "label_graph", "head.fc1.", "head.fc2.")
 # pretrained_cfg entries that describe input tensors (JSON turns their tuples into lists).
 _TUPLE_CFG_KEYS = (
-    "input_size", "test_input_size", "min_input_size", "mean", "std", "pool_size", "test_pool_size",
+    "input_size",
+    "test_input_size",
+    "min_input_size",
+    "mean",
+    "std",
+    "pool_size",
+    "test_pool_size",
 )
 # PyTorch weight files a backbone may come in (read with weights_only=True).
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -155,8 +173,9 @@ def _validate_config(config: Any, path: str) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{path} is missing the key(s) {missing}. {hint}")
     architecture = config["architecture"]
-    if not (isinstance(architecture, str) and architecture.startswith("msrn_")
-            and timm.is_model(architecture)):
+    if not (
+        isinstance(architecture, str) and architecture.startswith("msrn_") and timm.is_model(architecture)
+    ):
         known = ", ".join(timm.list_models("msrn*"))
         raise ValueError(
             f"{path} names the architecture {architecture!r}, which is not a registered MSRN architecture "
@@ -191,7 +210,8 @@ def _validate_config(config: Any, path: str) -> dict[str, Any]:
         )
     label_names = config.get("label_names")
     if label_names is not None and (
-        not isinstance(label_names, list) or len(label_names) != num_classes
+        not isinstance(label_names, list)
+        or len(label_names) != num_classes
         or not all(isinstance(name, str) for name in label_names)
     ):
         raise ValueError(f"{path}: label_names must be a list of {num_classes} strings (one per label).")
@@ -243,8 +263,11 @@ def read_safetensors(path: PathLike) -> dict[str, torch.Tensor]:
             f"{path} is not a readable safetensors file (corrupt or truncated?): {error}. "
             f"Download or save the weights again."
         ) from error
-    broken = [name for name, tensor in tensors.items()
-              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    broken = [
+        name
+        for name, tensor in tensors.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
     if broken:
         raise ValueError(
             f"{path} holds NaN or infinite values in {summarize_names(broken)}; such weights give "
@@ -280,8 +303,11 @@ def read_checkpoint(kind: str, location: str, cache_dir: PathLike | None = None)
             raise ValueError(f"{weights_path} is a folder, not a safetensors file.")
         if not weights_path.is_file():
             pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pth", ".pt", ".ckpt"))
-            refused = (f" ({', '.join(pickles)} not read: MSRN loads weights only from safetensors)"
-                       if pickles else "")
+            refused = (
+                f" ({', '.join(pickles)} not read: MSRN loads weights only from safetensors)"
+                if pickles
+                else ""
+            )
             raise FileNotFoundError(f"No {WEIGHTS_NAME} in {folder}{refused}.")
         source = f"local-dir:{folder}"
     elif kind == "hf-hub":
@@ -322,17 +348,26 @@ def load_checkpoint_into(
     state_dict = dict(checkpoint.state_dict)
     expected = model.state_dict()
     if model.num_classes == 0:  # built without a classifier: the checkpoint's head has no place to go
-        state_dict = {key: value for key, value in state_dict.items()
-                      if key in expected or not key.startswith("head.")}
+        state_dict = {
+            key: value for key, value in state_dict.items() if key in expected or not key.startswith("head.")
+        }
     reinitialised: list[str] = []
     if model.num_labels != checkpoint.num_classes:
-        reinitialised = sorted({key.rsplit(".", 1)[0] if key.startswith("head.") else key
-                                for key in expected if _is_label_sized(key)})
+        reinitialised = sorted(
+            {
+                key.rsplit(".", 1)[0] if key.startswith("head.") else key
+                for key in expected
+                if _is_label_sized(key)
+            }
+        )
         state_dict = {key: value for key, value in state_dict.items() if not _is_label_sized(key)}
         expected = {key: value for key, value in expected.items() if not _is_label_sized(key)}
         _logger.warning(
             "%s was trained for %d labels but the model has %d: %s start from their init; everything "
-            "else is loaded.", checkpoint.source, checkpoint.num_classes, model.num_labels,
+            "else is loaded.",
+            checkpoint.source,
+            checkpoint.num_classes,
+            model.num_labels,
             ", ".join(reinitialised),
         )
     for key in keep:
@@ -340,9 +375,11 @@ def load_checkpoint_into(
         expected.pop(key, None)
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [f"{key}: file {list(state_dict[key].shape)}, model {list(expected[key].shape)}"
-                  for key in sorted(set(state_dict) & set(expected))
-                  if state_dict[key].shape != expected[key].shape]
+    mismatched = [
+        f"{key}: file {list(state_dict[key].shape)}, model {list(expected[key].shape)}"
+        for key in sorted(set(state_dict) & set(expected))
+        if state_dict[key].shape != expected[key].shape
+    ]
     if missing or unexpected or mismatched:
         problems = []
         if missing:
@@ -398,8 +435,9 @@ def read_backbone_file(path: PathLike) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def _check_backbone_keys(name: str, state_dict: Mapping[str, torch.Tensor], create_args: dict[str, Any],
-                         path: PathLike) -> None:
+def _check_backbone_keys(
+    name: str, state_dict: Mapping[str, torch.Tensor], create_args: dict[str, Any], path: PathLike
+) -> None:
     """The file must name the weights of the timm model ``name`` (its classifier may be absent)."""
     base = name.split(".", 1)[0]
     try:
@@ -414,11 +452,13 @@ def _check_backbone_keys(name: str, state_dict: Mapping[str, torch.Tensor], crea
     missing = sorted(k for k in expected - set(state_dict) if not k.startswith(in_classifier))
     unexpected = sorted(k for k in set(state_dict) - expected if not k.startswith(in_classifier))
     if missing or unexpected:
+
         def listing(keys: list[str]) -> str:
             return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
 
         problems = ([f"missing {listing(missing)}"] if missing else []) + (
-            [f"not in {base}: {listing(unexpected)}"] if unexpected else [])
+            [f"not in {base}: {listing(unexpected)}"] if unexpected else []
+        )
         raise ValueError(
             f"{path} does not hold the weights of timm's {base} ({'; '.join(problems)}). Use the weights "
             f"of that model in timm's layout, e.g. saved with "
@@ -471,9 +511,13 @@ def load_backbone_weights(
             overlay["state_dict"] = read_safetensors(hub_path)
     try:
         donor = timm.create_model(
-            weights, pretrained=True, features_only=True,
+            weights,
+            pretrained=True,
+            features_only=True,
             out_indices=tuple(backbone.trunk.feature_info.out_indices),
-            pretrained_cfg_overlay=overlay, cache_dir=cache_dir, **create_args,
+            pretrained_cfg_overlay=overlay,
+            cache_dir=cache_dir,
+            **create_args,
         )
     except FileNotFoundError as error:
         raise FileNotFoundError(
@@ -492,12 +536,19 @@ def load_backbone_weights(
         raise ValueError(f"{file} does not fit backbone {name!r}: {first_lines}") from None
     trunk_state = donor.state_dict()
     backbone.trunk.load_state_dict(trunk_state, strict=True)
-    initialised = sorted({".".join(key.split(".")[:2]) if key.startswith("backbone.") else key.split(".")[0]
-                          for key in model.state_dict()
-                          if not key.startswith("backbone.trunk.") and key != "label_graph"})
+    initialised = sorted(
+        {
+            ".".join(key.split(".")[:2]) if key.startswith("backbone.") else key.split(".")[0]
+            for key in model.state_dict()
+            if not key.startswith("backbone.trunk.") and key != "label_graph"
+        }
+    )
     _logger.info(
         "Loaded %d backbone tensors (backbone.trunk) of %s from %s; initialised from scratch: %s.",
-        len(trunk_state), weights, where, ", ".join(initialised),
+        len(trunk_state),
+        weights,
+        where,
+        ", ".join(initialised),
     )
 
 
@@ -525,5 +576,8 @@ def registry_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(cfg) - fields)
     if unknown:
         _logger.warning("Ignoring unknown pretrained_cfg entries %s.", unknown)
-    return {key: tuple(value) if key in _TUPLE_CFG_KEYS and isinstance(value, list) else value
-            for key, value in cfg.items() if key in fields}
+    return {
+        key: tuple(value) if key in _TUPLE_CFG_KEYS and isinstance(value, list) else value
+        for key, value in cfg.items()
+        if key in fields
+    }

@@ -9,6 +9,7 @@ The model composes the layers of :mod:`msrn.layers`:
 
 Registered architectures sit at the bottom of this file (timm's layout).
 """
+
 import functools
 import inspect
 import logging
@@ -209,8 +210,12 @@ class MSRN(nn.Module):
             )
 
         self.backbone = MultiBranchBackbone(
-            backbone, num_branches=num_branches, embed_dim=embed_dim, pretrained=pretrained_backbone,
-            in_chans=in_chans, **(backbone_kwargs or {}),
+            backbone,
+            num_branches=num_branches,
+            embed_dim=embed_dim,
+            pretrained=pretrained_backbone,
+            in_chans=in_chans,
+            **(backbone_kwargs or {}),
         )
         self.feature_info = [
             dict(num_chs=embed_dim, reduction=stride, module=f"backbone.projections.{i}")
@@ -221,10 +226,19 @@ class MSRN(nn.Module):
         # The constructor arguments that rebuild this architecture (num_classes and the label inputs
         # are saved beside them): what msrn.save_pretrained writes as config.json's model_args.
         self.model_args: dict[str, Any] = dict(
-            backbone=backbone, num_groups=num_groups, embed_dim=embed_dim, num_branches=num_branches,
-            variant=variant, label_feature_dim=int(feature_dim), embeddings=embeddings,
-            compactness_weight=self.compactness_weight, compactness_squared=self.compactness_squared,
-            gat_hidden_dim=gat_hidden_dim, hidden_dim=hidden_dim, drop_rate=drop_rate, in_chans=in_chans,
+            backbone=backbone,
+            num_groups=num_groups,
+            embed_dim=embed_dim,
+            num_branches=num_branches,
+            variant=variant,
+            label_feature_dim=int(feature_dim),
+            embeddings=embeddings,
+            compactness_weight=self.compactness_weight,
+            compactness_squared=self.compactness_squared,
+            gat_hidden_dim=gat_hidden_dim,
+            hidden_dim=hidden_dim,
+            drop_rate=drop_rate,
+            in_chans=in_chans,
         )
         if backbone_kwargs:
             self.model_args["backbone_kwargs"] = dict(backbone_kwargs)
@@ -235,7 +249,8 @@ class MSRN(nn.Module):
             self.label_projection = nn.Linear(feature_dim, embed_dim)
         else:
             self.lge = LabelGroupEmbedding(
-                feature_dim, gat_dims=(gat_hidden_dim, embed_dim),
+                feature_dim,
+                gat_dims=(gat_hidden_dim, embed_dim),
                 num_groups=num_groups if embeddings in ("both", "group") else 0,
                 input_proj_dim=settings["input_proj_dim"],
             )
@@ -249,8 +264,9 @@ class MSRN(nn.Module):
         self._embedding_cache: tuple[tuple, tuple] | None = None
 
     # ----------------------------------------------------------------------------------- set-up
-    def _set_label_inputs(self, label_features: Any | None, label_graph: Any | None,
-                          feature_dim: int) -> None:
+    def _set_label_inputs(
+        self, label_features: Any | None, label_graph: Any | None, feature_dim: int
+    ) -> None:
         if label_features is None:
             features = nn.Parameter(torch.randn(self.num_labels, feature_dim) * _LEARNABLE_FEATURE_STD)
             self.register_parameter("label_features", features)
@@ -262,7 +278,8 @@ class MSRN(nn.Module):
                 "MSRN with %d labels and no label graph: the graph attention of the label embeddings sees "
                 "no edges (self-loops only). Pass labels=%s for a built-in label set, or "
                 "label_graph=msrn.graph.label_graph_from_targets(train_targets).",
-                self.num_labels, "|".join(repr(name) for name in label_sets.available()),
+                self.num_labels,
+                "|".join(repr(name) for name in label_sets.available()),
             )
 
     @property
@@ -279,8 +296,13 @@ class MSRN(nn.Module):
         return self.num_labels * self.uses_label_rows + self.num_groups * self.uses_group_rows
 
     def _make_head(self, num_classes: int) -> SemanticHead:
-        return SemanticHead(self.num_rows, self.num_branches * self.embed_dim, num_classes, self.hidden_dim,
-                            drop_rate=self.drop_rate)
+        return SemanticHead(
+            self.num_rows,
+            self.num_branches * self.embed_dim,
+            num_classes,
+            self.hidden_dim,
+            drop_rate=self.drop_rate,
+        )
 
     # ------------------------------------------------------------------------- label/group part
     def _cache_key(self) -> tuple:
@@ -337,8 +359,9 @@ class MSRN(nn.Module):
         label_embeddings, group_embeddings, assignment = self._compute_embeddings()
         if group_embeddings is None:
             return self.label_features.new_zeros(())
-        loss = compactness_loss(label_embeddings, group_embeddings, assignment,
-                                squared=self.compactness_squared)
+        loss = compactness_loss(
+            label_embeddings, group_embeddings, assignment, squared=self.compactness_squared
+        )
         return loss * self.compactness_weight if weighted else loss
 
     # ------------------------------------------------------------------------------ image part
@@ -456,7 +479,8 @@ class MSRN(nn.Module):
         ``label_names`` (``label_0``, ``label_1``... when the labels have no names)."""
         self.pretrained_cfg["num_classes"] = self.num_classes
         self.pretrained_cfg["label_names"] = (
-            list(self.label_names) if self.label_names is not None
+            list(self.label_names)
+            if self.label_names is not None
             else [f"label_{i}" for i in range(self.num_labels)]
         )
 
@@ -506,17 +530,22 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
 #   "msrn_resnet101.voc2007": _cfg(hf_hub_id="owner/msrn_resnet101.voc2007", num_classes=20,
 #                                  label_names=VOC_NAMES),
 # and then ``pretrained=True`` loads the whole checkpoint (see msrn/models/_weights.py and docs/weights.md).
-default_cfgs = generate_default_cfgs({
-    "msrn_resnet101.tv_in1k": _cfg(),
-    "msrn_resnet50.tv_in1k": _cfg(),
-    "msrn_resnet18.tv_in1k": _cfg(),
-    "msrn_custom": _cfg(),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        "msrn_resnet101.tv_in1k": _cfg(),
+        "msrn_resnet50.tv_in1k": _cfg(),
+        "msrn_resnet18.tv_in1k": _cfg(),
+        "msrn_custom": _cfg(),
+    }
+)
 
 # Constructor arguments that a checkpoint may set: everything except the label inputs (read from
 # the checkpoint's tensors) and the switch for ImageNet weights (the builder loads those itself).
 _CHECKPOINT_ARGS = frozenset(inspect.signature(MSRN.__init__).parameters) - {
-    "self", "label_features", "label_graph", "pretrained_backbone",
+    "self",
+    "label_features",
+    "label_graph",
+    "pretrained_backbone",
 }
 
 
@@ -563,8 +592,9 @@ def _build(architecture: str, cfg: dict[str, Any], kwargs: dict[str, Any]) -> MS
     model_cls = functools.partial(MSRN, variant=kwargs.pop("variant", "official"), pretrained_backbone=False)
     # Weights are loaded by the caller, not by timm: a full checkpoint and an ImageNet backbone are
     # both MSRN-specific (timm would load a state dict into the whole model).
-    return build_model_with_cfg(model_cls, architecture, pretrained=False, pretrained_cfg=registry_cfg(cfg),
-                                **kwargs)
+    return build_model_with_cfg(
+        model_cls, architecture, pretrained=False, pretrained_cfg=registry_cfg(cfg), **kwargs
+    )
 
 
 def _apply_label_set(kwargs: dict[str, Any]) -> None:
@@ -583,8 +613,12 @@ def _apply_label_set(kwargs: dict[str, Any]) -> None:
     given = [key for key in ("label_names", "label_features", "label_graph") if kwargs.get(key) is not None]
     if given:
         raise ValueError(f"labels={label_set.name!r} sets {', '.join(given)}: pass either labels or those.")
-    kwargs.update(num_classes=num_classes, label_names=list(label_set.names),
-                  label_features=label_set.features, label_graph=label_set.graph())
+    kwargs.update(
+        num_classes=num_classes,
+        label_names=list(label_set.names),
+        label_features=label_set.features,
+        label_graph=label_set.graph(),
+    )
 
 
 def _create_msrn(
