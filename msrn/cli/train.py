@@ -108,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
     Under ``torchrun`` only rank 0 prints; another process prints only an error of its own."""
     prefix = getattr(args, "error_prefix", "msrn train")
     rank = int(os.environ.get("RANK", "0"))
+    trainer_logger = logging.getLogger("msrn.engine.trainer")
+    if rank == 0 and trainer_logger.getEffectiveLevel() > logging.INFO:
+        # The run's summary (model, label features, graph edges, resumed settings) belongs to what
+        # `msrn train` reports, not to the details behind -v.
+        trainer_logger.setLevel(logging.INFO)
     try:
         config = config_from_args(args)
         last = train(config, on_epoch_end=lambda record: _report(config, record))
