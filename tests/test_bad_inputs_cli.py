@@ -142,7 +142,8 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_arguments_give_one_line(files, capsys, no_gpu, case):
+def test_bad_arguments_give_one_line(files, capsys, no_gpu, case, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default output folders (output/...) must not be the user's own runs
     argv_of, expected = CASES[case]
     argv = argv_of(files)
     try:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_training import TINY, TINY_ARGS
 
 import msrn.engine.trainer as trainer
 from msrn._io import atomic_write, remove_partial_writes, replace_folder
@@ -34,43 +35,6 @@ from msrn.engine import (
 from msrn.engine.loop import train_one_epoch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = dict(
-    synthetic_trainval=24,
-    synthetic_test=13,
-    image_size=64,
-    embed_dim=32,
-    hidden_dim=64,
-    gat_hidden_dim=32,
-    label_feature_dim=32,
-    batch_size=8,
-    workers=0,
-    epochs=2,
-    max_steps_per_epoch=2,
-    progress=False,
-)
-TINY_ARGS = [
-    "--synthetic-trainval",
-    "24",
-    "--synthetic-test",
-    "13",
-    "--image-size",
-    "64",
-    "--embed-dim",
-    "32",
-    "--hidden-dim",
-    "64",
-    "--gat-hidden-dim",
-    "32",
-    "--label-feature-dim",
-    "32",
-    "--batch-size",
-    "8",
-    "--workers",
-    "0",
-    "--max-steps-per-epoch",
-    "2",
-    "--no-progress",
-]
 
 
 def _strict_json(text: str):

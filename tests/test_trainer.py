@@ -8,6 +8,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import load_file
+from tiny_training import TINY, TINY_ARGS
 
 import msrn
 from msrn.cli import main as cli_main
@@ -25,39 +26,6 @@ from msrn.graph import label_graph_from_targets
 from msrn.metrics import multilabel_metrics
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = dict(
-    synthetic_trainval=24,
-    synthetic_test=13,
-    image_size=64,
-    embed_dim=32,
-    hidden_dim=64,
-    gat_hidden_dim=32,
-    label_feature_dim=32,
-    batch_size=8,
-    workers=0,
-    epochs=2,
-    max_steps_per_epoch=2,
-    progress=False,
-)
-TINY_ARGS = [
-    "--synthetic-trainval",
-    "24",
-    "--synthetic-test",
-    "13",
-    "--image-size",
-    "64",
-    "--embed-dim",
-    "32",
-    "--hidden-dim",
-    "64",
-    "--batch-size",
-    "8",
-    "--workers",
-    "0",
-    "--max-steps-per-epoch",
-    "2",
-    "--no-progress",
-]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_training import TINY as TINY_RUN
 
 import msrn.labels
 from msrn.cli import main as cli_main
@@ -14,20 +15,7 @@ from msrn.data import apparel_authors_split, create_dataset
 from msrn.engine import cpu_config, load_trained_model, train
 from msrn.engine.trainer import _label_features, build_datasets
 
-TINY = dict(
-    synthetic_trainval=24,
-    synthetic_test=13,
-    image_size=64,
-    embed_dim=32,
-    hidden_dim=64,
-    gat_hidden_dim=32,
-    label_feature_dim=32,
-    batch_size=8,
-    workers=0,
-    epochs=1,
-    max_steps_per_epoch=1,
-    progress=False,
-)
+TINY = {**TINY_RUN, "epochs": 1, "max_steps_per_epoch": 1}
 
 
 @pytest.fixture(scope="module")
