@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_training import TINY, TINY_ARGS
+from tiny_training import TINY_ARGS, one_thread
+from tiny_training import tiny_config as _config
 
 import msrn.engine.trainer as trainer
 from msrn._io import atomic_write, remove_partial_writes, replace_folder
@@ -27,12 +28,13 @@ from msrn.engine import (
     LRSchedule,
     NonFiniteLossError,
     RunFolderError,
-    cpu_config,
     evaluate_checkpoint,
     resume_config,
     train,
 )
 from msrn.engine.loop import train_one_epoch
+
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -49,18 +51,6 @@ def cache_dir(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     generate_synthetic_voc(cache / "synthetic-voc-v2-24-13-s0", 24, 13, 0)
     return cache
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _config(cache_dir, output_dir, **overrides):
-    return cpu_config(cache_dir=str(cache_dir), output_dir=str(output_dir), **{**TINY, **overrides})
 
 
 def _snapshot(folder: pathlib.Path, but: tuple = ()) -> dict:

@@ -8,7 +8,8 @@ import pytest
 import timm
 import torch
 from safetensors.torch import load_file
-from tiny_training import TINY, TINY_ARGS
+from tiny_training import TINY_ARGS, one_thread
+from tiny_training import tiny_config as _config
 
 import msrn
 from msrn.cli import main as cli_main
@@ -16,7 +17,6 @@ from msrn.data import VOCDataset, eval_transform, generate_synthetic_voc
 from msrn.engine import (
     EvalShardSampler,
     NonFiniteLossError,
-    cpu_config,
     gather_predictions,
     load_trained_model,
     train,
@@ -25,25 +25,14 @@ from msrn.engine.distributed import DistributedContext
 from msrn.graph import label_graph_from_targets
 from msrn.metrics import multilabel_metrics
 
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These runs are tiny; a single thread avoids OpenMP spin-waiting when the CPU cores are shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _config(cache_dir, output_dir, **overrides):
-    return cpu_config(cache_dir=str(cache_dir), output_dir=str(output_dir), **{**TINY, **overrides})
 
 
 def _example_main():

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 from tiny_training import TINY as TINY_RUN
+from tiny_training import one_thread, tiny_config
 
 import msrn.labels
 from msrn.cli import main as cli_main
@@ -17,22 +18,16 @@ from msrn.engine.trainer import _label_features, build_datasets
 
 TINY = {**TINY_RUN, "epochs": 1, "max_steps_per_epoch": 1}
 
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)
+
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(cache_dir, output_dir, **overrides):
-    return cpu_config(cache_dir=str(cache_dir), output_dir=str(output_dir), **{**TINY, **overrides})
+    return tiny_config(cache_dir, output_dir, **{**TINY, **overrides})
 
 
 def test_default_run_uses_the_builtin_glove_vectors_and_logs_them(cache_dir, tmp_path, caplog):

@@ -2,6 +2,11 @@
 epochs. ``TINY`` holds it as ``TrainConfig`` fields, ``TINY_ARGS`` as command-line options (without
 ``--epochs``, which each test sets)."""
 
+import pytest
+import torch
+
+from msrn.engine import TrainConfig, cpu_config
+
 TINY = dict(
     synthetic_trainval=24,
     synthetic_test=13,
@@ -39,3 +44,18 @@ TINY_ARGS = [
     "2",
     "--no-progress",
 ]
+
+
+def tiny_config(cache_dir, output_dir, **overrides) -> TrainConfig:
+    """The CPU profile shrunk to ``TINY``, with ``overrides`` on top."""
+    return cpu_config(cache_dir=str(cache_dir), output_dir=str(output_dir), **{**TINY, **overrides})
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: the runs are tiny, and a single thread avoids OpenMP
+    spin-waiting when the CPU cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
