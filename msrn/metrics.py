@@ -13,7 +13,11 @@ All results are in percent. ``scores`` are probabilities (sigmoid of the logits)
   entries count as negatives. Per class: ``Nc`` correct, ``Np`` predicted, ``Ng`` true positives.
   ``CP = mean(Nc / Np)`` (``Np = 0`` counts as 1), ``CR = mean(Nc / Ng)`` over the classes that have
   positives, ``CF1 = 2 CP CR / (CP + CR)``; ``OP = sum Nc / sum Np``, ``OR = sum Nc / sum Ng``,
-  ``OF1`` likewise.
+  ``OF1`` likewise. ``threshold`` may be one number or one per class (e.g. :func:`fit_thresholds`).
+- Per-class thresholds (:func:`fit_thresholds`), fitted on validation scores: for each class, the
+  threshold that maximises the class's F1 on them, placed halfway between the lowest score it
+  predicts and the next lower score. A class keeps ``default`` (0.5) when it has no (non-ignored)
+  positive, or when no threshold gives a higher F1 than ``default`` does.
 """
 
 from typing import Any
@@ -21,7 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["average_precision", "mean_average_precision", "multilabel_metrics", "METRIC_NAMES"]
+__all__ = [
+    "average_precision",
+    "mean_average_precision",
+    "multilabel_metrics",
+    "fit_thresholds",
+    "METRIC_NAMES",
+]
 
 METRIC_NAMES = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
 
@@ -125,7 +135,7 @@ def multilabel_metrics(
     scores: Any,
     targets: Any,
     ignore: Any | None = None,
-    threshold: float = 0.5,
+    threshold: Any = 0.5,
     top_k: int | None = None,
 ) -> dict[str, float]:
     """``mAP, CP, CR, CF1, OP, OR, OF1`` in percent (see the module docstring).
@@ -134,14 +144,15 @@ def multilabel_metrics(
         scores: ``[N, n]`` probabilities (sigmoid of the logits); the threshold applies to them.
         targets: ``[N, n]`` 0/1 ground truth.
         ignore: optional ``[N, n]`` bool of difficult entries: left out of AP, negatives at the threshold.
-        threshold: a label is predicted when its score is ``>= threshold``.
+        threshold: a label is predicted when its score is ``>= threshold``: one number, or ``[n]``
+            numbers, one per class (e.g. from :func:`fit_thresholds`).
         top_k: when given, also return the top-k variants ``CP_top3, ..., OF1_top3`` (for ``top_k=3``):
             a label is then predicted only when it is also among the image's ``top_k`` best scores.
     """
     scores_np, targets_np, ignore_np = _check_inputs(scores, targets, ignore)
     results = {"mAP": mean_average_precision(scores_np, targets_np, ignore_np)}
     positives = targets_np & ~ignore_np
-    predicted = scores_np >= threshold
+    predicted = scores_np >= _check_threshold(threshold, scores_np.shape[1])
     results.update(_threshold_metrics(predicted, positives))
     if top_k is not None:
         if not 1 <= top_k <= scores_np.shape[1]:
@@ -154,3 +165,69 @@ def multilabel_metrics(
         top = _threshold_metrics(predicted & in_top, positives)
         results.update({f"{name}_top{top_k}": value for name, value in top.items()})
     return results
+
+
+def _check_threshold(threshold: Any, num_classes: int) -> np.ndarray:
+    """``threshold`` as an array that broadcasts over ``[N, n]`` scores: a scalar or ``[n]``."""
+    values = _to_numpy(threshold, "threshold").astype(np.float64)
+    if values.ndim > 1 or (values.ndim == 1 and len(values) != num_classes):
+        raise ValueError(
+            f"threshold must be one number or one per class ({num_classes}), got shape {list(values.shape)}."
+        )
+    if not np.isfinite(values).all():
+        raise ValueError("threshold contains NaN or infinite values.")
+    return values
+
+
+def _best_f1_threshold(scores: np.ndarray, positives: np.ndarray, default: float) -> float:
+    """The threshold of one class that maximises its F1 on ``scores`` (see the module docstring)."""
+    num_positives = int(positives.sum())
+    if num_positives == 0:
+        return default
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, hits = scores[order], positives[order]
+    # One candidate cut after each group of equal scores: predict every score >= the group's value.
+    group_ends = np.r_[np.nonzero(np.diff(sorted_scores))[0], len(sorted_scores) - 1]
+    true_positives = np.cumsum(hits)[group_ends]
+    f1 = 2 * true_positives / (group_ends + 1 + num_positives)
+    best = int(np.argmax(f1))  # the first maximum: the highest threshold among equal F1
+    predicted_at_default = scores >= default
+    f1_at_default = (
+        2 * (predicted_at_default & positives).sum() / (predicted_at_default.sum() + num_positives)
+    )
+    if f1[best] <= f1_at_default:
+        return default
+    lowest_kept = sorted_scores[group_ends[best]]
+    next_lower = sorted_scores[group_ends[best] + 1] if group_ends[best] + 1 < len(sorted_scores) else 0.0
+    return float((lowest_kept + next_lower) / 2)
+
+
+def fit_thresholds(scores: Any, targets: Any, ignore: Any | None = None, default: float = 0.5) -> np.ndarray:
+    """Per-class thresholds ``[n]`` that maximise each class's F1 on (validation) ``scores``.
+
+    For each class, every cut between two distinct scores is a candidate; the one with the highest F1
+    (the highest threshold among equal F1) is placed halfway between the lowest score it predicts and
+    the next lower score (0 below the lowest score). Fallback: a class keeps ``default`` when it has no
+    non-ignored positive, or when no cut beats the F1 that ``default`` itself gives.
+
+    Args:
+        scores: ``[N, n]`` probabilities.
+        targets: ``[N, n]`` 0/1 ground truth.
+        ignore: optional ``[N, n]`` bool; ignored entries are left out of the fit.
+        default: the threshold of the fallback (0.5, that of :func:`multilabel_metrics`).
+
+    Returns:
+        float64 ``[n]``, each in ``(0, 1)`` for probabilities; ``multilabel_metrics(...,
+        threshold=thresholds)`` applies them.
+    """
+    if not 0.0 < default < 1.0:
+        raise ValueError(f"default must be between 0 and 1 (exclusive), got {default}.")
+    scores_np, targets_np, ignore_np = _check_inputs(scores, targets, ignore)
+    keep = ~ignore_np
+    return np.array(
+        [
+            _best_f1_threshold(scores_np[keep[:, c], c], targets_np[keep[:, c], c], default)
+            for c in range(scores_np.shape[1])
+        ],
+        dtype=np.float64,
+    )

@@ -99,7 +99,19 @@ def _report(config: TrainConfig, record: dict[str, Any]) -> None:
         f"lr {record['lr']:.4g}  {record['images_per_s']:.1f} img/s  test images {record['test_images']}"
     )
     print(format_metrics_table(record))
-    print(f"best mAP {record['best_mAP']:.2f}", flush=True)
+    if "val_mAP" in record:
+        print(
+            f"validation mAP {record['val_mAP']:.2f} ({record['val_images']} images); test at thresholds "
+            f"fitted on it: CF1 {record['fitted_CF1']:.2f}  OF1 {record['fitted_OF1']:.2f} "
+            f"(at 0.5: {record['CF1']:.2f}  {record['OF1']:.2f})"
+        )
+        print(
+            f"best validation mAP {record['best_val_mAP']:.2f} at epoch {record['best_epoch']} "
+            f"(its test mAP {record['best_mAP']:.2f})",
+            flush=True,
+        )
+    else:
+        print(f"best mAP {record['best_mAP']:.2f}", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,10 +139,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prefix}{where}: error: {one_line(error)}", file=sys.stderr)
         return 2
     if last:
-        print(
-            f"\nfinished: test mAP {last['mAP']:.2f} (best {last['best_mAP']:.2f}); "
-            f"checkpoints in {config.output_dir}"
-        )
+        chosen = f"best/: epoch {last['best_epoch']}, test mAP {last['best_mAP']:.2f}"
+        if "best_val_mAP" in last:
+            chosen += f", validation mAP {last['best_val_mAP']:.2f}"
+        print(f"\nfinished: test mAP {last['mAP']:.2f} ({chosen}); checkpoints in {config.output_dir}")
     return 0
 
 

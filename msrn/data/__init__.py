@@ -11,6 +11,7 @@ from .apparel import APPAREL_SPLIT_SEED, ApparelDataset, apparel_authors_split
 from .coco import COCODataset
 from .csv_dataset import CSVDataset
 from .dataset_factory import DATASET_KINDS, create_dataset
+from .holdout import read_holdout_file, stratified_holdout
 from .image import (
     DEFAULT_MAX_PIXELS,
     BadImageError,
@@ -50,4 +51,6 @@ __all__ = [
     "check_image_header",
     "SeededAugmentation",
     "sample_seed",
+    "stratified_holdout",
+    "read_holdout_file",
 ]

@@ -1,6 +1,7 @@
 """Shared machinery of the multi-label datasets: bad-image policy, sample layout, reading text files."""
 
 import codecs
+import copy
 import logging
 import os
 import pathlib
@@ -131,6 +132,25 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         target = torch.from_numpy(self.targets[index].astype(np.float32))
         difficult = torch.from_numpy(self.difficult[index].copy())
         return image, target, difficult
+
+    def subset(self, indices: Sequence[int], transform: Callable | None = None) -> "MultiLabelDataset":
+        """The images at ``indices`` (in that order) as a data set of the same kind, read with
+        ``transform`` (default: this set's); e.g. a validation split held out of the training set.
+
+        The per-image attributes (``image_paths``, ``targets``, ``difficult`` and ``image_ids`` when the
+        set has them) are taken at ``indices``; the original set is left as it is."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.ndim != 1 or (len(indices) and not 0 <= indices.min() <= indices.max() < len(self)):
+            raise IndexError(f"subset indices must be a list of image indices below {len(self)}.")
+        part = copy.copy(self)
+        part.image_paths = [self.image_paths[index] for index in indices]
+        part.targets, part.difficult = self.targets[indices], self.difficult[indices]
+        if isinstance(getattr(self, "image_ids", None), list) and len(self.image_ids) == len(self):
+            part.image_ids = [self.image_ids[index] for index in indices]
+        part.skipped_images = []
+        if transform is not None:
+            part.transform = transform
+        return part
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(images={len(self)}, classes={self.num_classes})"

@@ -2,9 +2,11 @@
 
 - ``last/`` and ``best/``: :func:`msrn.save_pretrained` folders (``config.json`` +
   ``model.safetensors``) that rebuild the model alone: ``timm.create_model("local-dir:DIR")`` or
-  :func:`load_trained_model`; plus ``checkpoint.json`` (epoch, test mAP, image size).
-- ``train_state.pt``: everything ``--resume`` needs (model, optimizer, scheduler, grad scaler, epoch,
-  best mAP, RNG states); it holds only tensors and plain Python values and is read with
+  :func:`load_trained_model`; plus ``checkpoint.json`` (epoch, test mAP, validation mAP, image size).
+  With a validation split, ``best/`` also holds the per-class thresholds fitted on it
+  (``pretrained_cfg["label_thresholds"]``).
+- ``train_state.pt``: everything ``--resume`` needs (model, EMA, optimizer, scheduler, grad scaler,
+  epoch, best mAP, RNG states); it holds only tensors and plain Python values and is read with
   ``torch.load(weights_only=True)``.
 
 A crash in the middle of a write leaves the previous file untouched; ``last/`` and ``best/`` are
@@ -37,12 +39,27 @@ __all__ = [
 ]
 
 
-def save_model(model: nn.Module, directory: "os.PathLike[str] | str", info: dict[str, Any]) -> None:
+def save_model(
+    model: nn.Module,
+    directory: "os.PathLike[str] | str",
+    info: dict[str, Any],
+    label_thresholds: list[float] | None = None,
+) -> None:
     """Write ``model`` with :func:`msrn.save_pretrained`, and ``info`` as ``checkpoint.json``, into a
-    new folder that then replaces ``directory`` as a whole (:func:`msrn._io.replace_folder`)."""
+    new folder that then replaces ``directory`` as a whole (:func:`msrn._io.replace_folder`).
+
+    ``label_thresholds`` (one per label) are saved as the folder's
+    ``pretrained_cfg["label_thresholds"]``; ``model`` itself is left unchanged."""
 
     def write(folder: pathlib.Path) -> None:
-        save_pretrained(model, folder)
+        cfg = getattr(model, "pretrained_cfg", None)
+        if label_thresholds is not None:
+            model.pretrained_cfg = {**(cfg or {}), "label_thresholds": [float(t) for t in label_thresholds]}
+        try:
+            save_pretrained(model, folder)
+        finally:
+            if label_thresholds is not None:
+                model.pretrained_cfg = cfg
         write_checkpoint_info(folder, info)
 
     replace_folder(directory, write)

@@ -4,6 +4,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -52,8 +53,11 @@ def train_one_epoch(
     channels_last: bool = False,
     max_steps: int | None = None,
     progress: bool = True,
+    on_optimizer_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; returns ``{"loss", "images_per_s", "time_s", "steps"}``.
+
+    ``on_optimizer_step()`` is called after each optimizer step (e.g. to update an EMA of the weights).
 
     ``loss`` is the mean over steps and processes. A NaN or infinite loss on any process raises
     :class:`NonFiniteLossError` on every process before the weights are touched.
@@ -92,6 +96,8 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if on_optimizer_step is not None:
+            on_optimizer_step()
         total_loss += value
         steps += 1
         images += images_batch.shape[0]

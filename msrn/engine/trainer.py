@@ -6,8 +6,9 @@ runs single-process or under ``torchrun`` unchanged.
 
 Output folder:
 
-- ``last/`` / ``best/``: the model after the last epoch / at the best test mAP, as
-  :func:`msrn.save_pretrained` folders (``timm.create_model("local-dir:output/best")`` rebuilds it);
+- ``last/`` / ``best/``: the model after the last epoch / at the best validation mAP (the best test
+  mAP without a validation split), as :func:`msrn.save_pretrained` folders
+  (``timm.create_model("local-dir:output/best")`` rebuilds it); with ``ema``, the averaged weights;
 - ``train_state.pt``: what ``resume`` needs to continue the run as if it had not stopped;
 - ``train_config.json``: the run's settings (what ``--resume`` starts from);
 - ``log.jsonl``: one JSON line per epoch (loss, learning rate, speed, every metric);
@@ -46,7 +47,7 @@ from ..data.transforms import PAPER_CROP_SCALES
 from ..features import load_label_features
 from ..graph import label_graph_from_targets
 from ..loss import MSRNLoss
-from ..metrics import average_precision, multilabel_metrics
+from ..metrics import average_precision
 from ..models import create_model
 from ..optim import param_groups
 from .checkpoint import (
@@ -58,6 +59,7 @@ from .checkpoint import (
     write_checkpoint_info,
 )
 from .distributed import DistributedContext, EvalShardSampler, init_distributed
+from .ema import WeightAverage
 from .loop import AMP_MODES, NonFiniteLossError, check_amp, predict, train_one_epoch
 from .memory import keep_freed_memory
 from .resume import check_resume_changes, config_fields, resume_folder, save_train_config, saved_train_config
@@ -71,6 +73,7 @@ from .run_folder import (
     write_log,
 )
 from .schedule import LRSchedule
+from .validation import epoch_metrics, hold_out_validation
 
 __all__ = [
     "TrainConfig",
@@ -154,6 +157,17 @@ class TrainConfig:
         "disk (and report how many) instead of stopping",
     )
     workers: int = _data(4, "data-loading processes per training process")
+    val_fraction: float | None = _data(
+        help="hold out this fraction of the training images for validation (stratified over the labels): "
+        "best/ is chosen on it and per-class thresholds are fitted on it (default: none; best/ is then "
+        "chosen on the test split, the paper's protocol)"
+    )
+    val_split: str | None = _data(
+        help="hold out the training images listed in this text file (one path, file name or image id a "
+        "line) for validation, instead of --val-fraction",
+        metavar="FILE",
+    )
+    val_seed: int = _data(0, "seed of the --val-fraction hold-out (independent of --seed)")
     model: str = _model(
         "msrn_resnet101", "msrn_resnet101 (paper), msrn_resnet50, msrn_resnet18 or msrn_custom"
     )
@@ -211,6 +225,14 @@ class TrainConfig:
     )
     lr_gamma: float = _recipe(0.1, "factor of each step of the step schedule")
     warmup_epochs: int = _recipe(0, "epochs of linear learning-rate warm-up")
+    ema: float | None = _recipe(
+        help="keep an exponential moving average of the weights with this decay (e.g. 0.9997), updated "
+        "after each optimizer step; evaluation, best/ and last/ use it (default: off)",
+        metavar="DECAY",
+    )
+    ema_warmup: bool = _recipe(
+        True, negation="--ema without warm-up: the constant decay from the second update"
+    )
     device: str | None = _execution(
         help="cpu or cuda (default: cuda when available)", choices=("cpu", "cuda")
     )
@@ -415,6 +437,14 @@ def _check_config(config: TrainConfig) -> None:
         raise ValueError(
             f"workers must be >= 0 (0 loads data in the training process), got {config.workers}."
         )
+    if config.val_fraction is not None and not 0.0 < config.val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {config.val_fraction}.")
+    if config.val_fraction is not None and config.val_split is not None:
+        raise ValueError("Give either --val-fraction or --val-split, not both.")
+    if config.ema is not None and not 0.0 < config.ema < 1.0:
+        raise ValueError(
+            f"ema (the decay) must be between 0 and 1 (exclusive, e.g. 0.9997), got {config.ema}."
+        )
     check_amp(config.amp)
 
 
@@ -572,7 +602,8 @@ class _Run:
     config: TrainConfig
     context: DistributedContext
     output: pathlib.Path
-    train_set: Any
+    train_set: Any  # the images trained on (without the validation split)
+    val_set: Any | None
     test_set: Any
     model_config: dict[str, Any]
     model: nn.Module  # the MSRN itself: evaluated and saved
@@ -585,8 +616,11 @@ class _Run:
     train_samples: SeededAugmentation
     train_sampler: torch.utils.data.DistributedSampler
     test_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader | None
+    ema: WeightAverage | None
     start_epoch: int = 0
-    best_map: float = -math.inf
+    best_map: float = -math.inf  # what best/ is chosen on: its validation mAP, else its test mAP
+    best_info: dict[str, Any] = field(default_factory=dict)  # best/checkpoint.json
     unevaluated: dict[str, Any] | None = None  # train stats of a saved epoch whose evaluation was cut off
 
 
@@ -621,8 +655,12 @@ def _prepare(config: TrainConfig, context: DistributedContext) -> _Run:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     train_set, test_set = build_datasets(config, context)
-    _agree(context, lambda: _check_test_set(test_set, config.skip_bad_images))
-    model, model_config = _build_model(config, context, train_set, test_set)
+    # Rank 0 checks the split first (a bad --val-split file is reported once); it is deterministic.
+    parts = _agree(context, lambda: _hold_out_validation(config, train_set))
+    train_set, val_set = parts if context.is_main else _hold_out_validation(config, train_set)
+    _agree(context, lambda: _check_eval_sets(test_set, val_set, config.skip_bad_images))
+    model, model_config = _build_model(config, context, train_set, test_set, val_set)
+    ema = WeightAverage(model, config.ema, warmup=config.ema_warmup) if config.ema is not None else None
     criterion = MSRNLoss(model)
     optimizer = _build_optimizer(config, model)
     schedule = LRSchedule(
@@ -634,19 +672,25 @@ def _prepare(config: TrainConfig, context: DistributedContext) -> _Run:
     )
     # The evaluation loader draws its worker seeds from a generator of its own, so that evaluating
     # leaves the training's random streams untouched (and can be redone on resume).
-    test_loader = _loader(
-        test_set,
-        config.eval_batch_size or config.batch_size,
-        EvalShardSampler(len(test_set), context.rank, context.world_size),
-        config.workers,
-        torch.Generator().manual_seed(config.seed),
-        pin=context.device.type == "cuda",
+    test_loader, val_loader = (
+        _loader(
+            dataset,
+            config.eval_batch_size or config.batch_size,
+            EvalShardSampler(len(dataset), context.rank, context.world_size),
+            config.workers,
+            torch.Generator().manual_seed(config.seed),
+            pin=context.device.type == "cuda",
+        )
+        if dataset is not None
+        else None
+        for dataset in (test_set, val_set)
     )
     run = _Run(
         config=config,
         context=context,
         output=output,
         train_set=train_set,
+        val_set=val_set,
         test_set=test_set,
         model_config=model_config,
         model=model,
@@ -659,6 +703,8 @@ def _prepare(config: TrainConfig, context: DistributedContext) -> _Run:
         train_samples=train_samples,
         train_sampler=train_sampler,
         test_loader=test_loader,
+        val_loader=val_loader,
+        ema=ema,
     )
     if config.resume:
         _resume(run)
@@ -668,28 +714,55 @@ def _prepare(config: TrainConfig, context: DistributedContext) -> _Run:
     return run
 
 
-def _check_test_set(test_set, skip_bad_images: bool) -> None:
-    """Before the first epoch: read the header of every test image (a broken file is reported in
-    seconds, not after an epoch), and name the classes without a positive test label."""
-    if not skip_bad_images:  # with skip_bad_images, the data set has decoded every image already
-        for path in test_set.image_paths:
-            check_image_header(path)
-    positives = ((np.asarray(test_set.targets) > 0) & ~np.asarray(test_set.difficult)).sum(axis=0)
-    missing = [name for name, count in zip(test_set.classes, positives, strict=True) if count == 0]
-    if len(missing) == len(test_set.classes):
-        raise ValueError(
-            "The test set has no positive label (every class is absent or difficult): "
-            "there is nothing to measure. Check --test-split."
+def _hold_out_validation(config: TrainConfig, train_set) -> tuple[Any, Any]:
+    """``(images to train on, validation split or None)``; says what ``best/`` is chosen on."""
+    train_part, val_part = hold_out_validation(
+        train_set, config.val_fraction, config.val_split, config.val_seed, eval_transform(config.image_size)
+    )
+    if val_part is None:
+        _logger.info(
+            "No validation split (--val-fraction, --val-split): best/ is chosen on the test split, as in "
+            "the paper's protocol, so its test figures are optimistic."
         )
-    if missing:
-        _logger.warning(
-            "%d class(es) have no positive test label and are left out of the test mAP: %s",
-            len(missing),
-            ", ".join(missing),
+    else:
+        source = config.val_split or f"{config.val_fraction:g} of the training images, seed {config.val_seed}"
+        _logger.info(
+            "Validation split: %d images (%s), not trained on; best/ is chosen on its mAP and per-class "
+            "thresholds are fitted on it",
+            len(val_part),
+            source,
         )
+    return train_part, val_part
 
 
-def _build_model(config: TrainConfig, context: DistributedContext, train_set, test_set):
+def _check_eval_sets(test_set, val_set, skip_bad_images: bool) -> None:
+    """Before the first epoch: read the header of every test and validation image (a broken file is
+    reported in seconds, not after an epoch), and name the classes without a positive label."""
+    for dataset, name, advice in ((test_set, "test", "--test-split"), (val_set, "validation", "the split")):
+        if dataset is None:
+            continue
+        if not skip_bad_images:  # with skip_bad_images, the data set has decoded every image already
+            for path in dataset.image_paths:
+                check_image_header(path)
+        positives = ((np.asarray(dataset.targets) > 0) & ~np.asarray(dataset.difficult)).sum(axis=0)
+        missing = [label for label, count in zip(dataset.classes, positives, strict=True) if count == 0]
+        if len(missing) == len(dataset.classes):
+            raise ValueError(
+                f"The {name} set has no positive label (every class is absent or difficult): "
+                f"there is nothing to measure. Check {advice}."
+            )
+        if missing:
+            _logger.warning(
+                "%d class(es) have no positive %s label and are left out of the %s mAP%s: %s",
+                len(missing),
+                name,
+                name,
+                " (their thresholds stay 0.5)" if name == "validation" else "",
+                ", ".join(missing),
+            )
+
+
+def _build_model(config: TrainConfig, context: DistributedContext, train_set, test_set, val_set=None):
     """The model for the training labels (their graph, and GloVe features when given), on its device."""
     classes = train_set.classes
     label_graph = label_graph_from_targets(train_set.targets, config.graph_threshold)
@@ -706,11 +779,12 @@ def _build_model(config: TrainConfig, context: DistributedContext, train_set, te
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     _logger.info(
-        "%s: %d labels, %.2fM parameters, %d train / %d test images",
+        "%s: %d labels, %.2fM parameters, %d train / %s%d test images",
         config.model,
         len(classes),
         sum(p.numel() for p in model.parameters()) / 1e6,
         len(train_set),
+        f"{len(val_set)} validation / " if val_set is not None else "",
         len(test_set),
     )
     _logger.log(
@@ -736,6 +810,12 @@ def _resume(run: _Run) -> None:
             f"({state['model_config']}); resume with the same settings."
         )
     run.model.load_state_dict(state["model"])
+    if run.ema is not None:
+        if "ema" not in state:
+            raise ValueError(
+                f"--resume {config.resume}: train_state.pt holds no EMA weights; resume without --ema."
+            )
+        run.ema.load_state_dict(state["ema"])
     run.optimizer.load_state_dict(state["optimizer"])
     if run.scaler is not None and state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
@@ -762,7 +842,8 @@ def _resume(run: _Run) -> None:
             f"pass --epochs N (more than {config.epochs}) to train it longer."
         )
     set_rng_state(state["rng"][context.rank] if context.rank < len(state["rng"]) else state["rng"][0])
-    run.best_map, run.unevaluated = _agree(context, lambda: _evaluation_progress(run, state), share=True)
+    run.best_info, run.unevaluated = _agree(context, lambda: _evaluation_progress(run, state), share=True)
+    run.best_map = run.best_info.get(_selection_key(run)) or -math.inf
     if context.is_main:
         save_train_config(run.output, config)
     _logger.info("Resumed %s after epoch %d (best mAP %.2f)", run.output, run.start_epoch, run.best_map)
@@ -779,21 +860,18 @@ def _evaluated(run: _Run) -> bool:
     return any(record.get("epoch") == run.start_epoch for record in read_log(run.output))
 
 
-def _evaluation_progress(run: _Run, state: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
-    """``(best mAP, train stats of the saved epoch when its evaluation is still to do)`` (rank 0).
-
-    The best mAP is that of ``best/``; the log keeps the records up to the saved epoch, once each."""
-    best_info = run.output / "best" / "checkpoint.json"
-    best_map = -math.inf
-    if best_info.is_file():
-        best_map = json.loads(best_info.read_text()).get("mAP") or -math.inf
+def _evaluation_progress(run: _Run, state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(best/checkpoint.json, train stats of the saved epoch when its evaluation is still to do)``
+    (rank 0). The log keeps the records up to the saved epoch, once each."""
+    best_file = run.output / "best" / "checkpoint.json"
+    best_info = json.loads(best_file.read_text()) if best_file.is_file() else {}
     records = {
         record["epoch"]: record
         for record in read_log(run.output)
         if isinstance(record.get("epoch"), int) and record["epoch"] <= run.start_epoch
     }
     write_log(run.output, [records[epoch] for epoch in sorted(records)])
-    return best_map, (None if run.start_epoch in records else state.get("train_stats", {}))
+    return best_info, (None if run.start_epoch in records else state.get("train_stats", {}))
 
 
 def _wrap_for_training(model: nn.Module, config: TrainConfig, context: DistributedContext) -> nn.Module:
@@ -838,6 +916,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
             channels_last=config.channels_last,
             max_steps=config.max_steps_per_epoch,
             progress=config.progress,
+            on_optimizer_step=(lambda: run.ema.update(run.model)) if run.ema is not None else None,
         )
     except NonFiniteLossError as error:
         also = " (or with --amp none)" if config.amp != "none" else ""
@@ -853,6 +932,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
             )
         raise NonFiniteLossError(f"{error} {advice}.") from None
     context.broadcast_buffers(run.model)
+    if run.ema is not None:  # each process averages its own BatchNorm statistics: keep rank 0's
+        context.broadcast_buffers(run.ema.module)
     return {
         "lr": lr,
         "train_loss": stats["loss"],
@@ -865,25 +946,42 @@ def _evaluate_epoch(run: _Run, epoch: int, stats: dict[str, Any], on_epoch_end) 
     """Score the test set after ``epoch`` (1-based); on rank 0 write ``best/`` when it is the best
     so far and the epoch's line of ``log.jsonl``. Returns the record and the predictions."""
     config, context = run.config, run.context
-    predictions = predict(
-        run.model,
-        run.test_loader,
-        context,
-        len(run.test_set),
-        amp=config.amp,
-        channels_last=config.channels_last,
-        progress=config.progress,
-    )
-    scores, targets, difficult = predictions
-    metrics = multilabel_metrics(scores, targets, ignore=difficult, top_k=3)
-    is_best = metrics["mAP"] > run.best_map
-    run.best_map = max(run.best_map, metrics["mAP"])
-    record = {"epoch": epoch, **stats, "test_images": int(len(scores)), **metrics, "best_mAP": run.best_map}
+    model = _evaluated_model(run)
+
+    def scores_of(loader, dataset):
+        return predict(
+            model,
+            loader,
+            context,
+            len(dataset),
+            amp=config.amp,
+            channels_last=config.channels_last,
+            progress=config.progress,
+        )
+
+    val_predictions = scores_of(run.val_loader, run.val_set) if run.val_loader is not None else None
+    predictions = scores_of(run.test_loader, run.test_set)
+    metrics, thresholds = epoch_metrics(predictions, val_predictions)
+    info = _checkpoint_info(run, epoch, metrics)
+    is_best = metrics[_selection_key(run)] > run.best_map
+    if is_best:
+        run.best_map, run.best_info = metrics[_selection_key(run)], info
+    record = {"epoch": epoch, **stats, "test_images": int(len(predictions[0]))}
+    if val_predictions is not None:
+        record["val_images"] = int(len(val_predictions[0]))
+    record.update(metrics)
+    record.update(best_mAP=run.best_info.get("mAP"), best_epoch=run.best_info.get("epoch"))
+    if val_predictions is not None:
+        record["best_val_mAP"] = run.best_map
     if context.is_main:
-        info = _checkpoint_info(run, epoch, metrics["mAP"])
         write_checkpoint_info(run.output / "last", info)  # last/ was saved before its mAP was known
         if is_best:
-            save_model(run.model, run.output / "best", info)
+            save_model(
+                model,
+                run.output / "best",
+                info,
+                label_thresholds=thresholds.tolist() if thresholds is not None else None,
+            )
         append_log(run.output, record)
         if on_epoch_end is not None:
             on_epoch_end(record)
@@ -891,8 +989,25 @@ def _evaluate_epoch(run: _Run, epoch: int, stats: dict[str, Any], on_epoch_end) 
     return record, predictions
 
 
-def _checkpoint_info(run: _Run, epoch: int, test_map: float | None) -> dict[str, Any]:
-    return {"epoch": epoch, "mAP": test_map, "image_size": run.config.image_size}
+def _checkpoint_info(run: _Run, epoch: int, metrics: dict[str, float] | None) -> dict[str, Any]:
+    """``checkpoint.json``: the epoch, the test mAP (and validation mAP), the image size."""
+    info = {"epoch": epoch, "mAP": metrics["mAP"] if metrics else None}
+    if run.val_set is not None:
+        info["val_mAP"] = metrics["val_mAP"] if metrics else None
+    info["image_size"] = run.config.image_size
+    if run.ema is not None:
+        info["ema"] = run.config.ema
+    return info
+
+
+def _selection_key(run: _Run) -> str:
+    """The metric ``best/`` is chosen on: the validation mAP, else (the paper's protocol) the test mAP."""
+    return "val_mAP" if run.val_set is not None else "mAP"
+
+
+def _evaluated_model(run: _Run) -> nn.Module:
+    """The weights that are evaluated and saved in ``last/`` and ``best/``: the EMA when on."""
+    return run.ema.module if run.ema is not None else run.model
 
 
 def _gather_rng_states(context: DistributedContext) -> list[Any]:
@@ -906,13 +1021,14 @@ def _gather_rng_states(context: DistributedContext) -> list[Any]:
 
 def _save_epoch(run: _Run, epoch: int, stats: dict[str, Any], rng_states: list[Any]) -> None:
     """``last/`` (its test mAP is not known yet) and ``train_state.pt`` after training ``epoch``."""
-    save_model(run.model, run.output / "last", _checkpoint_info(run, epoch, None))
+    save_model(_evaluated_model(run), run.output / "last", _checkpoint_info(run, epoch, None))
     save_training_state(
         run.output / "train_state.pt",
         {
             "epoch": epoch,
             "best_map": run.best_map,
-            "model": run.model.state_dict(),
+            "model": run.model.state_dict(),  # the raw weights, also with an EMA
+            **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
             "optimizer": run.optimizer.state_dict(),
             "lr_schedule": run.schedule.state_dict(),
             "scaler": run.scaler.state_dict() if run.scaler is not None else {},

@@ -471,7 +471,8 @@ class MSRN(nn.Module):
         self.head_hidden_size = self.hidden_dim
         self._embedding_cache = None
         if isinstance(getattr(self, "pretrained_cfg", None), dict):
-            self.pretrained_cfg.pop("label_descriptions", None)  # they described the old labels
+            for key in ("label_descriptions", "label_thresholds"):  # they described the old labels
+                self.pretrained_cfg.pop(key, None)
             self._record_labels_in_cfg()
 
     def _record_labels_in_cfg(self) -> None:
@@ -638,8 +639,14 @@ def _create_msrn(
     """
     _apply_label_set(kwargs)
     cache_dir = kwargs.get("cache_dir")
+    pretrained_cfg = kwargs.pop("pretrained_cfg", None)
+    label_thresholds = None
+    if isinstance(pretrained_cfg, dict) and "label_thresholds" in pretrained_cfg:
+        # msrn's own entry (per-class thresholds fitted at training), which timm's PretrainedCfg lacks.
+        pretrained_cfg = dict(pretrained_cfg)
+        label_thresholds = pretrained_cfg.pop("label_thresholds")
     cfg = resolve_pretrained_cfg(
-        architecture, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None)
+        architecture, pretrained_cfg, kwargs.pop("pretrained_cfg_overlay", None)
     ).to_dict()
     location = checkpoint_location(cfg, pretrained)
     load_backbone = bool(kwargs.pop("pretrained_backbone", False)) or (pretrained and location is None)
@@ -658,7 +665,29 @@ def _create_msrn(
     first_conv = model.backbone.first_conv
     model.pretrained_cfg["first_conv"] = f"backbone.{first_conv}" if first_conv else None
     model._record_labels_in_cfg()
+    if label_thresholds is not None:
+        _restore_label_thresholds(model, label_thresholds)
     return model
+
+
+def _restore_label_thresholds(model: MSRN, thresholds: Any) -> None:
+    """Put the saved ``label_thresholds`` back into ``model.pretrained_cfg`` (when they still fit)."""
+    if not isinstance(thresholds, list) or not all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+        for value in thresholds
+    ):
+        raise ValueError(
+            "The checkpoint's pretrained_cfg.label_thresholds must be a list of numbers between 0 and 1 "
+            "(one per label); fix or remove it in config.json."
+        )
+    if len(thresholds) != model.num_classes:  # the labels were replaced: the thresholds were theirs
+        _logger.info(
+            "Dropped the checkpoint's %d label thresholds: the model has %d labels.",
+            len(thresholds),
+            model.num_classes,
+        )
+        return
+    model.pretrained_cfg["label_thresholds"] = [float(value) for value in thresholds]
 
 
 @register_model
