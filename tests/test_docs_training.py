@@ -82,6 +82,8 @@ def test_every_finetuning_snippet_runs_and_trains():
     loop = next(b for b in blocks if "for epoch in range" in b)
     namespace: dict = {"train_targets": (torch.rand(40, 4, generator=torch.Generator().manual_seed(1)) > 0.6)}
     namespace["images"] = torch.randn(2, 3, 64, 64)
+    namespace["val_images"] = torch.randn(3, 3, 64, 64)
+    namespace["val_targets"] = torch.tensor([[1, 0, 1, 0], [0, 1, 1, 0], [1, 1, 0, 0]])
     ran = set()
     for index, block in enumerate(blocks):
         if "reset_classifier" in block:  # section 6: new labels on the trained model, then train again

@@ -38,6 +38,8 @@ CHANGEABLE_ON_RESUME = (
     "eval_batch_size",
     "progress",
 )
+# Fixed on purpose among the others: val_fraction, val_split and val_seed (what is trained on and
+# what best/ is chosen on), ema and ema_warmup (the saved average was made with them).
 # Settings of one invocation, never taken from the saved configuration.
 _PER_INVOCATION = ("resume", "output_dir", "overwrite", "stop_after_epoch")
 
