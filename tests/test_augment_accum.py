@@ -117,9 +117,9 @@ def test_seeded_augmentation_seeds_torch_numpy_and_python_and_restores_them():
     states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
     # Another process, with other global states, draws the same for the same (seed, epoch, index).
     torch.manual_seed(99), np.random.seed(99), random.seed(99)
-    again = [samples[i] for i in (2, 0, 3, 1)]
-    for (draws, image), (draws_again, image_again) in zip(first, [again[1], again[3], again[0], again[2]]):
-        assert draws == draws_again and torch.equal(image, image_again)
+    again = {i: samples[i] for i in (2, 0, 3, 1)}  # another order, as another worker would load them
+    for i, (draws, image) in enumerate(first):
+        assert draws == again[i][0] and torch.equal(image, again[i][1])
     # The caller's generators are where they were.
     torch.manual_seed(99), np.random.seed(99), random.seed(99)
     reference = (float(torch.rand(())), float(np.random.rand()), random.random())

@@ -203,7 +203,9 @@ class TrainConfig:
         metavar="SPEC",
     )
     cutout: float = _recipe(
-        0.0, "probability of erasing one random rectangle of each training image (default 0: off)", metavar="P"
+        0.0,
+        "probability of erasing one random rectangle of each training image (default 0: off)",
+        metavar="P",
     )
     batch_size: int = _recipe(8, "per process")
     accum_steps: int = _recipe(
