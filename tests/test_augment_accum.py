@@ -217,7 +217,7 @@ def _data(samples):
     return images, (torch.rand(samples, 5, generator=generator) > 0.5).float()
 
 
-def _train(batch_size, accum_steps, samples, max_steps=None, wrap=None, epochs=2):
+def _train(batch_size, accum_steps, samples, max_steps=None, wrap=None, epochs=2, scaler=None):
     model = _tiny_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-3)
     trained = wrap(model) if wrap else model
@@ -232,6 +232,7 @@ def _train(batch_size, accum_steps, samples, max_steps=None, wrap=None, epochs=2
                 optimizer,
                 DistributedContext(),
                 epoch + 1,
+                scaler=scaler,
                 max_steps=max_steps,
                 progress=False,
                 accum_steps=accum_steps,
@@ -253,6 +254,15 @@ def test_k_batches_of_b_make_the_step_of_one_batch_of_k_times_b():
     _assert_close(accumulated, whole)
     assert [s["steps"] for s in stats] == [s["steps"] for s in whole_stats] == [3, 3]
     assert not torch.equal(accumulated[1].weight, _tiny_model()[1].weight)
+
+
+def test_a_grad_scaler_steps_and_updates_once_per_window():
+    # The loop's --amp fp16 path, with a CPU GradScaler standing in for the CUDA one.
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)
+    accumulated, _ = _train(batch_size=4, accum_steps=4, samples=40, scaler=scaler)
+    whole, _ = _train(batch_size=16, accum_steps=1, samples=40)
+    _assert_close(accumulated, whole)
+    assert scaler.get_scale() == 1024.0 * 2**6  # grown after each of the 6 steps, not after 20 batches
 
 
 def test_max_steps_counts_optimizer_steps():
