@@ -192,3 +192,10 @@ def test_torchrun_with_ema_and_validation_resumes_exactly(cache_dir, tmp_path):
     assert [r["val_mAP"] for r in _records(tmp_path / "straight")] == [
         r["val_mAP"] for r in _records(tmp_path / "split")
     ]
+
+
+def test_ema_updates_once_per_optimizer_step_with_accumulation(cache_dir, tmp_path):
+    # 24 images in batches of 8: 3 batches, which --accum-steps 2 makes 2 optimizer steps (2 + 1).
+    train(_config(cache_dir, tmp_path / "run", epochs=1, max_steps_per_epoch=None, accum_steps=2, ema=0.9))
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
+    assert state["ema"]["updates"] == 2
