@@ -161,3 +161,33 @@ def test_trainer_options_reach_the_loss_and_cannot_change_on_resume(tmp_path):
     for change in ({"loss": "asl"}, {"asl_gamma_neg": 2.0}, {"focal_alpha": 0.25}):
         with pytest.raises(ValueError, match="cannot change in the middle of a run: --(loss|asl|focal)"):
             check_resume_changes(TrainConfig, saved, change, tmp_path)
+
+
+def test_loss_scale_against_bce_as_docs_training_md_states():
+    """docs/training.md: on random logits ASL is 0.19x BCE (gradient 0.56x), focal 0.43x (0.92x); later
+    (positives at p ~ 0.8, negatives at p ~ 0.05) ASL 0.10x (0.50x), focal 0.07x (0.44x)."""
+    generator = torch.Generator().manual_seed(0)
+    targets = (torch.rand(1000, 20, generator=generator) < 0.08).float()
+    at_start = torch.randn(1000, 20, generator=generator)
+    later = torch.where(targets > 0, torch.logit(torch.tensor(0.8)), torch.logit(torch.tensor(0.05)))
+    later = later + torch.randn(1000, 20, generator=generator)
+    stated = {
+        "start": {"asl": (0.19, 0.56), "focal": (0.43, 0.92)},
+        "later": {"asl": (0.10, 0.50), "focal": (0.07, 0.44)},
+    }
+    for moment, logits in (("start", at_start), ("later", later)):
+        measured = {}
+        for loss in LOSSES:
+            leaf = logits.clone().requires_grad_()
+            value = MSRNLoss(loss=loss)(leaf, targets)
+            value.backward()
+            measured[loss] = (value.item(), leaf.grad.norm().item())
+        for loss, (value_ratio, gradient_ratio) in stated[moment].items():
+            assert measured[loss][0] / measured["bce"][0] == pytest.approx(value_ratio, abs=0.01), (
+                moment,
+                loss,
+            )
+            assert measured[loss][1] / measured["bce"][1] == pytest.approx(gradient_ratio, abs=0.01), (
+                moment,
+                loss,
+            )

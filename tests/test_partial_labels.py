@@ -2,6 +2,7 @@
 training loop and of the label graph; end to end through ``train`` and ``msrn evaluate``."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -205,7 +206,7 @@ def _write_split(folder, name: str, count: int, seed: int) -> None:
     (folder / name).write_text("image,labels\n" + "".join(rows))
 
 
-def test_partial_label_csv_trains_and_evaluates_end_to_end(tmp_path, capsys):
+def test_partial_label_csv_trains_and_evaluates_end_to_end(tmp_path, capsys, caplog):
     data = tmp_path / "data"
     _write_split(data, "train.csv", 16, seed=10)
     _write_split(data, "test.csv", 9, seed=11)
@@ -219,7 +220,12 @@ def test_partial_label_csv_trains_and_evaluates_end_to_end(tmp_path, capsys):
         test_split=str(data / "test.csv"),
         loss="asl",
     )
-    record = train(config)
+    with caplog.at_level(logging.INFO, logger="msrn.engine"):
+        record = train(config)
+    assert (
+        "4 unknown label entries in 4 train images (left out of the loss and the label graph)" in caplog.text
+    )
+    assert "2 unknown label entries in 2 test images (left out of the metrics)" in caplog.text
     assert np.isfinite(record["train_loss"]) and np.isfinite(record["mAP"])
     train_set = CSVDataset(data / "train.csv")
     assert train_set.unknown.sum() == 4

@@ -739,6 +739,16 @@ def _build_model(config: TrainConfig, context: DistributedContext, train_set, te
         len(train_set),
         len(test_set),
     )
+    for name, data_set in (("train", train_set), ("test", test_set)):
+        unknown = np.asarray(data_set.unknown)
+        if unknown.any():
+            _logger.info(
+                "partial labels: %d unknown label entries in %d %s images (left out of the %s)",
+                int(unknown.sum()),
+                int(unknown.any(axis=1).sum()),
+                name,
+                "loss and the label graph" if name == "train" else "metrics",
+            )
     _logger.log(
         logging.WARNING if label_features is None else logging.INFO,
         "label features: %s; label graph: %d edges at t=%g from the training labels",
