@@ -411,6 +411,29 @@ class MSRN(nn.Module):
             return list(names)
         return [f"label_{i}" for i in range(self.num_labels)]
 
+    def get_label_thresholds(self) -> list[float] | None:
+        """The per-label decision thresholds saved with the model (``pretrained_cfg["label_thresholds"]``,
+        e.g. fitted on a validation split by the trainer), one per label in label order; ``None`` when
+        the model has none, and the usual fixed 0.5 applies.
+
+        Raises:
+            ValueError: the saved entry is not ``num_classes`` probabilities in [0, 1].
+        """
+        cfg = getattr(self, "pretrained_cfg", None) or {}
+        thresholds = cfg.get("label_thresholds")
+        if thresholds is None:
+            return None
+        try:
+            values = [float(t) for t in thresholds]
+        except (TypeError, ValueError):
+            values = []
+        if len(values) != self.num_classes or not all(0.0 <= t <= 1.0 for t in values):
+            raise ValueError(
+                f"pretrained_cfg['label_thresholds'] must be {self.num_classes} probabilities in [0, 1], one "
+                f"per label, got {thresholds!r}; fix or delete that entry of the model's config.json."
+            )
+        return values
+
     def get_classifier(self) -> nn.Module:
         return self.head.fc2 if self.head is not None else nn.Identity()
 
@@ -471,7 +494,8 @@ class MSRN(nn.Module):
         self.head_hidden_size = self.hidden_dim
         self._embedding_cache = None
         if isinstance(getattr(self, "pretrained_cfg", None), dict):
-            self.pretrained_cfg.pop("label_descriptions", None)  # they described the old labels
+            for key in ("label_descriptions", "label_thresholds"):  # they described the old labels
+                self.pretrained_cfg.pop(key, None)
             self._record_labels_in_cfg()
 
     def _record_labels_in_cfg(self) -> None:
@@ -548,6 +572,10 @@ _CHECKPOINT_ARGS = frozenset(inspect.signature(MSRN.__init__).parameters) - {
     "pretrained_backbone",
 }
 
+
+# pretrained_cfg entries of MSRN's own, beyond timm's PretrainedCfg fields, kept through save and load:
+# label_thresholds, one decision threshold per label (see MSRN.get_label_thresholds).
+MSRN_CFG_KEYS = ("label_thresholds",)
 
 # Arguments that fix the number of labels of a model built without a classifier.
 _LABEL_ARGS = ("num_labels", "label_features", "label_names")
@@ -638,8 +666,13 @@ def _create_msrn(
     """
     _apply_label_set(kwargs)
     cache_dir = kwargs.get("cache_dir")
+    given_cfg = kwargs.pop("pretrained_cfg", None)
+    msrn_cfg: dict[str, Any] = {}
+    if isinstance(given_cfg, dict):  # timm's PretrainedCfg refuses the entries it does not know
+        given_cfg = dict(given_cfg)
+        msrn_cfg = {key: given_cfg.pop(key) for key in MSRN_CFG_KEYS if key in given_cfg}
     cfg = resolve_pretrained_cfg(
-        architecture, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None)
+        architecture, given_cfg, kwargs.pop("pretrained_cfg_overlay", None)
     ).to_dict()
     location = checkpoint_location(cfg, pretrained)
     load_backbone = bool(kwargs.pop("pretrained_backbone", False)) or (pretrained and location is None)
@@ -658,6 +691,12 @@ def _create_msrn(
     first_conv = model.backbone.first_conv
     model.pretrained_cfg["first_conv"] = f"backbone.{first_conv}" if first_conv else None
     model._record_labels_in_cfg()
+    thresholds = msrn_cfg.get("label_thresholds")
+    if thresholds is not None:
+        if isinstance(thresholds, list) and len(thresholds) == model.num_classes:
+            model.pretrained_cfg["label_thresholds"] = thresholds
+        else:  # fitted for other labels (e.g. loaded with another num_classes)
+            _logger.info("Dropping the saved label_thresholds: they do not fit the model's labels.")
     return model
 
 
