@@ -16,6 +16,7 @@ All results are in percent. ``scores`` are probabilities (sigmoid of the logits)
   ``OF1`` likewise.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -125,7 +126,7 @@ def multilabel_metrics(
     scores: Any,
     targets: Any,
     ignore: Any | None = None,
-    threshold: float = 0.5,
+    threshold: "float | Sequence[float] | np.ndarray" = 0.5,
     top_k: int | None = None,
 ) -> dict[str, float]:
     """``mAP, CP, CR, CF1, OP, OR, OF1`` in percent (see the module docstring).
@@ -134,14 +135,21 @@ def multilabel_metrics(
         scores: ``[N, n]`` probabilities (sigmoid of the logits); the threshold applies to them.
         targets: ``[N, n]`` 0/1 ground truth.
         ignore: optional ``[N, n]`` bool of difficult entries: left out of AP, negatives at the threshold.
-        threshold: a label is predicted when its score is ``>= threshold``.
+        threshold: a label is predicted when its score is ``>= threshold``: one value for every class,
+            or ``[n]`` values, one per class (e.g. the model's ``pretrained_cfg["label_thresholds"]``).
         top_k: when given, also return the top-k variants ``CP_top3, ..., OF1_top3`` (for ``top_k=3``):
             a label is then predicted only when it is also among the image's ``top_k`` best scores.
     """
     scores_np, targets_np, ignore_np = _check_inputs(scores, targets, ignore)
     results = {"mAP": mean_average_precision(scores_np, targets_np, ignore_np)}
     positives = targets_np & ~ignore_np
-    predicted = scores_np >= threshold
+    thresholds = np.asarray(threshold, dtype=np.float64)
+    if thresholds.shape not in ((), (scores_np.shape[1],)):
+        raise ValueError(
+            f"threshold must be one number or one per class ({scores_np.shape[1]}), got shape "
+            f"{list(thresholds.shape)}."
+        )
+    predicted = scores_np >= thresholds
     results.update(_threshold_metrics(predicted, positives))
     if top_k is not None:
         if not 1 <= top_k <= scores_np.shape[1]:
