@@ -126,7 +126,7 @@ def multilabel_metrics(
     scores: Any,
     targets: Any,
     ignore: Any | None = None,
-    threshold: "float | Sequence[float] | np.ndarray" = 0.5,
+    threshold: float | Sequence[float] | np.ndarray = 0.5,
     top_k: int | None = None,
 ) -> dict[str, float]:
     """``mAP, CP, CR, CF1, OP, OR, OF1`` in percent (see the module docstring).
