@@ -183,8 +183,8 @@ class Predictor:
             raise ValueError(f"workers must be an integer >= 0 (0: in this process), got {workers!r}.")
         check_amp(amp)
         if isinstance(model, str):
+            target = resolve_device(None if device is None else str(device))  # before the (slow) load
             model = load_model(model, None if checkpoint is None else os.fspath(checkpoint))
-            target = resolve_device(None if device is None else str(device))
         elif isinstance(model, MSRN):
             if checkpoint is not None:
                 raise ValueError(
