@@ -22,7 +22,13 @@ from .image import (
 from .nuswide import NUSWIDEDataset
 from .seeded import SeededAugmentation, sample_seed
 from .synthetic import generate_synthetic_voc
-from .transforms import PAPER_CROP_SCALES, MultiScaleCrop, eval_transform, train_transform
+from .transforms import (
+    PAPER_CROP_SCALES,
+    MultiScaleCrop,
+    eval_transform,
+    randaugment_transform,
+    train_transform,
+)
 from .voc import VOC_CLASSES, VOCDataset
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "MultiScaleCrop",
     "train_transform",
     "eval_transform",
+    "randaugment_transform",
     "PAPER_CROP_SCALES",
     "load_rgb_image",
     "to_rgb_image",

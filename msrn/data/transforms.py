@@ -4,18 +4,40 @@ Training: :class:`MultiScaleCrop` to the input size (crop sides drawn from ``sca
 short side, the two sides at most ``max_distort`` scale steps apart, the crop placed at one of five
 fixed positions: four corners and centre), a horizontal flip, ImageNet normalisation.
 Evaluation: a plain resize to ``image_size x image_size`` (no crop), then the same normalisation.
+
+Beyond the paper (off by default): timm's RandAugment (:func:`randaugment_transform`) after the crop
+and flip, and Cutout (torchvision's ``RandomErasing``) after the normalisation.
 """
 
+import re
 from collections.abc import Sequence
 
 import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.data.auto_augment import rand_augment_transform
 from torchvision import transforms as T
 
-__all__ = ["MultiScaleCrop", "train_transform", "eval_transform", "PAPER_CROP_SCALES"]
+__all__ = [
+    "MultiScaleCrop",
+    "train_transform",
+    "eval_transform",
+    "randaugment_transform",
+    "PAPER_CROP_SCALES",
+]
 
 PAPER_CROP_SCALES: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6)
+
+_RANDAUGMENT_SYNTAX = (
+    "timm's RandAugment syntax: 'rand' then '-'-separated sections, each at most once: m<magnitude, "
+    "integer 0-10 or up to mmax>, n<operations per image, integer>, p<probability of each operation, "
+    "0-1>, mstd<standard deviation of the magnitude, >100 for uniform>, mmax<largest magnitude, "
+    "integer>, inc<0|1: operations that grow with the magnitude>, t<weights|3a|3aw: operation set>; "
+    "e.g. 'rand-m9-mstd0.5-inc1'"
+)
+_RANDAUGMENT_SECTION = re.compile(r"(mstd|mmax|inc|m|n|p|t)(.+)")
+_RANDAUGMENT_SETS = ("weights", "3a", "3aw")
+_MAX_MAGNITUDE = 10  # timm's default upper bound of the magnitude (its _LEVEL_DENOM)
 
 
 class MultiScaleCrop:
@@ -82,6 +104,72 @@ class MultiScaleCrop:
         )
 
 
+def _check_randaugment_spec(spec: str) -> None:
+    """Refuse a RandAugment ``spec`` that timm would reject with an assertion, or silently misread."""
+
+    def refuse(problem: str) -> None:
+        raise ValueError(f"randaugment {spec!r}: {problem}. Expected {_RANDAUGMENT_SYNTAX}.")
+
+    if not isinstance(spec, str):
+        refuse("not a string")
+    name, *sections = spec.split("-")
+    if name != "rand":
+        refuse("it must start with 'rand'")
+    seen: dict[str, str] = {}
+    for section in sections:
+        if section in ("mstd", "mmax", "inc", "m", "n", "p", "t"):
+            refuse(f"section {section!r} has no value")
+        match = _RANDAUGMENT_SECTION.fullmatch(section)
+        if match is None:
+            refuse(f"unknown section {section!r}")
+        key, value = match.groups()
+        if key in seen:
+            refuse(f"section {key!r} given twice")
+        seen[key] = value
+        if key in ("m", "n", "mmax") and not value.isdigit():
+            refuse(f"{key} takes a whole number, got {value!r}")
+        if key == "inc" and value not in ("0", "1"):
+            refuse(f"inc takes 0 or 1, got {value!r}")
+        if key == "t" and value not in _RANDAUGMENT_SETS:
+            refuse(f"unknown operation set {value!r}")
+        if key in ("p", "mstd"):
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if not (number >= 0 and (key != "p" or number <= 1)):
+                refuse(f"{key} takes a number {'in 0-1' if key == 'p' else '>= 0'}, got {value!r}")
+    largest = int(seen.get("mmax", _MAX_MAGNITUDE))
+    if "m" in seen and int(seen["m"]) > largest:
+        refuse(f"magnitude {seen['m']} is above the largest, {largest} (raise it with mmax)")
+
+
+def randaugment_transform(
+    spec: str,
+    image_size: int = 448,
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    interpolation: int = Image.BILINEAR,
+):
+    """timm's RandAugment for ``spec`` (e.g. ``"rand-m9-mstd0.5-inc1"``), on ``image_size`` images.
+
+    The hyper-parameters are those of ``timm.data.create_transform``: areas moved into view by a
+    rotation, shear or translation are filled with ``mean`` (the normalisation's mean colour, so they
+    become zeros after it), absolute translations go up to 45% of ``image_size``, and geometric
+    operations resample with ``interpolation``. Randomness comes from Python's ``random`` and
+    numpy's global generator (:class:`msrn.data.SeededAugmentation` seeds both per sample).
+
+    Raises:
+        ValueError: ``spec`` does not follow timm's syntax (the message gives it).
+    """
+    _check_randaugment_spec(spec)
+    hparams = dict(
+        translate_const=int(image_size * 0.45),
+        img_mean=tuple(min(255, round(255 * channel)) for channel in mean),
+        interpolation=interpolation,
+    )
+    return rand_augment_transform(spec, hparams)
+
+
 def train_transform(
     image_size: int = 448,
     scales: Sequence[float] = PAPER_CROP_SCALES,
@@ -89,19 +177,35 @@ def train_transform(
     hflip: float = 0.5,
     mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    randaugment: str | None = None,
+    cutout: float = 0.0,
 ) -> T.Compose:
     """The paper's training augmentation: multi-scale crop, horizontal flip, normalisation.
 
+    Beyond the paper, both off by default: ``randaugment``, a timm RandAugment spec applied after the
+    crop and flip (:func:`randaugment_transform`); ``cutout``, the probability of erasing one random
+    rectangle per image (torchvision's ``RandomErasing``: 2-33% of the image, aspect 0.3-3.3, filled
+    with zeros, i.e. the mean colour, after the normalisation).
+
     Returns a callable mapping an RGB PIL image to a float ``[3, image_size, image_size]`` tensor.
+
+    Raises:
+        ValueError: a bad ``randaugment`` spec, ``cutout`` outside 0-1, or bad crop ``scales``.
     """
-    return T.Compose(
-        [
-            MultiScaleCrop(image_size, scales=scales, max_distort=max_distort),
-            T.RandomHorizontalFlip(hflip),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]
-    )
+    if not 0.0 <= cutout <= 1.0:
+        raise ValueError(
+            f"cutout is the probability of erasing a rectangle of each image, in 0-1; got {cutout}."
+        )
+    steps = [
+        MultiScaleCrop(image_size, scales=scales, max_distort=max_distort),
+        T.RandomHorizontalFlip(hflip),
+    ]
+    if randaugment:
+        steps.append(randaugment_transform(randaugment, image_size, mean))
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    if cutout > 0:
+        steps.append(T.RandomErasing(p=cutout, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0))
+    return T.Compose(steps)
 
 
 def eval_transform(

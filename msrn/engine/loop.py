@@ -52,14 +52,26 @@ def train_one_epoch(
     channels_last: bool = False,
     max_steps: int | None = None,
     progress: bool = True,
+    accum_steps: int = 1,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; returns ``{"loss", "images_per_s", "time_s", "steps"}``.
 
-    ``loss`` is the mean over steps and processes. A NaN or infinite loss on any process raises
+    Each optimizer step accumulates the gradients of ``accum_steps`` batches, each batch's loss
+    divided by ``accum_steps`` (the last, shorter window of the epoch divides by its own length, so
+    that it makes a whole step, as a last smaller batch would). Under DDP the batches that do not
+    step skip the gradient all-reduce (``no_sync``). ``steps`` and ``max_steps`` count optimizer steps.
+
+    ``loss`` is the mean over batches and processes. A NaN or infinite loss on any process raises
     :class:`NonFiniteLossError` on every process before the weights are touched.
     """
+    if accum_steps < 1:
+        raise ValueError(f"accum_steps must be >= 1, got {accum_steps}.")
     model.train()
-    total_loss, steps, images = 0.0, 0, 0
+    total_loss, steps, images, batches = 0.0, 0, 0, 0
+    # Batches this epoch trains on (the length is needed only to find its last, shorter window).
+    num_batches = len(loader) if accum_steps > 1 else math.inf
+    if max_steps is not None:
+        num_batches = min(num_batches, max_steps * accum_steps)
     start = time.perf_counter()
     bar = tqdm(
         loader,
@@ -69,13 +81,19 @@ def train_one_epoch(
         dynamic_ncols=True,
     )
     for images_batch, targets, _difficult in bar:
-        if max_steps is not None and steps >= max_steps:
+        if batches >= num_batches:
             break
+        window_start = batches - batches % accum_steps
+        window = min(accum_steps, num_batches - window_start)
+        steps_now = batches + 1 == window_start + window
         images_batch = images_batch.to(context.device, non_blocking=True)
         if channels_last:
             images_batch = images_batch.contiguous(memory_format=torch.channels_last)
         targets = targets.to(context.device, non_blocking=True)
-        with autocast_context(context.device, amp):
+        # A forward under DDP's no_sync skips the gradient all-reduce of its backward pass: only the
+        # window's last batch, which makes the step, all-reduces the summed gradients.
+        sync = contextlib.nullcontext() if steps_now or not hasattr(model, "no_sync") else model.no_sync()
+        with sync, autocast_context(context.device, amp):
             logits = model(images_batch)
             loss = criterion(logits.float(), targets)
         value = float(loss.detach())
@@ -84,24 +102,31 @@ def train_one_epoch(
                 f"The training loss became non-finite ({value} on rank {context.rank}) at epoch {epoch}, "
                 f"step {steps}. The weights were not updated by this step."
             )
-        optimizer.zero_grad(set_to_none=True)
+        if batches == window_start:
+            optimizer.zero_grad(set_to_none=True)
+        if window > 1:
+            loss = loss / window
         if scaler is not None:
             scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
         else:
             loss.backward()
-            optimizer.step()
+        if steps_now:
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            steps += 1
         total_loss += value
-        steps += 1
+        batches += 1
         images += images_batch.shape[0]
         elapsed = time.perf_counter() - start
         bar.set_postfix(
-            loss=f"{total_loss / steps:.4f}", img_s=f"{images * context.world_size / elapsed:.1f}"
+            loss=f"{total_loss / batches:.4f}", img_s=f"{images * context.world_size / elapsed:.1f}"
         )
     bar.close()
     elapsed = time.perf_counter() - start
-    mean_loss = context.all_reduce_sum(total_loss) / max(1, context.all_reduce_sum(steps))
+    mean_loss = context.all_reduce_sum(total_loss) / max(1, context.all_reduce_sum(batches))
     return {
         "loss": mean_loss,
         "images_per_s": images * context.world_size / max(elapsed, 1e-9),

@@ -197,7 +197,23 @@ class TrainConfig:
     crop_scales: tuple[float, ...] = _recipe(
         PAPER_CROP_SCALES, "multi-scale crop scales (paper: 1 .9 .8 .7 .6)"
     )
+    randaugment: str | None = _recipe(
+        help="timm RandAugment after the crop and flip, e.g. rand-m9-mstd0.5-inc1 (default: none, "
+        "as in the paper)",
+        metavar="SPEC",
+    )
+    cutout: float = _recipe(
+        0.0,
+        "probability of erasing one random rectangle of each training image (default 0: off)",
+        metavar="P",
+    )
     batch_size: int = _recipe(8, "per process")
+    accum_steps: int = _recipe(
+        1,
+        "accumulate the gradients of K batches per optimizer step (effective batch: K x --batch-size "
+        "per process)",
+        metavar="K",
+    )
     eval_batch_size: int | None = _recipe(help="per process (default: --batch-size)")
     optimizer: str = _recipe("sgd", "sgd (paper) or adamw", choices=("sgd", "adamw"))
     lr: float = _recipe(0.01, "learning rate of the MSRN layers (paper: 0.01)")
@@ -293,7 +309,7 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
         raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {config.dataset!r}.")
     data = config.data if config.data is not None else _synthetic_voc(config, context)
     options = dict(skip_bad_images=config.skip_bad_images, skip_missing_images=config.skip_missing_images)
-    augment = train_transform(config.image_size, scales=config.crop_scales)
+    augment = _train_augmentation(config)
     train_set = create_dataset(
         config.dataset, data, config.train_split, is_training=True, transform=augment, **options
     )
@@ -313,6 +329,12 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
             f"The train and test sets have different classes: {train_set.classes} vs {test_set.classes}."
         )
     return train_set, test_set
+
+
+def _train_augmentation(config: TrainConfig):
+    return train_transform(
+        config.image_size, scales=config.crop_scales, randaugment=config.randaugment, cutout=config.cutout
+    )
 
 
 def _synthetic_voc(config: TrainConfig, context: DistributedContext) -> str:
@@ -407,8 +429,14 @@ def _check_config(config: TrainConfig) -> None:
         raise ValueError(f"epochs must be >= 1, got {config.epochs}.")
     if config.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {config.batch_size}.")
+    if config.accum_steps < 1:
+        raise ValueError(
+            f"accum_steps must be >= 1 (batches whose gradients make one optimizer step), "
+            f"got {config.accum_steps}."
+        )
     if config.lr <= 0:
         raise ValueError(f"lr must be > 0, got {config.lr}.")
+    _train_augmentation(config)  # a bad --randaugment, --cutout or --crop-scales, before any work
     if config.threads is not None and config.threads < 1:
         raise ValueError(f"threads must be >= 1 (torch CPU threads per process), got {config.threads}.")
     if config.workers < 0:
@@ -838,6 +866,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
             channels_last=config.channels_last,
             max_steps=config.max_steps_per_epoch,
             progress=config.progress,
+            accum_steps=config.accum_steps,
         )
     except NonFiniteLossError as error:
         also = " (or with --amp none)" if config.amp != "none" else ""
