@@ -10,6 +10,17 @@ labels that make it likely, so the attention mask is the transpose::
 On the official VOC 2007 statistics at ``threshold = 0.4`` this gives 6 edges: ``person`` attends
 to five labels that usually come with a person, and ``chair`` attends to ``diningtable``.
 A label that never occurs (``count[i] == 0``) has no outgoing edge (no division by zero).
+
+Partial labels. When some entries of the label matrix are unknown (``unknown[s, j]``, e.g. a
+partial-label CSV), only known entries are counted: ``co[i, j]`` counts the images where both labels
+are present (an unknown entry is never present), and the denominator becomes the number of images
+where ``i`` is present *and* ``j`` is known::
+
+    known[i, j] = #{s : y[s, i] = 1 and not unknown[s, j]}
+    P(j | i)    = co[i, j] / known[i, j]          (0 when known[i, j] = 0)
+
+so an image that does not say whether ``j`` is there does not count as evidence that ``j`` is absent.
+Without unknown entries ``known[i, j] = count[i]`` and this is the formula above.
 """
 
 from typing import Any
@@ -19,6 +30,7 @@ import torch
 
 __all__ = [
     "cooccurrence_statistics",
+    "known_pair_counts",
     "conditional_probabilities",
     "edges_from_statistics",
     "label_graph_from_statistics",
@@ -50,15 +62,41 @@ def cooccurrence_statistics(targets: Any) -> tuple[np.ndarray, np.ndarray]:
     return present.T @ present, present.sum(axis=0)
 
 
+def known_pair_counts(targets: Any, unknown: Any) -> np.ndarray:
+    """``known[i, j]``: the images where label ``i`` is present and label ``j`` is known, ``[n, n]``.
+
+    ``targets`` is the ``[N, n]`` 0/1 label matrix, ``unknown`` a bool ``[N, n]`` of its unknown
+    entries. It is the denominator of ``P(j | i)`` with partial labels (module docstring).
+    """
+    y = _as_numpy(targets, "targets")
+    missing = _as_numpy(unknown, "unknown").astype(bool)
+    if missing.shape != y.shape:
+        raise ValueError(f"unknown {list(missing.shape)} must have the shape of targets {list(y.shape)}.")
+    if ((y > 0) & missing).any():
+        raise ValueError("An entry is both present (target > 0) and unknown; unknown entries have target 0.")
+    return (y > 0).astype(np.int64).T @ (~missing).astype(np.int64)
+
+
 def conditional_probabilities(cooccurrence: Any, counts: Any) -> np.ndarray:
-    """``P[i, j] = P(j | i) = cooccurrence[i, j] / counts[i]``; rows of unseen labels are zero."""
+    """``P[i, j] = P(j | i) = cooccurrence[i, j] / counts[i]``; rows of unseen labels are zero.
+
+    ``counts`` is ``[n]`` (the images with label ``i``), or ``[n, n]`` per pair (partial labels:
+    :func:`known_pair_counts`); where it is 0 the probability is 0.
+    """
     co = _as_numpy(cooccurrence, "cooccurrence").astype(np.float64)
-    cnt = _as_numpy(counts, "counts").astype(np.float64).reshape(-1)
+    cnt = _as_numpy(counts, "counts").astype(np.float64)
     if co.ndim != 2 or co.shape[0] != co.shape[1]:
         raise ValueError(f"cooccurrence must be a square [n, n] matrix, got shape {list(co.shape)}.")
-    if cnt.shape[0] != co.shape[0]:
+    if cnt.ndim != 2:
+        cnt = cnt.reshape(-1)
+        if cnt.shape[0] != co.shape[0]:
+            raise ValueError(
+                f"counts has {cnt.shape[0]} entries but cooccurrence is {co.shape[0]}x{co.shape[1]}."
+            )
+        cnt = np.repeat(cnt[:, None], co.shape[1], axis=1)
+    elif cnt.shape != co.shape:
         raise ValueError(
-            f"counts has {cnt.shape[0]} entries but cooccurrence is {co.shape[0]}x{co.shape[1]}."
+            f"counts {list(cnt.shape)} must be [n] or the shape of cooccurrence {list(co.shape)}."
         )
     if not (np.isfinite(co).all() and np.isfinite(cnt).all()):
         raise ValueError("cooccurrence and counts must be finite.")
@@ -66,12 +104,13 @@ def conditional_probabilities(cooccurrence: Any, counts: Any) -> np.ndarray:
         raise ValueError("cooccurrence and counts must be non-negative.")
     probabilities = np.zeros_like(co)
     seen = cnt > 0
-    probabilities[seen] = co[seen] / cnt[seen, None]
+    probabilities[seen] = co[seen] / cnt[seen]
     return probabilities
 
 
 def edges_from_statistics(cooccurrence: Any, counts: Any, threshold: float = 0.4) -> np.ndarray:
-    """Directed edges ``E[i, j] = P(j | i) >= threshold`` for ``i != j`` (bool ``[n, n]``)."""
+    """Directed edges ``E[i, j] = P(j | i) >= threshold`` for ``i != j`` (bool ``[n, n]``; ``counts``
+    as in :func:`conditional_probabilities`)."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}.")
     probabilities = conditional_probabilities(cooccurrence, counts)
@@ -87,7 +126,15 @@ def label_graph_from_statistics(cooccurrence: Any, counts: Any, threshold: float
     return torch.from_numpy(mask)
 
 
-def label_graph_from_targets(targets: Any, threshold: float = 0.4) -> torch.Tensor:
-    """The GAT attention mask from a training label matrix ``[N, n]`` (see the module docstring)."""
+def label_graph_from_targets(
+    targets: Any, threshold: float = 0.4, unknown: Any | None = None
+) -> torch.Tensor:
+    """The GAT attention mask from a training label matrix ``[N, n]`` (see the module docstring).
+
+    ``unknown``: optional bool ``[N, n]`` of unknown entries (e.g. ``CSVDataset.unknown``), counted
+    neither as present nor as absent.
+    """
     cooccurrence, counts = cooccurrence_statistics(targets)
+    if unknown is not None:
+        counts = known_pair_counts(targets, unknown)
     return label_graph_from_statistics(cooccurrence, counts, threshold)

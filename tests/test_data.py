@@ -199,7 +199,7 @@ def test_csv_list_and_one_hot_layouts(tmp_path):
 def test_csv_errors_name_the_file_and_line(tmp_path):
     Image.new("RGB", (10, 10)).save(tmp_path / "a.jpg")
     (tmp_path / "bad.csv").write_text("image,labels\na.jpg,dog\na.jpg,unicorn\n")
-    with pytest.raises(ValueError, match=r"bad\.csv, line 3: unknown label 'unicorn'"):
+    with pytest.raises(ValueError, match=r"bad\.csv, line 3: label 'unicorn' is not one of the classes"):
         CSVDataset(tmp_path / "bad.csv", classes=["dog"])
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(ValueError, match=r"empty\.csv is empty"):

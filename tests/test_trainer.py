@@ -125,7 +125,7 @@ def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(
     # A NaN loss stops the run on its first step; the checkpoints of epoch 1 stay as they were.
     before = {name: (crash / name).read_bytes() for name in ("last/model.safetensors", "train_state.pt")}
 
-    def exploding(self, logits, targets):
+    def exploding(self, logits, targets, ignore=None):
         return logits.sum() * float("nan")
 
     monkeypatch.setattr(msrn.loss.MSRNLoss, "forward", exploding)

@@ -3,10 +3,12 @@ transforms, and the one image decoder (:func:`load_rgb_image`) that data sets, `
 ``msrn evaluate`` share.
 
 Every data set yields ``(image, target [n] float, difficult [n] bool)`` and exposes ``classes``,
-``targets`` (``[N, n]`` 0/1, e.g. for :func:`msrn.graph.label_graph_from_targets`) and ``difficult``.
+``targets`` (``[N, n]`` 0/1, e.g. for :func:`msrn.graph.label_graph_from_targets`), ``difficult`` (the
+entries evaluation ignores) and ``unknown`` (the unknown labels of a partial-label CSV, left out of
+the loss: :func:`unknown_entries`).
 """
 
-from ._base import MultiLabelDataset
+from ._base import MultiLabelDataset, unknown_entries
 from .apparel import APPAREL_SPLIT_SEED, ApparelDataset, apparel_authors_split
 from .coco import COCODataset
 from .csv_dataset import CSVDataset
@@ -33,6 +35,7 @@ from .voc import VOC_CLASSES, VOCDataset
 
 __all__ = [
     "MultiLabelDataset",
+    "unknown_entries",
     "create_dataset",
     "DATASET_KINDS",
     "VOCDataset",

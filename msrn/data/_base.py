@@ -11,7 +11,7 @@ import torch
 
 from .image import BadImageError, load_rgb_image
 
-__all__ = ["MultiLabelDataset", "read_utf8_text", "join_inside"]
+__all__ = ["MultiLabelDataset", "read_utf8_text", "join_inside", "unknown_entries"]
 
 _logger = logging.getLogger(__name__)
 
@@ -50,6 +50,24 @@ def join_inside(folder: pathlib.Path, name: str) -> pathlib.Path | None:
     return folder / relative
 
 
+def unknown_entries(targets, ignore):
+    """Which entries of ``(target, ignore)`` samples are unknown labels, to be left out of the loss.
+
+    A sample's third item marks the entries the metrics ignore. Two kinds share it: a VOC
+    "difficult" label has target 1 and is trained as a positive; an unknown label of a partial-label
+    CSV has target 0 and must not be trained as a negative. So an entry is unknown when it is ignored
+    and its target is 0: ``unknown = ignore & (targets == 0)``.
+
+    Args:
+        targets: ``[..., n]`` 0/1 targets (tensor or array).
+        ignore: bool of the same shape (the third item of a sample, or a data set's ``difficult``).
+
+    Returns:
+        bool of the same shape and kind (tensor or array).
+    """
+    return ignore & (targets == 0)
+
+
 class MultiLabelDataset(torch.utils.data.Dataset):
     """Images with a fixed list of labels; subclasses parse their annotation format.
 
@@ -57,15 +75,19 @@ class MultiLabelDataset(torch.utils.data.Dataset):
 
     - ``image``: the RGB PIL image passed through ``transform`` (usually a ``[3, H, W]`` tensor);
     - ``target``: float32 ``[n]``, 1 where the label is present (VOC "difficult"-only labels
-      included: they count as positive for training, docs/design.md section 6);
-    - ``difficult``: bool ``[n]``, True where the label is present only through difficult objects;
-      evaluation ignores those entries (docs/design.md section 7).
+      included: they count as positive for training, docs/design.md section 6), 0 where it is absent
+      or unknown;
+    - ``difficult``: bool ``[n]``, the entries evaluation ignores (docs/design.md section 7): labels
+      present only through VOC difficult objects (target 1), and unknown labels of a partial-label
+      CSV (target 0; :func:`unknown_entries` tells them apart, and training leaves them out of the
+      loss).
 
     Attributes:
         classes: the ``n`` label names, in target order.
         image_paths: one path per sample.
         targets: int64 ``[N, n]`` 0/1 matrix (what ``target`` holds), e.g. for the label graph.
-        difficult: bool ``[N, n]``.
+        difficult: bool ``[N, n]``, the entries evaluation ignores.
+        unknown: bool ``[N, n]``, the unknown entries (``difficult`` where the target is 0).
         skipped_images: ``(path, reason)`` of images left out by ``skip_bad_images``.
     """
 
@@ -116,6 +138,10 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         self.difficult = difficult[keep]
         if not self.image_paths:
             raise ValueError("The dataset has no usable images (all were skipped as unreadable).")
+
+    @property
+    def unknown(self) -> np.ndarray:
+        return unknown_entries(self.targets, self.difficult)
 
     @property
     def num_classes(self) -> int:

@@ -2,16 +2,27 @@
 
 Two layouts, told apart by the header:
 
-- list layout, header ``image,labels``: the labels of an image separated by ``;``::
+- list layout, header ``image,labels``: the labels of an image separated by ``;``; a label
+  written ``-name`` is unknown for that image (partial labels); every other class is absent::
 
       image,labels
       img/0001.jpg,person;dog
       img/0002.jpg,            <- no label (an all-negative sample)
+      img/0003.jpg,dog;-cat    <- dog present, cat unknown, person absent
 
-- one-hot layout, header ``image,<class 1>,...,<class n>``, one 0/1 column per class::
+- one-hot layout, header ``image,<class 1>,...,<class n>``, one column per class holding ``1``
+  (present), ``0`` (absent), or ``?`` or nothing (unknown)::
 
       image,person,dog,cat
       img/0001.jpg,1,1,0
+      img/0003.jpg,0,1,?
+
+Unknown entries have target 0 and are marked in ``difficult`` (the entries evaluation ignores), so
+the metrics leave them out; training leaves them out of the loss, and the label graph counts only
+known entries (:func:`msrn.data.unknown_entries`, :func:`msrn.graph.label_graph_from_targets`). A label
+both present and unknown in one row (``dog;-dog``), an unknown label that is not a class, a bare ``-``
+and, in the list layout, class names starting with ``-`` are refused. A one-hot cell of ``-1`` is
+refused with the way to convert the 1 / -1 / 0 (present / absent / unknown) convention.
 
 Image paths are relative to ``root`` (default: the CSV file's folder) unless absolute.
 The class list comes from ``classes=`` when given; otherwise from the header (one-hot layout) or the
@@ -43,6 +54,8 @@ __all__ = ["CSVDataset"]
 _logger = logging.getLogger(__name__)
 
 LABEL_SEPARATOR = ";"
+UNKNOWN_PREFIX = "-"  # list layout: "-cat" = cat unknown
+UNKNOWN_CELLS = ("?", "")  # one-hot layout
 # What people put between labels instead of LABEL_SEPARATOR: spaces, commas, pipes.
 _OTHER_SEPARATORS = re.compile(r"[\s,|]+")
 
@@ -96,16 +109,26 @@ class CSVDataset(MultiLabelDataset):
         if not body:
             raise ValueError(f"CSV file {csv_file} has a header but no image rows.")
         if len(header) == 2 and header[1].lower() == "labels":
-            paths, targets, classes = self._parse_list(csv_file, body, classes)
+            paths, targets, unknown, classes = self._parse_list(csv_file, body, classes)
         else:
-            paths, targets, classes = self._parse_one_hot(csv_file, header, body, classes)
+            paths, targets, unknown, classes = self._parse_one_hot(csv_file, header, body, classes)
         _warn_case_duplicates(csv_file, classes)
+        if unknown.any():
+            _logger.info(
+                "CSV file %s: %d unknown label entries in %d of %d images (left out of the loss and metrics)",
+                csv_file,
+                int(unknown.sum()),
+                int(unknown.any(axis=1).sum()),
+                len(paths),
+            )
         paths = [p if os.path.isabs(p) else str(self.root / p) for p in paths]
-        super().__init__(paths, targets, None, classes, transform=transform, skip_bad_images=skip_bad_images)
+        super().__init__(
+            paths, targets, unknown, classes, transform=transform, skip_bad_images=skip_bad_images
+        )
 
     @staticmethod
     def _parse_list(csv_file: pathlib.Path, body: list[_Row], classes: Sequence[str] | None):
-        paths, label_lists = [], []
+        paths, label_lists, unknown_lists = [], [], []
         for line, row in body:
             if len(row) > 2:
                 raise ValueError(
@@ -114,26 +137,38 @@ class CSVDataset(MultiLabelDataset):
                 )
             paths.append(row[0].strip())
             text = row[1] if len(row) > 1 else ""
-            label_lists.append([name.strip() for name in text.split(LABEL_SEPARATOR) if name.strip()])
+            present, unknown = _split_labels(csv_file, line, text)
+            label_lists.append(present)
+            unknown_lists.append(unknown)
         explicit = classes is not None
         if classes is None:
-            classes = sorted({name for names in label_lists for name in names})
+            classes = sorted({name for names in label_lists + unknown_lists for name in names})
             if not classes:
                 raise ValueError(
                     f"CSV file {csv_file} names no label at all; pass the class list explicitly."
                 )
+        marked = [name for name in classes if name.startswith(UNKNOWN_PREFIX)]
+        if marked:
+            raise ValueError(
+                f"CSV file {csv_file}: class name {marked[0]!r} starts with '{UNKNOWN_PREFIX}', which the "
+                f"labels column uses to mark an unknown label ('{UNKNOWN_PREFIX}cat' = cat unknown); "
+                f"rename the class, or use the one-hot layout (one column per class)."
+            )
         index = {name: i for i, name in enumerate(classes)}
         _refuse_other_separators(csv_file, body, label_lists, index, explicit)
+        _refuse_other_separators(csv_file, body, unknown_lists, index, explicit, UNKNOWN_PREFIX)
         targets = np.zeros((len(paths), len(classes)), dtype=np.int64)
-        for row, (names, (line, _)) in enumerate(zip(label_lists, body, strict=True)):
-            for name in names:
-                if name not in index:
-                    raise ValueError(
-                        f"CSV file {csv_file}, line {line}: unknown label {name!r}; known classes: "
-                        f"{', '.join(classes)}."
-                    )
-                targets[row, index[name]] = 1
-        return paths, targets, list(classes)
+        unknown = np.zeros((len(paths), len(classes)), dtype=bool)
+        for marks, lists in ((targets, label_lists), (unknown, unknown_lists)):
+            for row, (names, (line, _)) in enumerate(zip(lists, body, strict=True)):
+                for name in names:
+                    if name not in index:
+                        raise ValueError(
+                            f"CSV file {csv_file}, line {line}: label {name!r} is not one of the classes: "
+                            f"{', '.join(classes)}."
+                        )
+                    marks[row, index[name]] = 1
+        return paths, targets, unknown, list(classes)
 
     @staticmethod
     def _parse_one_hot(
@@ -151,19 +186,53 @@ class CSVDataset(MultiLabelDataset):
             )
         order = [columns.index(name) for name in classes]
         paths, targets = [], np.zeros((len(body), len(classes)), dtype=np.int64)
+        unknown = np.zeros((len(body), len(classes)), dtype=bool)
         for row, (line, values) in enumerate(body):
             if len(values) != len(header):
                 raise ValueError(
                     f"CSV file {csv_file}, line {line}: expected {len(header)} columns, got {len(values)}."
                 )
-            cells = [cell.strip() for cell in values[1:]]
-            if any(cell not in ("0", "1") for cell in cells):
+            cells = [values[1 + i].strip() for i in order]
+            if "-1" in cells:
                 raise ValueError(
-                    f"CSV file {csv_file}, line {line}: class columns must hold 0 or 1, got {cells}."
+                    f"CSV file {csv_file}, line {line}: -1 is not a class value here; class columns hold "
+                    f"1 (present), 0 (absent), or ? or nothing (unknown). A file in the 1 / -1 / 0 "
+                    f"(present / absent / unknown) convention needs -1 written as 0 and 0 as ?."
+                )
+            if any(cell not in ("0", "1", *UNKNOWN_CELLS) for cell in cells):
+                raise ValueError(
+                    f"CSV file {csv_file}, line {line}: class columns must hold 0 or 1 (absent / present), "
+                    f"or ? or nothing (unknown), got {values[1:]}."
                 )
             paths.append(values[0].strip())
-            targets[row] = np.array([int(cells[i]) for i in order])
-        return paths, targets, list(classes)
+            targets[row] = [cell == "1" for cell in cells]
+            unknown[row] = [cell in UNKNOWN_CELLS for cell in cells]
+        return paths, targets, unknown, list(classes)
+
+
+def _split_labels(csv_file: pathlib.Path, line: int, text: str) -> tuple[list[str], list[str]]:
+    """``(present, unknown)`` label names of a labels cell (``-name`` marks an unknown label)."""
+    present, unknown = [], []
+    for item in (item.strip() for item in text.split(LABEL_SEPARATOR)):
+        if not item:
+            continue
+        if not item.startswith(UNKNOWN_PREFIX):
+            present.append(item)
+            continue
+        name = item[len(UNKNOWN_PREFIX) :].strip()
+        if not name:
+            raise ValueError(
+                f"CSV file {csv_file}, line {line}: a bare '{UNKNOWN_PREFIX}' in the labels cell; write "
+                f"'{UNKNOWN_PREFIX}name' to mark the label name unknown."
+            )
+        unknown.append(name)
+    both = sorted(set(present) & set(unknown))
+    if both:
+        raise ValueError(
+            f"CSV file {csv_file}, line {line}: label {both[0]!r} is both present and unknown "
+            f"({both[0]};{UNKNOWN_PREFIX}{both[0]}); keep one of the two."
+        )
+    return present, unknown
 
 
 def _read_rows(csv_file: pathlib.Path) -> list[_Row]:
@@ -182,22 +251,28 @@ def _read_rows(csv_file: pathlib.Path) -> list[_Row]:
 
 
 def _refuse_other_separators(
-    csv_file: pathlib.Path, body: list[_Row], label_lists: list[list[str]], index: dict, explicit: bool
+    csv_file: pathlib.Path,
+    body: list[_Row],
+    label_lists: list[list[str]],
+    index: dict,
+    explicit: bool,
+    prefix: str = "",
 ) -> None:
     """A label that splits, at spaces / commas / pipes, into other labels is a labels cell written with
     the wrong separator ('person dog' for 'person;dog'): refuse it, showing the right one, unless it is
-    one of the ``classes`` given explicitly (e.g. COCO's 'hot dog')."""
+    one of the ``classes`` given explicitly (e.g. COCO's 'hot dog'). ``prefix``: how the names were
+    marked in the cell (``-`` for unknown labels)."""
     for (line, _), names in zip(body, label_lists, strict=True):
         for name in names:
             if explicit and name in index:
                 continue
             parts = [part for part in _OTHER_SEPARATORS.split(name) if part]
             if len(parts) > 1 and all(part in index for part in parts):
+                fixed = LABEL_SEPARATOR.join(prefix + part for part in parts)
                 raise ValueError(
                     f"CSV file {csv_file}, line {line}: the labels cell {name!r} looks like several labels "
                     f"separated by {_separator_shown(name)}; separate labels with '{LABEL_SEPARATOR}', e.g. "
-                    f"{LABEL_SEPARATOR.join(parts)!r} (or, if {name!r} really is one class, pass the class "
-                    f"list explicitly)."
+                    f"{fixed!r} (or, if {name!r} really is one class, pass the class list explicitly)."
                 )
 
 

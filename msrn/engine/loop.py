@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from ..data import unknown_entries
 from .distributed import DistributedContext, gather_predictions
 
 __all__ = ["NonFiniteLossError", "AMP_MODES", "check_amp", "autocast_context", "train_one_epoch", "predict"]
@@ -63,6 +64,11 @@ def train_one_epoch(
 
     ``loss`` is the mean over batches and processes. A NaN or infinite loss on any process raises
     :class:`NonFiniteLossError` on every process before the weights are touched.
+
+    The loader yields ``(images, targets, ignore_in_metrics)``; ``criterion`` is called as
+    ``criterion(logits, targets, ignore=unknown)`` with ``unknown = ignore_in_metrics & (targets == 0)``
+    (:func:`msrn.data.unknown_entries`), so unknown labels are left out of the loss and VOC
+    difficult labels are trained as positives.
     """
     if accum_steps < 1:
         raise ValueError(f"accum_steps must be >= 1, got {accum_steps}.")
@@ -80,7 +86,7 @@ def train_one_epoch(
         leave=False,
         dynamic_ncols=True,
     )
-    for images_batch, targets, _difficult in bar:
+    for images_batch, targets, ignore_in_metrics in bar:
         if batches >= num_batches:
             break
         window_start = batches - batches % accum_steps
@@ -90,12 +96,15 @@ def train_one_epoch(
         if channels_last:
             images_batch = images_batch.contiguous(memory_format=torch.channels_last)
         targets = targets.to(context.device, non_blocking=True)
+        # Unknown labels (ignored by the metrics, target 0) are left out of the loss; VOC difficult
+        # labels (ignored by the metrics, target 1) are trained as positives.
+        unknown = unknown_entries(targets, ignore_in_metrics.to(context.device, non_blocking=True))
         # A forward under DDP's no_sync skips the gradient all-reduce of its backward pass: only the
         # window's last batch, which makes the step, all-reduces the summed gradients.
         sync = contextlib.nullcontext() if steps_now or not hasattr(model, "no_sync") else model.no_sync()
         with sync, autocast_context(context.device, amp):
             logits = model(images_batch)
-            loss = criterion(logits.float(), targets)
+            loss = criterion(logits.float(), targets, ignore=unknown)
         value = float(loss.detach())
         if context.all_reduce_max(0.0 if math.isfinite(value) else 1.0) > 0:
             raise NonFiniteLossError(

@@ -45,7 +45,7 @@ from ..data import (
 from ..data.transforms import PAPER_CROP_SCALES
 from ..features import load_label_features
 from ..graph import label_graph_from_targets
-from ..loss import MSRNLoss
+from ..loss import LOSSES, MSRNLoss
 from ..metrics import average_precision, multilabel_metrics
 from ..models import create_model
 from ..optim import param_groups
@@ -220,6 +220,19 @@ class TrainConfig:
     backbone_lr_scale: float = _recipe(0.1, "backbone lr = lr x this (paper: 0.1)")
     momentum: float = _recipe(0.9, "SGD momentum")
     weight_decay: float = _recipe(1e-4, "weight decay (paper: 1e-4)")
+    loss: str = _recipe(
+        "bce",
+        "classification loss: bce (paper), asl (asymmetric loss) or focal; the compactness loss is "
+        "added to each (docs/training.md)",
+        choices=LOSSES,
+    )
+    asl_gamma_neg: float = _recipe(4.0, "--loss asl: focusing exponent of negatives (4)")
+    asl_gamma_pos: float = _recipe(1.0, "--loss asl: focusing exponent of positives (1)")
+    asl_clip: float = _recipe(0.05, "--loss asl: probability margin of negatives, in [0, 1) (0.05; 0: off)")
+    focal_gamma: float = _recipe(2.0, "--loss focal: focusing exponent (2)")
+    focal_alpha: float | None = _recipe(
+        help="--loss focal: weight of positives in [0, 1], negatives get 1 - alpha (default: none)"
+    )
     epochs: int = _recipe(90, "training epochs (paper: 90)")
     schedule: str = _recipe("step", "learning-rate schedule", choices=("step", "cosine"))
     lr_steps: tuple[int, ...] = _recipe(
@@ -413,6 +426,18 @@ def _create_model(
         ) from error
 
 
+def _build_criterion(config: TrainConfig, model: nn.Module) -> MSRNLoss:
+    return MSRNLoss(
+        model,
+        loss=config.loss,
+        asl_gamma_neg=config.asl_gamma_neg,
+        asl_gamma_pos=config.asl_gamma_pos,
+        asl_clip=config.asl_clip,
+        focal_gamma=config.focal_gamma,
+        focal_alpha=config.focal_alpha,
+    )
+
+
 def _build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     groups = param_groups(
         model, lr=config.lr, backbone_lr_scale=config.backbone_lr_scale, weight_decay=config.weight_decay
@@ -444,6 +469,7 @@ def _check_config(config: TrainConfig) -> None:
             f"workers must be >= 0 (0 loads data in the training process), got {config.workers}."
         )
     check_amp(config.amp)
+    _build_criterion(config, None)  # refuses bad loss parameters before any data is read
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -651,7 +677,7 @@ def _prepare(config: TrainConfig, context: DistributedContext) -> _Run:
     train_set, test_set = build_datasets(config, context)
     _agree(context, lambda: _check_test_set(test_set, config.skip_bad_images))
     model, model_config = _build_model(config, context, train_set, test_set)
-    criterion = MSRNLoss(model)
+    criterion = _build_criterion(config, model)
     optimizer = _build_optimizer(config, model)
     schedule = LRSchedule(
         config.epochs, config.schedule, config.lr_steps, config.lr_gamma, config.warmup_epochs
@@ -706,7 +732,7 @@ def _check_test_set(test_set, skip_bad_images: bool) -> None:
     missing = [name for name, count in zip(test_set.classes, positives, strict=True) if count == 0]
     if len(missing) == len(test_set.classes):
         raise ValueError(
-            "The test set has no positive label (every class is absent or difficult): "
+            "The test set has no positive label (every class is absent, difficult or unknown): "
             "there is nothing to measure. Check --test-split."
         )
     if missing:
@@ -720,7 +746,7 @@ def _check_test_set(test_set, skip_bad_images: bool) -> None:
 def _build_model(config: TrainConfig, context: DistributedContext, train_set, test_set):
     """The model for the training labels (their graph, and GloVe features when given), on its device."""
     classes = train_set.classes
-    label_graph = label_graph_from_targets(train_set.targets, config.graph_threshold)
+    label_graph = label_graph_from_targets(train_set.targets, config.graph_threshold, train_set.unknown)
     label_features, features_source = _label_features(config, classes)
     model_config = _model_config(config, classes, fixed_features=label_features is not None)
     model = _create_model(config, model_config, label_features, label_graph).to(context.device)
@@ -741,6 +767,16 @@ def _build_model(config: TrainConfig, context: DistributedContext, train_set, te
         len(train_set),
         len(test_set),
     )
+    for name, data_set in (("train", train_set), ("test", test_set)):
+        unknown = np.asarray(data_set.unknown)
+        if unknown.any():
+            _logger.info(
+                "partial labels: %d unknown label entries in %d %s images (left out of the %s)",
+                int(unknown.sum()),
+                int(unknown.any(axis=1).sum()),
+                name,
+                "loss and the label graph" if name == "train" else "metrics",
+            )
     _logger.log(
         logging.WARNING if label_features is None else logging.INFO,
         "label features: %s; label graph: %d edges at t=%g from the training labels",
