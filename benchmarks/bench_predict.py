@@ -135,11 +135,11 @@ def run_worker(name: str, args: argparse.Namespace) -> None:
         images = _resnet_loop(args, marks)
     else:
         import msrn.cli
-        import msrn.cli.predict
         import msrn.engine.evaluate
+        import msrn.predictor
 
         if name == "predict":
-            loader = (msrn.cli.predict, "load_model")
+            loader = (msrn.predictor, "load_model")
             argv = [
                 "predict",
                 "--model",

@@ -31,6 +31,7 @@ MODULES = [
     ("msrn.metrics", "mAP and threshold metrics"),
     ("msrn.data", "datasets and transforms"),
     ("msrn.convert", "converting the authors' checkpoints"),
+    ("msrn.predictor", "labelling images from Python (what `msrn predict` runs)"),
     ("msrn.visualize", "attention maps as arrays and pictures"),
     ("msrn.export", "ONNX export"),
 ]

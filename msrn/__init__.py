@@ -5,6 +5,7 @@ Importing the package registers the ``msrn_*`` architectures in timm's model reg
 """
 
 import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from . import hub, labels, layers, models
 from .hub import push_to_hub, save_pretrained
@@ -14,6 +15,9 @@ from .optim import param_groups
 from .version import __version__
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
+
+if _TYPE_CHECKING:  # loaded on first use (below); named here for type checkers and IDEs
+    from .predictor import Predictor
 
 # The other public modules load on first use (PEP 562), so ``import msrn`` costs what registering the
 # models costs, and ``msrn.data``, ``msrn.metrics``, ... work without an import of their own.
@@ -26,12 +30,16 @@ _LAZY_SUBMODULES = (
     "features",
     "graph",
     "metrics",
+    "predictor",
     "visualize",
 )
+# Public classes of those modules, also loaded on first use: ``msrn.Predictor`` is msrn.predictor's.
+_LAZY_ATTRIBUTES = {"Predictor": "predictor"}
 
 __all__ = [
     "MSRN",
     "MSRNLoss",
+    "Predictor",
     "create_model",
     "list_models",
     "load_model",
@@ -56,8 +64,12 @@ def __getattr__(name: str):
         module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
         return module
+    if name in _LAZY_ATTRIBUTES:
+        value = getattr(__getattr__(_LAZY_ATTRIBUTES[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES) | set(_LAZY_ATTRIBUTES))

@@ -20,6 +20,7 @@ All results are in percent. ``scores`` are probabilities (sigmoid of the logits)
   positive, or when no threshold gives a higher F1 than ``default`` does.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -135,7 +136,7 @@ def multilabel_metrics(
     scores: Any,
     targets: Any,
     ignore: Any | None = None,
-    threshold: Any = 0.5,
+    threshold: float | Sequence[float] | np.ndarray = 0.5,
     top_k: int | None = None,
 ) -> dict[str, float]:
     """``mAP, CP, CR, CF1, OP, OR, OF1`` in percent (see the module docstring).
@@ -144,8 +145,9 @@ def multilabel_metrics(
         scores: ``[N, n]`` probabilities (sigmoid of the logits); the threshold applies to them.
         targets: ``[N, n]`` 0/1 ground truth.
         ignore: optional ``[N, n]`` bool of difficult entries: left out of AP, negatives at the threshold.
-        threshold: a label is predicted when its score is ``>= threshold``: one number, or ``[n]``
-            numbers, one per class (e.g. from :func:`fit_thresholds`).
+        threshold: a label is predicted when its score is ``>= threshold``: one value for every class,
+            or ``[n]`` values, one per class (e.g. from :func:`fit_thresholds`, or the model's
+            ``pretrained_cfg["label_thresholds"]``).
         top_k: when given, also return the top-k variants ``CP_top3, ..., OF1_top3`` (for ``top_k=3``):
             a label is then predicted only when it is also among the image's ``top_k`` best scores.
     """

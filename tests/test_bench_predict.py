@@ -28,7 +28,7 @@ def test_workers_label_every_image_and_time_the_loop_apart_from_the_start_up(tmp
     rows = bench.write_images(tmp_path / "images", 3, 64)
     assert len(rows) == 3 and (tmp_path / "images" / "labels.csv").read_text().startswith("image,labels\n")
     bench.write_model(tmp_path / "model", 64, "msrn_resnet18", **TINY_MODEL)
-    hooked = [("msrn.cli.predict", "load_model"), ("msrn.engine.evaluate", "load_trained_model")]
+    hooked = [("msrn.predictor", "load_model"), ("msrn.engine.evaluate", "load_trained_model")]
     loaders_before = [loader_of(*place) for place in hooked]
     for case in bench.CASES:
         bench.main(

@@ -59,6 +59,7 @@ def test_documented_options_exist(page, command):
         "msrn.export",
         "msrn.labels",
         "msrn.data",
+        "msrn.predictor",
     ],
 )
 def test_api_reference_lists_every_public_name(module_name):
@@ -110,3 +111,30 @@ def test_documented_benchmark_options_exist(script):
     flags = {flag for line in lines for flag in re.findall(r"(--[a-z][a-z-]*)", line)}
     options = {s for action in _benchmark_parser(script)._actions for s in action.option_strings}
     assert not flags - options, f"docs use options that benchmarks/{script} lacks: {sorted(flags - options)}"
+
+
+def test_predict_page_python_predictor_snippet_runs(tmp_path, monkeypatch):
+    import numpy as np
+    import timm
+    from PIL import Image
+
+    import msrn
+
+    text = (DOCS / "predict.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "msrn.Predictor" in b)
+    monkeypatch.chdir(tmp_path)
+    model = timm.create_model(
+        "msrn_resnet18", labels="voc2007", embed_dim=16, hidden_dim=32, gat_hidden_dim=16, num_groups=2
+    )
+    model.pretrained_cfg["input_size"] = (3, 64, 64)
+    model.pretrained_cfg["label_thresholds"] = [0.4] * 20
+    msrn.save_pretrained(model, "out/msrn-voc")
+    (tmp_path / "photos").mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "b.jpg"):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "photos" / name)
+    namespace: dict = {}
+    exec(compile(block, "<predict.md>", "exec"), namespace)
+    assert namespace["probabilities"].shape == (2, 20)
+    assert list(namespace["scores"][0]) == list(msrn.labels.load("voc2007").names)
+    assert namespace["predictor"].threshold_source == "model"

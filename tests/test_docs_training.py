@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from PIL import Image
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALLER = {
@@ -77,7 +78,11 @@ def test_readme_quick_start_and_fine_tuning_loop_train_20_steps():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_every_finetuning_snippet_runs_and_trains():
+def test_every_finetuning_snippet_runs_and_trains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the snippets save to out/ and label photos/
+    (tmp_path / "photos").mkdir()
+    for name in ("cat.jpg", "dog.jpg"):
+        Image.new("RGB", (80, 60), (200, 120, 40)).save(tmp_path / "photos" / name)
     blocks = _python_blocks("docs/finetuning.md")
     loop = next(b for b in blocks if "for epoch in range" in b)
     namespace: dict = {"train_targets": (torch.rand(40, 4, generator=torch.Generator().manual_seed(1)) > 0.6)}
@@ -108,4 +113,5 @@ def test_every_finetuning_snippet_runs_and_trains():
             _assert_trained(loader)
     assert ran == set(range(len(blocks)))
     assert namespace["predicted"].shape[1] == 4
+    assert len(namespace["predictor"].labels("photos/cat.jpg")) == 1  # the saved model, reloaded
     assert namespace["model"].num_classes == 11

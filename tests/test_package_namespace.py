@@ -23,6 +23,7 @@ PUBLIC_MODULES = [
     "metrics",
     "models",
     "optim",
+    "predictor",
     "visualize",
 ]
 
@@ -43,6 +44,15 @@ def test_import_msrn_loads_the_other_modules_only_when_used():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_predictor_class_loads_on_first_use():
+    code = (
+        "import sys, msrn; print('msrn.predictor' in sys.modules); from msrn import Predictor; "
+        "print(Predictor is msrn.predictor.Predictor, 'Predictor' in dir(msrn))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[:2] == ["False", "True True"]
 
 
 def test_unknown_attribute_is_an_attribute_error():

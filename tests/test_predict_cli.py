@@ -203,7 +203,7 @@ def test_unreadable_file_is_reported_and_skipped(saved, tmp_path, capsys):
         (["--threshold", "0"], "--threshold must be between 0 and 1"),
         (["--top-k", "0"], "--top-k must be at least 1"),
         (["--device", "abacus"], "is not a torch device"),
-        (["--img-size", "32"], "--img-size 32 is too small"),
+        (["--img-size", "32"], "(img_size, --img-size) is too small"),
     ],
 )
 def test_bad_options(saved, capsys, extra, message):

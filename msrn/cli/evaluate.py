@@ -1,6 +1,7 @@
 """``msrn evaluate``: score a trained checkpoint on a test set; print the metrics and per-class AP."""
 
 import argparse
+import json
 import os
 
 from .._io import to_json
@@ -40,8 +41,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
-        help="probability threshold of CP/CR/..., in (0, 1) (default 0.5)",
+        default=None,
+        help="probability threshold of CP/CR/..., in (0, 1), for every class (default: the model's "
+        "per-label thresholds when it has them, else 0.5; the paper's tables use 0.5)",
     )
     parser.add_argument("--skip-bad-images", action="store_true", help="leave out unreadable images")
     parser.add_argument(
@@ -57,8 +59,27 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.set_defaults(func=run)
 
 
+def _threshold_source(folder: str, threshold: float | None) -> str:
+    """Which thresholds CP/CR/... use: ``override`` (--threshold), ``model`` (the saved per-label
+    thresholds) or ``default`` (0.5)."""
+    if threshold is not None:
+        return "override"
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
+        config = json.load(file)
+    saved = (config.get("pretrained_cfg") or {}).get("label_thresholds") if isinstance(config, dict) else None
+    return "model" if saved is not None else "default"
+
+
+_THRESHOLD_NOTES = {
+    "override": "CP, CR, F1 at --threshold {threshold:g}",
+    "model": "CP, CR, F1 at the model's per-label thresholds (--threshold T for one threshold)",
+    "default": "CP, CR, F1 at threshold 0.5",
+}
+
+
 def run(args: argparse.Namespace) -> int:
-    check_threshold(args.threshold)
+    if args.threshold is not None:
+        check_threshold(args.threshold)
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}.")
     if args.workers < 0:
@@ -86,10 +107,12 @@ def run(args: argparse.Namespace) -> int:
         skip_bad_images=args.skip_bad_images,
         skip_missing_images=args.skip_missing_images,
     )
+    source = _threshold_source(args.checkpoint, args.threshold)
     if args.json:
         class_ap_by_name = dict(zip(classes, class_ap.tolist(), strict=True))
-        print(to_json({"metrics": metrics, "class_ap": class_ap_by_name}))
+        print(to_json({"metrics": metrics, "class_ap": class_ap_by_name, "thresholds": source}))
         return 0
+    print(_THRESHOLD_NOTES[source].format(threshold=args.threshold or 0.5))
     print(format_metrics_table(metrics))
     print()
     print(format_class_ap_table(classes, class_ap))

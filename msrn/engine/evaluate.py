@@ -27,7 +27,7 @@ def evaluate_checkpoint(
     workers: int = 2,
     device: str = "cpu",
     amp: str = "none",
-    threshold: float = 0.5,
+    threshold: float | None = None,
     skip_bad_images: bool = False,
     skip_missing_images: bool = False,
     progress: bool = False,
@@ -40,13 +40,16 @@ def evaluate_checkpoint(
         data: VOCdevkit folder (``dataset="voc"``, split default ``test``), COCO root (``"coco"``,
             split default ``val``), NUS-WIDE or Apparel folder (``"nuswide"``, ``"apparel"``, split
             default ``test``) or a CSV file (``"csv"``; ``split`` unused).
+        threshold: the decision threshold of CP, CR, CF1, OP, OR, OF1 for every class; default: the
+            model's per-label thresholds (``pretrained_cfg["label_thresholds"]``, fitted on a validation
+            split by the trainer) when it has them, else 0.5. mAP does not depend on it.
 
     Returns:
         ``(metrics, per_class_ap [n], classes)``; metrics as :func:`msrn.metrics.multilabel_metrics`
         with ``top_k=3``, all in percent. A class without a positive test label has AP NaN and is
         left out of the mAP, with a warning naming it.
     """
-    if not 0.0 < threshold < 1.0:
+    if threshold is not None and not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}.")
@@ -92,5 +95,9 @@ def evaluate_checkpoint(
             len(missing),
             ", ".join(missing),
         )
-    metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=threshold, top_k=3)
+    saved = model.get_label_thresholds() if threshold is None else None
+    if saved is not None:
+        _logger.info("CP, CR, F1 at the model's per-label thresholds")
+    thresholds = saved if saved is not None else (0.5 if threshold is None else threshold)
+    metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=thresholds, top_k=3)
     return metrics, class_ap, list(test_set.classes)

@@ -411,6 +411,29 @@ class MSRN(nn.Module):
             return list(names)
         return [f"label_{i}" for i in range(self.num_labels)]
 
+    def get_label_thresholds(self) -> list[float] | None:
+        """The per-label decision thresholds saved with the model (``pretrained_cfg["label_thresholds"]``,
+        e.g. fitted on a validation split by the trainer), one per label in label order; ``None`` when
+        the model has none, and the usual fixed 0.5 applies.
+
+        Raises:
+            ValueError: the saved entry is not ``num_classes`` probabilities in [0, 1].
+        """
+        cfg = getattr(self, "pretrained_cfg", None) or {}
+        thresholds = cfg.get("label_thresholds")
+        if thresholds is None:
+            return None
+        try:
+            values = [float(t) for t in thresholds]
+        except (TypeError, ValueError):
+            values = []
+        if len(values) != self.num_classes or not all(0.0 <= t <= 1.0 for t in values):
+            raise ValueError(
+                f"pretrained_cfg['label_thresholds'] must be {self.num_classes} probabilities in [0, 1], one "
+                f"per label, got {thresholds!r}; fix or delete that entry of the model's config.json."
+            )
+        return values
+
     def get_classifier(self) -> nn.Module:
         return self.head.fc2 if self.head is not None else nn.Identity()
 
@@ -550,6 +573,10 @@ _CHECKPOINT_ARGS = frozenset(inspect.signature(MSRN.__init__).parameters) - {
 }
 
 
+# pretrained_cfg entries of MSRN's own, beyond timm's PretrainedCfg fields, kept through save and load:
+# label_thresholds, one decision threshold per label (see MSRN.get_label_thresholds).
+MSRN_CFG_KEYS = ("label_thresholds",)
+
 # Arguments that fix the number of labels of a model built without a classifier.
 _LABEL_ARGS = ("num_labels", "label_features", "label_names")
 
@@ -639,14 +666,13 @@ def _create_msrn(
     """
     _apply_label_set(kwargs)
     cache_dir = kwargs.get("cache_dir")
-    pretrained_cfg = kwargs.pop("pretrained_cfg", None)
-    label_thresholds = None
-    if isinstance(pretrained_cfg, dict) and "label_thresholds" in pretrained_cfg:
-        # msrn's own entry (per-class thresholds fitted at training), which timm's PretrainedCfg lacks.
-        pretrained_cfg = dict(pretrained_cfg)
-        label_thresholds = pretrained_cfg.pop("label_thresholds")
+    given_cfg = kwargs.pop("pretrained_cfg", None)
+    msrn_cfg: dict[str, Any] = {}
+    if isinstance(given_cfg, dict):  # timm's PretrainedCfg refuses the entries it does not know
+        given_cfg = dict(given_cfg)
+        msrn_cfg = {key: given_cfg.pop(key) for key in MSRN_CFG_KEYS if key in given_cfg}
     cfg = resolve_pretrained_cfg(
-        architecture, pretrained_cfg, kwargs.pop("pretrained_cfg_overlay", None)
+        architecture, given_cfg, kwargs.pop("pretrained_cfg_overlay", None)
     ).to_dict()
     location = checkpoint_location(cfg, pretrained)
     load_backbone = bool(kwargs.pop("pretrained_backbone", False)) or (pretrained and location is None)
@@ -665,29 +691,13 @@ def _create_msrn(
     first_conv = model.backbone.first_conv
     model.pretrained_cfg["first_conv"] = f"backbone.{first_conv}" if first_conv else None
     model._record_labels_in_cfg()
-    if label_thresholds is not None:
-        _restore_label_thresholds(model, label_thresholds)
+    thresholds = msrn_cfg.get("label_thresholds")
+    if thresholds is not None:
+        if isinstance(thresholds, list) and len(thresholds) == model.num_classes:
+            model.pretrained_cfg["label_thresholds"] = thresholds
+        else:  # fitted for other labels (e.g. loaded with another num_classes)
+            _logger.info("Dropping the saved label_thresholds: they do not fit the model's labels.")
     return model
-
-
-def _restore_label_thresholds(model: MSRN, thresholds: Any) -> None:
-    """Put the saved ``label_thresholds`` back into ``model.pretrained_cfg`` (when they still fit)."""
-    if not isinstance(thresholds, list) or not all(
-        isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
-        for value in thresholds
-    ):
-        raise ValueError(
-            "The checkpoint's pretrained_cfg.label_thresholds must be a list of numbers between 0 and 1 "
-            "(one per label); fix or remove it in config.json."
-        )
-    if len(thresholds) != model.num_classes:  # the labels were replaced: the thresholds were theirs
-        _logger.info(
-            "Dropped the checkpoint's %d label thresholds: the model has %d labels.",
-            len(thresholds),
-            model.num_classes,
-        )
-        return
-    model.pretrained_cfg["label_thresholds"] = [float(value) for value in thresholds]
 
 
 @register_model
