@@ -99,6 +99,20 @@ def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, cap
     assert f"{records[-1]['mAP']:8.2f}" in printed and "aeroplane" in printed and "tvmonitor" in printed
     assert cli_main(["evaluate", str(tmp_path / "missing"), "--data", str(tmp_path)]) == 2
 
+    # Without --data, the run's own test split (here the generated set, from train_config.json).
+    assert cli_main(["evaluate", str(output / "last") + "/", "--workers", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["mAP"] == pytest.approx(
+        records[-1]["mAP"], abs=1e-6
+    )
+    assert cli_main(["evaluate", str(output / "last"), "--workers", "0"]) == 0
+    assert "Test data of the training run: " in capsys.readouterr().out
+    # A folder outside a run, and --dataset without --data, are refused in one line each.
+    shutil.copytree(output / "last", tmp_path / "loose" / "model")
+    assert cli_main(["evaluate", str(tmp_path / "loose" / "model")]) == 2
+    assert "pass the test data with --data" in capsys.readouterr().err
+    assert cli_main(["evaluate", str(output / "last"), "--dataset", "coco"]) == 2
+    assert "pass --data too" in capsys.readouterr().err
+
 
 def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(
     cache_dir, tmp_path, monkeypatch

@@ -3,10 +3,12 @@
 import argparse
 import json
 import os
+import pathlib
+from typing import Any
 
 from .._io import to_json
 from ..data import DATASET_KINDS
-from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table
+from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table, run_test_data
 from ..engine.loop import AMP_MODES
 from . import CommandError, check_threshold
 
@@ -20,13 +22,15 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         description="Load a model folder written by the trainer (best/ or last/, or any save_pretrained "
         "folder) and print mAP, CP, CR, CF1, OP, OR, OF1 (and top-3) and the AP of each class.",
     )
-    parser.add_argument("checkpoint", help="the best/ or last/ folder of a training run")
+    parser.add_argument(
+        "checkpoint", help="the best/ or last/ folder of a training run, or any save_pretrained folder"
+    )
     parser.add_argument(
         "--data",
-        required=True,
-        help="VOCdevkit folder, COCO root, NUS-WIDE folder, Apparel folder, or test CSV file",
+        help="VOCdevkit folder, COCO root, NUS-WIDE folder, Apparel folder, or test CSV file (default: the "
+        "test split the checkpoint's training run was scored on, from the run's train_config.json)",
     )
-    parser.add_argument("--dataset", choices=DATASET_KINDS, default="voc")
+    parser.add_argument("--dataset", choices=DATASET_KINDS, help="format of --data (default: voc)")
     parser.add_argument("--split", help="voc, nuswide, apparel: test (default); coco: val (default)")
     parser.add_argument(
         "--image-size",
@@ -77,6 +81,34 @@ _THRESHOLD_NOTES = {
 }
 
 
+def _test_data(args: argparse.Namespace) -> dict[str, Any]:
+    """``data, dataset, split`` and the skip options: from the command line, or without ``--data``
+    from the training run whose ``best/`` or ``last/`` folder is evaluated."""
+    if args.data is not None:
+        return {
+            "data": args.data,
+            "dataset": args.dataset or "voc",
+            "split": args.split,
+            "skip_bad_images": args.skip_bad_images,
+            "skip_missing_images": args.skip_missing_images,
+        }
+    if args.dataset is not None:
+        raise CommandError(f"--dataset {args.dataset} describes --data: pass --data too.")
+    run_folder = pathlib.Path(args.checkpoint).resolve().parent
+    try:
+        test_data = run_test_data(run_folder)
+    except FileNotFoundError:
+        raise CommandError(
+            f"{args.checkpoint} is not in the folder of a training run (no train_config.json in "
+            f"{run_folder}); pass the test data with --data (and --dataset)."
+        ) from None
+    if args.split is not None:
+        test_data["split"] = args.split
+    test_data["skip_bad_images"] |= args.skip_bad_images
+    test_data["skip_missing_images"] |= args.skip_missing_images
+    return test_data
+
+
 def run(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         check_threshold(args.threshold)
@@ -92,26 +124,25 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(
             f"no saved model in {args.checkpoint}: pass the best/ or last/ folder of a training run"
         )
-    image_size = args.image_size
+    test_data = _test_data(args)
     metrics, class_ap, classes = evaluate_checkpoint(
         args.checkpoint,
-        args.data,
-        dataset=args.dataset,
-        split=args.split,
-        image_size=image_size,
+        image_size=args.image_size,
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
         amp=args.amp,
         threshold=args.threshold,
-        skip_bad_images=args.skip_bad_images,
-        skip_missing_images=args.skip_missing_images,
+        **test_data,
     )
     source = _threshold_source(args.checkpoint, args.threshold)
     if args.json:
         class_ap_by_name = dict(zip(classes, class_ap.tolist(), strict=True))
         print(to_json({"metrics": metrics, "class_ap": class_ap_by_name, "thresholds": source}))
         return 0
+    if args.data is None:
+        split = f", split {test_data['split']}" if test_data["split"] else ""
+        print(f"Test data of the training run: {test_data['data']} ({test_data['dataset']}{split})")
     print(_THRESHOLD_NOTES[source].format(threshold=args.threshold or 0.5))
     print(format_metrics_table(metrics))
     print()

@@ -21,6 +21,7 @@ from .trainer import (
     default_cache_dir,
     paper_config,
     resume_config,
+    run_test_data,
     train,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "train",
     "resume_config",
     "build_datasets",
+    "run_test_data",
     "default_cache_dir",
     "RunFolderError",
     "StoppedWithMainProcess",

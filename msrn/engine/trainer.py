@@ -62,7 +62,14 @@ from .distributed import DistributedContext, EvalShardSampler, init_distributed
 from .ema import WeightAverage
 from .loop import AMP_MODES, NonFiniteLossError, check_amp, predict, train_one_epoch
 from .memory import keep_freed_memory
-from .resume import check_resume_changes, config_fields, resume_folder, save_train_config, saved_train_config
+from .resume import (
+    TRAIN_CONFIG_NAME,
+    check_resume_changes,
+    config_fields,
+    resume_folder,
+    save_train_config,
+    saved_train_config,
+)
 from .run_folder import (
     RunFolderError,
     RunFolderLock,
@@ -84,6 +91,7 @@ __all__ = [
     "train",
     "resume_config",
     "build_datasets",
+    "run_test_data",
     "default_cache_dir",
 ]
 
@@ -364,6 +372,34 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
             f"The train and test sets have different classes: {train_set.classes} vs {test_set.classes}."
         )
     return train_set, test_set
+
+
+def run_test_data(run_folder: "os.PathLike[str] | str") -> dict[str, Any]:
+    """The test split a training run was scored on, as :func:`msrn.engine.evaluate_checkpoint` takes
+    it: ``{"data", "dataset", "split", "skip_bad_images", "skip_missing_images"}``, read from the run's
+    ``train_config.json`` (the generated set is written again if its cache folder is gone).
+
+    Raises:
+        FileNotFoundError: ``run_folder`` holds no ``train_config.json``.
+    """
+    folder = pathlib.Path(run_folder)
+    if not (folder / TRAIN_CONFIG_NAME).is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no {TRAIN_CONFIG_NAME}: it is not the folder of a training run."
+        )
+    config = TrainConfig(**config_fields(TrainConfig, saved_train_config(folder)))
+    if config.dataset == "csv":
+        data, split = config.test_split, None
+    else:
+        data = config.data if config.data is not None else _synthetic_voc(config, DistributedContext())
+        split = config.test_split
+    return {
+        "data": data,
+        "dataset": config.dataset,
+        "split": split,
+        "skip_bad_images": config.skip_bad_images,
+        "skip_missing_images": config.skip_missing_images,
+    }
 
 
 def _train_augmentation(config: TrainConfig):
