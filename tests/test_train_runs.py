@@ -7,7 +7,6 @@ import pathlib
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_training import TINY_ARGS, one_thread
+from tiny_training import TINY_ARGS, one_thread, subprocess_env, torchrun
 from tiny_training import tiny_config as _config
 
 import msrn.engine.trainer as trainer
@@ -71,10 +70,6 @@ def _assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[name], b[name]), name
 
 
-def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO)}
-
-
 # ------------------------------------------------------------------------------- used folders, writers
 def test_a_folder_holding_a_run_is_refused_and_overwrite_replaces_it(cache_dir, tmp_path, capsys):
     output = tmp_path / "run"
@@ -115,7 +110,7 @@ def test_two_writers_are_refused_and_a_killed_writers_lock_is_taken_over(cache_d
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=_env(),
+        env=subprocess_env(),
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -231,7 +226,9 @@ def test_sigkill_then_resume_is_byte_identical_and_cleans_up(cache_dir, tmp_path
         "--threads",
         "1",
     ] + TINY_ARGS
-    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 240
     while not (killed / "log.jsonl").is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -256,36 +253,11 @@ def test_sigkill_then_resume_is_byte_identical_and_cleans_up(cache_dir, tmp_path
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(cache_dir, output, *extra, entry=(str(REPO / "examples" / "train_voc.py"),)):
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=1",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        *entry,
-        "--cache-dir",
-        str(cache_dir),
-        "--output-dir",
-        str(output),
-        "--device",
-        "cpu",
-        *extra,
-    ]
-    command += TINY_ARGS
-    return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+_EXAMPLE = (str(REPO / "examples" / "train_voc.py"),)
 
 
 def test_torchrun_resume_is_exact_and_only_rank_0_reports(cache_dir, tmp_path):
-    straight = _torchrun(cache_dir, tmp_path / "straight", "--epochs", "2")
+    straight = torchrun(cache_dir, tmp_path / "straight", "--epochs", "2", entry=_EXAMPLE)
     assert straight.returncode == 0, straight.stderr[-3000:]
     assert straight.stdout.count("finished:") == 1 and straight.stdout.count("epoch 2/2") == 1
     # Each test image is scored once (7 + 6 images: no padding duplicate, none dropped), with the
@@ -296,12 +268,14 @@ def test_torchrun_resume_is_exact_and_only_rank_0_reports(cache_dir, tmp_path):
         tmp_path / "straight" / "last", cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", workers=0
     )
     assert record["mAP"] == pytest.approx(metrics["mAP"], abs=1e-3)
-    first = _torchrun(cache_dir, tmp_path / "split", "--epochs", "2", "--stop-after-epoch", "1")
+    first = torchrun(
+        cache_dir, tmp_path / "split", "--epochs", "2", "--stop-after-epoch", "1", entry=_EXAMPLE
+    )
     assert first.returncode == 0, first.stderr[-3000:]
-    refused = _torchrun(cache_dir, tmp_path / "split", "--epochs", "2")
+    refused = torchrun(cache_dir, tmp_path / "split", "--epochs", "2", entry=_EXAMPLE)
     assert refused.returncode != 0 and refused.stderr.count("already holds a training run") == 1
-    resumed = _torchrun(
-        cache_dir, tmp_path / "split", "--resume", str(tmp_path / "split"), entry=("-m", "msrn", "train")
+    resumed = torchrun(
+        cache_dir, tmp_path / "split", "--resume", str(tmp_path / "split")
     )  # the documented form
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_weights(_weights(tmp_path / "straight"), _weights(tmp_path / "split"))

@@ -2,17 +2,13 @@
 thresholds saved with best/, what --resume refuses, and both under torchrun."""
 
 import json
-import os
 import pathlib
-import socket
-import subprocess
-import sys
 
 import pytest
 import timm
 import torch
 from safetensors.torch import load_file
-from tiny_training import TINY_ARGS, one_thread
+from tiny_training import TINY_ARGS, one_thread, torchrun
 from tiny_training import tiny_config as _config
 
 import msrn.engine.trainer as trainer
@@ -23,7 +19,6 @@ from msrn.graph import label_graph_from_targets
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 VAL_EMA = dict(val_fraction=0.25, ema=0.9)
 
 
@@ -146,46 +141,15 @@ def test_without_validation_the_log_says_best_is_chosen_on_test(cache_dir, tmp_p
     assert "val_mAP" not in record and "fitted_CF1" not in record and record["best_epoch"] == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(cache_dir, output, *extra):
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=1",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        "-m",
-        "msrn",
-        "train",
-        "--cache-dir",
-        str(cache_dir),
-        "--output-dir",
-        str(output),
-        "--device",
-        "cpu",
-        *extra,
-        *TINY_ARGS,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO)}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_torchrun_with_ema_and_validation_resumes_exactly(cache_dir, tmp_path):
     options = ("--ema", "0.9", "--val-fraction", "0.25")
-    straight = _torchrun(cache_dir, tmp_path / "straight", "--epochs", "2", *options)
+    straight = torchrun(cache_dir, tmp_path / "straight", "--epochs", "2", *options)
     assert straight.returncode == 0, straight.stderr[-3000:]
     record = _records(tmp_path / "straight")[-1]
     assert record["val_images"] == 6 and record["test_images"] == 13
-    first = _torchrun(cache_dir, tmp_path / "split", "--epochs", "2", "--stop-after-epoch", "1", *options)
+    first = torchrun(cache_dir, tmp_path / "split", "--epochs", "2", "--stop-after-epoch", "1", *options)
     assert first.returncode == 0, first.stderr[-3000:]
-    resumed = _torchrun(cache_dir, tmp_path / "split", "--resume", str(tmp_path / "split"))
+    resumed = torchrun(cache_dir, tmp_path / "split", "--resume", str(tmp_path / "split"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for name in ("last/model.safetensors", "best/model.safetensors"):
         _assert_same_tensors(load_file(tmp_path / "straight" / name), load_file(tmp_path / "split" / name))

@@ -2,6 +2,12 @@
 epochs. ``TINY`` holds it as ``TrainConfig`` fields, ``TINY_ARGS`` as command-line options (without
 ``--epochs``, which each test sets)."""
 
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -59,3 +65,42 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a training subprocess: one OpenMP thread, gloo on the loopback interface,
+    and this checkout's package."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(cache_dir, output, *options, entry=("-m", "msrn", "train")) -> subprocess.CompletedProcess:
+    """The tiny run (``TINY_ARGS``) in two CPU processes under ``torchrun``, writing ``output``;
+    ``entry`` is what torchrun starts (``msrn train`` by default, or a script path)."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        *entry,
+        "--cache-dir",
+        str(cache_dir),
+        "--output-dir",
+        str(output),
+        "--device",
+        "cpu",
+        *options,
+        *TINY_ARGS,
+    ]
+    return subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
