@@ -33,17 +33,21 @@ OUTPUT_NAME = "logits"
 
 
 class _FrozenEmbeddingsMSRN(nn.Module):
-    """``images -> logits`` with the image-independent semantic queries ``[E_l; E_g]`` stored as a
-    constant buffer, so that the exported graph needs no graph-attention ops."""
+    """``images -> logits`` with the image-independent semantic queries ``[E_l; E_g]`` (and, for the
+    label-wise head, the label embeddings ``E_l`` its read-out starts from) stored as constant
+    buffers, so that the exported graph needs no graph-attention ops."""
 
     def __init__(self, model: MSRN) -> None:
         super().__init__()
         self.model = model
         with torch.no_grad():
+            embeddings = model.label_group_embeddings()
             self.register_buffer("queries", model.semantic_queries().detach().clone())
+            self.register_buffer("label_embeddings", embeddings[0].detach().clone())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(images, queries=self.queries))
+        features = self.model.forward_features(images, queries=self.queries)
+        return self.model.forward_head(features, label_embeddings=self.label_embeddings)
 
 
 def resolve_input_size(model: MSRN, img_size: int | Sequence[int] | None = None) -> tuple:

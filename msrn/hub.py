@@ -90,7 +90,9 @@ def _pretrained_cfg_of(model: torch.nn.Module, architecture: str) -> dict[str, A
         if cfg.get(key):
             cfg[key] = [in_chans, *cfg[key][1:]]
     cfg.setdefault("first_conv", None)
-    cfg.setdefault("classifier", "head.fc2")
+    cfg["classifier"] = (
+        "head.classifier" if getattr(model, "head_type", "paper") == "label_wise" else "head.fc2"
+    )
     return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
 
 

@@ -64,7 +64,9 @@ class DiffPool(nn.Module):
 
     Shapes:
         - x: ``[n, dim]`` node features (MSRN feeds ``ReLU(E_l)``)
-        - mask: ``[n, n]`` bool neighbourhood, as for :class:`~msrn.layers.GATLayer`
+        - graph: ``[n, n]`` bool neighbourhood mask or ``[2, E]`` edge list, as for
+          :class:`~msrn.layers.GATLayer` (the edge list keeps memory linear in the edges: DiffPool
+          and :func:`compactness_loss` are themselves linear in ``n``)
         - output: ``(groups [m, dim], assignment [n, m])``
     """
 
@@ -77,9 +79,9 @@ class DiffPool(nn.Module):
         self.embed = GATLayer(dim, dim)
         self.assign = GATLayer(dim, num_groups)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.embed(x, mask)
-        assignment = torch.softmax(self.assign(x, mask), dim=-1)
+    def forward(self, x: torch.Tensor, graph: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.embed(x, graph)
+        assignment = torch.softmax(self.assign(x, graph), dim=-1)
         groups = assignment.transpose(0, 1) @ z
         return groups, assignment
 

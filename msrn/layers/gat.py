@@ -1,4 +1,4 @@
-"""Graph attention layer of the LGE module (paper eq. 2-4)."""
+"""Graph attention layer of the LGE module (paper eq. 2-4), on a dense mask or on an edge list."""
 
 import math
 
@@ -6,14 +6,33 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["GATLayer"]
+__all__ = ["GATLayer", "edge_index_from_mask", "is_edge_index"]
+
+
+def is_edge_index(graph: torch.Tensor) -> bool:
+    """Whether ``graph`` is an edge list ``[2, E]`` (integer dtype) rather than a ``[n, n]`` mask
+    (bool or floating dtype)."""
+    return not (graph.dtype == torch.bool or torch.is_floating_point(graph))
+
+
+def edge_index_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """The edge list ``[2, E]`` (int64) of a ``[n, n]`` neighbourhood mask, self-loops added.
+
+    Column ``e`` is ``(i, j)``: node ``i`` attends to node ``j``. Columns are sorted by ``i``, then
+    ``j``, so that ``edge_index_from_mask(mask)`` equals ``(mask | eye).nonzero().t()``.
+    """
+    if mask.dim() != 2 or mask.shape[0] != mask.shape[1]:
+        raise ValueError(f"a neighbourhood mask must be [n, n], got {list(mask.shape)}.")
+    n = mask.shape[0]
+    full = mask.to(torch.bool) | torch.eye(n, dtype=torch.bool, device=mask.device)
+    return full.nonzero().t().contiguous()
 
 
 class GATLayer(nn.Module):
     r"""Single-head graph attention layer with a residual self term (paper eq. 2-3).
 
-    For node features :math:`X \in \mathbb{R}^{n \times F_{in}}` and a boolean neighbourhood mask
-    :math:`M \in \{0,1\}^{n \times n}`:
+    For node features :math:`X \in \mathbb{R}^{n \times F_{in}}` and neighbourhoods
+    :math:`\mathcal{N}_i`:
 
     .. math::
         h_i &= x_i U \\
@@ -26,6 +45,16 @@ class GATLayer(nn.Module):
     the attending node ``i``, its second half the neighbour ``j``. Stacking layers gives eq. 4.
     One head, no bias, no dropout (the reference implementation's choices).
 
+    The neighbourhoods come in one of two forms, with the same result (to rounding):
+
+    - a dense ``[n, n]`` bool mask ``M`` (``mask[i, j]``: node ``i`` attends to node ``j``): the scores
+      are an ``[n, n]`` matrix, masked, with a softmax per row. Memory grows with ``n^2``.
+    - an edge list ``edge_index [2, E]`` (integer dtype; column ``(i, j)``: ``i`` attends to ``j``):
+      the scores exist for the ``E`` edges only, and the softmax per node is a scatter (per-node
+      maximum, exponentials, per-node sums with ``index_add``). Memory grows with ``E``, which is
+      what makes thousands of labels possible. Self-loops are added when missing; duplicate edges
+      are not allowed (each would count twice in the softmax).
+
     Args:
         in_dim: input width :math:`F_{in}`.
         out_dim: output width :math:`w`.
@@ -33,8 +62,8 @@ class GATLayer(nn.Module):
 
     Shapes:
         - x: ``[n, in_dim]``
-        - mask: ``[n, n]`` bool, ``mask[i, j]`` means node ``i`` attends to node ``j``; the diagonal is
-          always treated as ``True`` (self-loops are always on).
+        - graph: ``[n, n]`` bool mask (the diagonal is always treated as ``True``) or ``[2, E]``
+          integer edge list
         - output: ``[n, out_dim]``
     """
 
@@ -58,9 +87,14 @@ class GATLayer(nn.Module):
         nn.init.uniform_(self.att_self, -bound, bound)
         nn.init.uniform_(self.att_neighbor, -bound, bound)
 
-    def attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Attention coefficients ``alpha`` of eq. 2, ``[n, n]`` (row ``i`` sums to one over ``N_i``)."""
-        return self._attention(F.linear(x, self.weight), mask)
+    def attention(self, x: torch.Tensor, graph: torch.Tensor) -> torch.Tensor:
+        """Attention coefficients ``alpha`` of eq. 2: ``[n, n]`` for a mask (row ``i`` sums to one over
+        ``N_i``), ``[E]`` for an edge list (one per edge of :meth:`with_self_loops` ``(graph)``)."""
+        h = F.linear(x, self.weight)
+        if is_edge_index(graph):
+            edges = self.with_self_loops(graph, h.shape[0])
+            return self._edge_attention(h, edges)
+        return self._attention(h, graph)
 
     def _attention(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         n = h.shape[0]
@@ -73,11 +107,47 @@ class GATLayer(nn.Module):
         scores = scores.masked_fill(~neighbourhood, float("-inf"))
         return torch.softmax(scores, dim=1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def with_self_loops(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
+        """``edge_index`` as int64 with the missing self-loops appended (checked: ``[2, E]``, nodes in
+        ``[0, num_nodes)``)."""
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise ValueError(f"GATLayer edge_index must be [2, E], got {list(edge_index.shape)}.")
+        edges = edge_index.long()
+        if edges.numel() and (edges.min() < 0 or edges.max() >= num_nodes):
+            raise ValueError(f"GATLayer edge_index holds nodes outside [0, {num_nodes}).")
+        has_loop = torch.zeros(num_nodes, dtype=torch.bool, device=edges.device)
+        has_loop[edges[0][edges[0] == edges[1]]] = True
+        if bool(has_loop.all()):
+            return edges
+        missing = (~has_loop).nonzero().flatten()
+        return torch.cat([edges, missing.unsqueeze(0).expand(2, -1)], dim=1)
+
+    def _edge_attention(self, h: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+        """Eq. 2 per edge: a softmax over each target's edges, as scatter operations (``[E]``)."""
+        target, source = edges[0], edges[1]
+        scores = (h @ self.att_self).index_select(0, target) + (h @ self.att_neighbor).index_select(0, source)
+        scores = F.leaky_relu(scores, self.negative_slope)
+        # Shifting each node's scores by their maximum leaves the softmax unchanged; the shift is a
+        # constant for autograd.
+        peak = torch.full((h.shape[0],), float("-inf"), dtype=scores.dtype, device=scores.device)
+        peak = peak.scatter_reduce(0, target, scores.detach(), reduce="amax", include_self=True)
+        weights = torch.exp(scores - peak.index_select(0, target))
+        totals = weights.new_zeros(h.shape[0]).index_add(0, target, weights)
+        return weights / totals.index_select(0, target)
+
+    def forward(self, x: torch.Tensor, graph: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_dim:
             raise ValueError(f"GATLayer expects node features [n, {self.in_dim}], got {list(x.shape)}.")
         h = F.linear(x, self.weight)
-        alpha = self._attention(h, mask)
+        if is_edge_index(graph):
+            edges = self.with_self_loops(graph, h.shape[0])
+            alpha = self._edge_attention(h, edges).to(h.dtype)
+            # index_select (not h[...]): its backward is an index_add, much faster on CPU than indexing's.
+            messages = alpha.unsqueeze(1) * h.index_select(0, edges[1])  # [E, w]
+            aggregated = h.new_zeros(h.shape).index_add(0, edges[0], messages)
+            return F.elu(aggregated + h)
+        alpha = self._attention(h, graph)
         return F.elu(alpha.to(h.dtype) @ h + h)
 
     def extra_repr(self) -> str:

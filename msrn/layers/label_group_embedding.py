@@ -31,7 +31,8 @@ class LabelGroupEmbedding(nn.Module):
         input_proj_dim: width of the linear input projection, or ``None`` for none (paper).
 
     Shapes:
-        - features: ``[n, in_dim]``; mask: ``[n, n]`` bool (see :class:`~msrn.layers.GATLayer`)
+        - features: ``[n, in_dim]``; graph: ``[n, n]`` bool mask or ``[2, E]`` integer edge list (see
+          :class:`~msrn.layers.GATLayer`; the edge list keeps every step linear in ``n`` and ``E``)
         - output: ``(E_l [n, d], E_g [m, d] or None, S [n, m] or None)``
     """
 
@@ -55,13 +56,13 @@ class LabelGroupEmbedding(nn.Module):
         self.diffpool = DiffPool(self.embed_dim, num_groups) if num_groups > 0 else None
 
     def forward(
-        self, features: torch.Tensor, mask: torch.Tensor
+        self, features: torch.Tensor, graph: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         x = self.input_proj(features)
         for gat in self.gats:
-            x = gat(x, mask)
+            x = gat(x, graph)
         label_embeddings = x
         if self.diffpool is None:
             return label_embeddings, None, None
-        group_embeddings, assignment = self.diffpool(F.relu(label_embeddings), mask)
+        group_embeddings, assignment = self.diffpool(F.relu(label_embeddings), graph)
         return label_embeddings, group_embeddings, assignment

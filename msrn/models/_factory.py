@@ -35,9 +35,10 @@ def list_models(pattern: str = "msrn*", pretrained: bool = False) -> list[str]:
 
 def infer_model_args(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The constructor arguments of :class:`msrn.MSRN` that fix the tensor shapes of ``state_dict``."""
+    label_wise = "head.classifier.weight" in state_dict
     try:
-        fc2 = state_dict["head.fc2.weight"]
-        fc1 = state_dict["head.fc1.weight"]
+        classifier = state_dict["head.classifier.weight" if label_wise else "head.fc2.weight"]
+        fc1 = None if label_wise else state_dict["head.fc1.weight"]
         features = state_dict["label_features"]
     except KeyError as error:
         raise ValueError(
@@ -48,8 +49,7 @@ def infer_model_args(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     )
     embed_dim = state_dict["backbone.projections.0.weight"].shape[0]
     args: dict[str, Any] = dict(
-        num_classes=fc2.shape[0],
-        hidden_dim=fc2.shape[1],
+        num_classes=classifier.shape[0],
         label_feature_dim=features.shape[1],
         embed_dim=embed_dim,
         num_branches=num_branches,
@@ -58,15 +58,24 @@ def infer_model_args(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
         if "lge.gats.0.weight" in state_dict and "lge.input_proj.weight" not in state_dict
         else "official",
     )
+    if label_wise:
+        args["head"] = "label_wise"
+        if "query_groups" in state_dict:
+            args["num_query_groups"] = state_dict["query_groups"].shape[0]
+    else:
+        args["hidden_dim"] = classifier.shape[1]
     if "label_projection.weight" in state_dict:
         args["embeddings"] = "none"
         return args
     if "lge.gats.0.weight" in state_dict:
         args["gat_hidden_dim"] = state_dict["lge.gats.0.weight"].shape[0]
-    rows = fc1.shape[1] // (num_branches * embed_dim)
     if "lge.diffpool.assign.weight" in state_dict:
         args["num_groups"] = state_dict["lge.diffpool.assign.weight"].shape[0]
-        args["embeddings"] = "both" if rows == args["num_classes"] + args["num_groups"] else "group"
+        if label_wise:
+            args["embeddings"] = "both" if "query_groups" in state_dict else "group"
+        else:
+            rows = fc1.shape[1] // (num_branches * embed_dim)
+            args["embeddings"] = "both" if rows == args["num_classes"] + args["num_groups"] else "group"
     else:
         args["embeddings"] = "label"
     return args

@@ -48,8 +48,9 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 LABEL_FEATURE_KINDS = ("fixed", "learnable")
 # Entries of the state dict whose shape depends on the number of labels. fc1 is sized by the rows of
-# M = [O || Q] (labels + groups), so it goes with the labels as a whole, bias included.
-_LABEL_SIZED_PREFIXES = ("label_features", "label_graph", "head.fc1.", "head.fc2.")
+# M = [O || Q] (labels + groups), so it goes with the labels as a whole, bias included. The label-wise
+# head's read-out is shared by the labels; only its per-label classifier is label-sized.
+_LABEL_SIZED_PREFIXES = ("label_features", "label_graph", "head.fc1.", "head.fc2.", "head.classifier.")
 # pretrained_cfg entries that describe input tensors (JSON turns their tuples into lists).
 _TUPLE_CFG_KEYS = (
     "input_size",
@@ -63,8 +64,10 @@ _TUPLE_CFG_KEYS = (
 # PyTorch weight files a backbone may come in (read with weights_only=True).
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 _WRITER_HINT = "Write MSRN folders with msrn.save_pretrained(model, directory)."
-# Tensors every MSRN state dict holds, whatever its variant and embeddings.
+# Tensors every MSRN state dict holds, whatever its variant and embeddings (head="paper"); a
+# head="label_wise" one holds its per-label classifier instead of fc1 and fc2.
 _MSRN_TENSORS = ("label_features", "label_graph", "head.fc1.weight", "head.fc2.weight")
+_LABEL_WISE_TENSORS = ("label_features", "label_graph", "head.classifier.weight")
 # How many names a message lists before it only counts.
 _NAMES_SHOWN = 5
 
@@ -278,8 +281,9 @@ def read_safetensors(path: PathLike) -> dict[str, torch.Tensor]:
 
 def _check_msrn_tensors(state_dict: Mapping[str, torch.Tensor], path: str) -> None:
     """Refuse a state dict that is not MSRN's (another architecture, or a hand-trimmed file)."""
-    missing = [name for name in _MSRN_TENSORS if name not in state_dict]
-    if len(missing) == len(_MSRN_TENSORS):
+    required = _LABEL_WISE_TENSORS if "head.classifier.weight" in state_dict else _MSRN_TENSORS
+    missing = [name for name in required if name not in state_dict]
+    if len(missing) == len(required):
         raise ValueError(
             f"{path} is not an MSRN state dict: it has none of {', '.join(_MSRN_TENSORS)} (it holds "
             f"{summarize_names(sorted(state_dict))}: weights of another architecture?). {_WRITER_HINT}"
@@ -321,11 +325,11 @@ def read_checkpoint(kind: str, location: str, cache_dir: PathLike | None = None)
         config = read_config(config_path)
     state_dict = read_safetensors(weights_path)
     _check_msrn_tensors(state_dict, str(weights_path))
-    fc2 = state_dict["head.fc2.weight"]
-    if fc2.shape[0] != config["num_classes"]:
+    classifier = state_dict.get("head.classifier.weight", state_dict.get("head.fc2.weight"))
+    if classifier.shape[0] != config["num_classes"]:
         raise ValueError(
             f"{config_path} says num_classes={config['num_classes']} but {weights_path} holds a classifier "
-            f"for {fc2.shape[0]} labels; the two files do not belong together."
+            f"for {classifier.shape[0]} labels; the two files do not belong together."
         )
     return Checkpoint(source, str(config_path), config, str(weights_path), state_dict)
 
@@ -342,7 +346,8 @@ def load_checkpoint_into(
     """Copy the checkpoint's tensors into ``model`` (built from the checkpoint's config).
 
     When the model has another number of labels, the label-sized parts (label features, label
-    graph, ``head.fc1``, ``head.fc2``) keep their fresh init, with a warning. Entries named in
+    graph, ``head.fc1``, ``head.fc2``, or the label-wise head's ``head.classifier``) keep their fresh
+    init, with a warning. Entries named in
     ``keep`` (label inputs the caller passed explicitly) keep the model's values.
     """
     state_dict = dict(checkpoint.state_dict)

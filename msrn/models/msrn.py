@@ -7,12 +7,19 @@ The model composes the layers of :mod:`msrn.layers`:
     for each branch: SemanticGuidedAttention(f_b, [E_l; E_g]) -> [N, n + m, d]
     concatenate branches on channels -> M [N, n + m, B * d] -> SemanticHead -> logits [N, n]
 
+With ``head="label_wise"`` (docs/variants.md) the attention rows are K learned query groups and the
+m groups instead, and a LabelWiseHead gives every label its own read-out of them:
+
+    for each branch: SemanticGuidedAttention(f_b, [E_q; E_g]) -> [N, K + m, d]
+    M [N, K + m, B * d], E_l [n, d] -> LabelWiseHead -> logits [N, n]
+
 Registered architectures sit at the bottom of this file (timm's layout).
 """
 
 import functools
 import inspect
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,8 +29,15 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
 from .. import labels as label_sets
-from ..layers import LabelGroupEmbedding, MultiBranchBackbone, SemanticGuidedAttention, SemanticHead
+from ..layers import (
+    LabelGroupEmbedding,
+    LabelWiseHead,
+    MultiBranchBackbone,
+    SemanticGuidedAttention,
+    SemanticHead,
+)
 from ..layers.diffpool import compactness_loss
+from ..layers.gat import edge_index_from_mask
 from ._weights import (
     Checkpoint,
     checkpoint_location,
@@ -33,7 +47,7 @@ from ._weights import (
     registry_cfg,
 )
 
-__all__ = ["MSRN", "VARIANTS", "EMBEDDING_MODES"]
+__all__ = ["MSRN", "VARIANTS", "EMBEDDING_MODES", "HEADS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -46,8 +60,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
 # Paper Table 5: which embeddings guide the attention.
 EMBEDDING_MODES = ("both", "label", "group", "none")
 
+# The classifier over the semantic representations: the paper's fc1 over every row ("paper"), or a
+# read-out per label over a bounded number of rows ("label_wise", docs/variants.md).
+HEADS = ("paper", "label_wise")
+
 # Learnable label features start at about the scale of GloVe entries.
 _LEARNABLE_FEATURE_STD = 0.4
+
+# Learned query groups start at the scale of the label embeddings E_l (about 1 at init).
+_QUERY_GROUP_STD = 1.0
+
+# Up to this many labels the label graph is kept as a dense [n, n] bool mask; above it, as a [2, E]
+# edge list, on which the graph attention's memory grows with the edges instead of n^2.
+DENSE_GRAPH_MAX_LABELS = 2048
 
 
 def _as_label_features(value: Any, num_classes: int) -> torch.Tensor:
@@ -67,12 +92,39 @@ def _as_label_features(value: Any, num_classes: int) -> torch.Tensor:
     return features.detach().clone().float()
 
 
+def _as_edge_list(graph: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """A ``[2, E]`` integer edge list checked and made canonical: int64, self-loops added, no
+    duplicates, sorted by the attending label then the neighbour (as ``mask.nonzero().t()``)."""
+    if graph.numel() and (int(graph.min()) < 0 or int(graph.max()) >= num_classes):
+        raise ValueError(
+            f"label_graph as an edge list [2, E] must hold label indices in [0, {num_classes}), got values "
+            f"from {int(graph.min())} to {int(graph.max())}."
+        )
+    loops = torch.arange(num_classes).unsqueeze(0).expand(2, -1)
+    return torch.unique(torch.cat([graph.detach().long().cpu(), loops], dim=1), dim=1)
+
+
 def _as_label_graph(value: Any, num_classes: int) -> torch.Tensor:
+    """The label graph as stored: a ``[n, n]`` bool mask up to DENSE_GRAPH_MAX_LABELS labels, else a
+    ``[2, E]`` int64 edge list (an edge list given as such stays one); self-loops added."""
+    dense = num_classes <= DENSE_GRAPH_MAX_LABELS
     if value is None:
-        return torch.eye(num_classes, dtype=torch.bool)
+        eye = torch.eye(num_classes, dtype=torch.bool) if dense else None
+        return eye if dense else torch.arange(num_classes).unsqueeze(0).repeat(2, 1)
     graph = torch.as_tensor(value)
+    is_edges = (
+        graph.dim() == 2
+        and graph.shape[0] == 2
+        and graph.shape != (num_classes, num_classes)
+        and not (graph.dtype == torch.bool or torch.is_floating_point(graph))
+    )
+    if is_edges:
+        return _as_edge_list(graph, num_classes)
     if graph.dim() != 2 or graph.shape[0] != graph.shape[1]:
-        raise ValueError(f"label_graph must be a square [n, n] matrix, got shape {list(graph.shape)}.")
+        raise ValueError(
+            f"label_graph must be a square [n, n] mask or a [2, E] integer edge list, got shape "
+            f"{list(graph.shape)} ({graph.dtype})."
+        )
     if graph.shape[0] != num_classes:
         raise ValueError(
             f"label_graph is {graph.shape[0]}x{graph.shape[1]} but the model has num_classes={num_classes}; "
@@ -80,7 +132,8 @@ def _as_label_graph(value: Any, num_classes: int) -> torch.Tensor:
         )
     if torch.is_floating_point(graph) and not torch.isfinite(graph).all():
         raise ValueError("label_graph contains NaN or infinite values; pass a bool mask (True = edge).")
-    return graph.detach().clone().to(torch.bool) | torch.eye(num_classes, dtype=torch.bool)
+    mask = graph.detach().clone().to(torch.bool) | torch.eye(num_classes, dtype=torch.bool)
+    return mask if dense else edge_index_from_mask(mask)
 
 
 def _resolve_num_labels(
@@ -132,9 +185,12 @@ class MSRN(nn.Module):
             which makes the paper variant diverge at the paper's lr 0.01. See ``docs/variants.md``.
         label_features: fixed ``[n, F]`` label features (e.g. GloVe), stored as a buffer; ``None``
             makes them a learnable ``[n, label_feature_dim]`` parameter.
-        label_graph: ``[n, n]`` bool mask, ``label_graph[i, j]`` = label ``i`` attends to ``j``
-            (self-loops are added); ``None`` means self-loops only (logged: the graph attention then
-            sees no neighbours).
+        label_graph: ``[n, n]`` bool mask, ``label_graph[i, j]`` = label ``i`` attends to ``j``, or the
+            same as a ``[2, E]`` integer edge list (column ``(i, j)``; e.g. from
+            :func:`msrn.graph.label_edges_from_label_lists`); self-loops are added; ``None`` means
+            self-loops only (logged: the graph attention then sees no neighbours). Stored as a mask
+            up to ``DENSE_GRAPH_MAX_LABELS`` (2048) labels, else as an edge list, on which the graph
+            attention's memory grows with the edges rather than ``n^2``.
         label_feature_dim: width of learnable label features (ignored when ``label_features`` is given).
         embeddings: ``"both"`` (MSRN), ``"label"`` (label-E), ``"group"`` (group-E) or ``"none"``
             (no LGE: a linear map of the label features guides the attention); paper Table 5.
@@ -149,10 +205,17 @@ class MSRN(nn.Module):
         backbone_kwargs: extra arguments for ``timm.create_model`` of the backbone.
         num_labels: number of labels ``n`` when ``num_classes=0`` (default: the rows of
             ``label_features``, or the number of ``label_names``); must equal ``num_classes`` otherwise.
+        head: ``"paper"`` (default: ``fc1`` over every attention row, one row per label and group) or
+            ``"label_wise"``: the attention runs over ``num_query_groups`` learned query groups and
+            the groups, and each label reads its own representation out of them and is scored with
+            its own weight vector; its cost per label is small and constant (docs/variants.md).
+        num_query_groups: the learned query groups ``K`` of ``head="label_wise"`` (rows of the
+            attention that do not grow with the labels; ignored by the paper's head).
 
     timm attributes: ``num_features = B * d`` is the width of the ``[N, n + m, B * d]`` tokens of
     :meth:`forward_features` (``output_fmt = "NLC"``), ``head_hidden_size = hidden_dim`` the width of
-    the pre-logits (``fc1``'s output).
+    the pre-logits (``fc1``'s output). With ``head="label_wise"`` the tokens are ``[N, K + m, B * d]``
+    and the pre-logits ``[N, n, d]``, one representation per label (``head_hidden_size = d``).
     """
 
     def __init__(
@@ -177,10 +240,20 @@ class MSRN(nn.Module):
         label_names: Sequence[str] | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
         num_labels: int | None = None,
+        head: str = "paper",
+        num_query_groups: int = 32,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}.")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}.")
+        if (
+            isinstance(num_query_groups, bool)
+            or not isinstance(num_query_groups, int)
+            or num_query_groups < 1
+        ):
+            raise ValueError(f"num_query_groups must be an integer >= 1, got {num_query_groups!r}.")
         if embeddings not in EMBEDDING_MODES:
             raise ValueError(f"embeddings must be one of {EMBEDDING_MODES}, got {embeddings!r}.")
         num_labels = _resolve_num_labels(num_classes, num_labels, label_features, label_names)
@@ -194,6 +267,8 @@ class MSRN(nn.Module):
         self.num_branches = num_branches
         self.variant = variant
         self.embeddings_mode = embeddings
+        self.head_type = head
+        self.num_query_groups = num_query_groups if head == "label_wise" else 0
         self.gat_hidden_dim = gat_hidden_dim
         self.hidden_dim = hidden_dim
         self.drop_rate = drop_rate
@@ -244,6 +319,8 @@ class MSRN(nn.Module):
             self.model_args["backbone_kwargs"] = dict(backbone_kwargs)
         if num_classes == 0:
             self.model_args["num_labels"] = num_labels
+        if head != "paper":  # written only when set, so that paper-head configs stay as they were
+            self.model_args.update(head=head, num_query_groups=num_query_groups)
         if embeddings == "none":
             self.lge = None
             self.label_projection = nn.Linear(feature_dim, embed_dim)
@@ -255,12 +332,18 @@ class MSRN(nn.Module):
                 input_proj_dim=settings["input_proj_dim"],
             )
             self.label_projection = None
+        # head="label_wise": K learned rows of the attention stand in for the n label rows.
+        self.query_groups = (
+            nn.Parameter(torch.randn(num_query_groups, embed_dim) * _QUERY_GROUP_STD)
+            if head == "label_wise" and self.uses_label_rows
+            else None
+        )
         self.sga = SemanticGuidedAttention()
         self.output_fmt = "NLC"
         self.num_features = num_branches * embed_dim
-        # Built without a classifier, MSRN pools M over its rows instead of running fc1 and fc2.
+        # Built without a classifier, MSRN pools M over its rows instead of running its head.
         self.head = self._make_head(num_labels) if num_classes > 0 else None
-        self.head_hidden_size = hidden_dim if self.head is not None else self.num_features
+        self.head_hidden_size = self._head_width() if self.head is not None else self.num_features
         self._embedding_cache: tuple[tuple, tuple] | None = None
 
     # ----------------------------------------------------------------------------------- set-up
@@ -292,10 +375,24 @@ class MSRN(nn.Module):
 
     @property
     def num_rows(self) -> int:
-        """Rows of ``M``: the labels and/or the groups that guide the attention."""
-        return self.num_labels * self.uses_label_rows + self.num_groups * self.uses_group_rows
+        """Rows of ``M``: the labels (or, with ``head="label_wise"``, the query groups) and/or the
+        groups that guide the attention."""
+        label_rows = self.num_query_groups if self.head_type == "label_wise" else self.num_labels
+        return label_rows * self.uses_label_rows + self.num_groups * self.uses_group_rows
 
-    def _make_head(self, num_classes: int) -> SemanticHead:
+    def _head_width(self) -> int:
+        return self.embed_dim if self.head_type == "label_wise" else self.hidden_dim
+
+    def _make_head(self, num_classes: int) -> SemanticHead | LabelWiseHead:
+        if self.head_type == "label_wise":
+            return LabelWiseHead(
+                self.num_branches * self.embed_dim,
+                self.embed_dim,
+                num_classes,
+                dim=self.embed_dim,
+                num_heads=math.gcd(8, self.embed_dim),
+                drop_rate=self.drop_rate,
+            )
         return SemanticHead(
             self.num_rows,
             self.num_branches * self.embed_dim,
@@ -343,14 +440,20 @@ class MSRN(nn.Module):
         return self._embedding_cache[1]
 
     def semantic_queries(self) -> torch.Tensor:
-        """The ``[K, d]`` rows that guide the attention: ``E_l`` then ``E_g`` (as enabled)."""
-        label_embeddings, group_embeddings, _ = self.label_group_embeddings()
+        """The ``[num_rows, d]`` rows that guide the attention: ``E_l`` (with ``head="label_wise"``:
+        the query groups) then ``E_g`` (as enabled)."""
+        return self._rows_of(self.label_group_embeddings())
+
+    def _rows_of(
+        self, embeddings: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+    ) -> torch.Tensor:
+        label_embeddings, group_embeddings, _ = embeddings
         rows = []
         if self.uses_label_rows:
-            rows.append(label_embeddings)
+            rows.append(self.query_groups if self.query_groups is not None else label_embeddings)
         if self.uses_group_rows:
             rows.append(group_embeddings)
-        return torch.cat(rows, dim=0)
+        return torch.cat([row.to(rows[0].dtype) for row in rows], dim=0)
 
     def compactness_loss(self, weighted: bool = True) -> torch.Tensor:
         """Compactness loss of the group embeddings (eq. 6), times ``compactness_weight`` when
@@ -379,15 +482,30 @@ class MSRN(nn.Module):
             queries = self.semantic_queries()
         return torch.cat([self.sga(f, queries.to(f.dtype)) for f in branches], dim=2)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+    def forward_head(
+        self, x: torch.Tensor, pre_logits: bool = False, label_embeddings: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``fc2(LeakyReLU(fc1(tanh(M))))``; ``pre_logits=True`` stops before ``fc2``
         (``[N, hidden_dim]``). A model built with ``num_classes=0`` has no head: it returns the mean
-        of the rows of ``M`` (``[N, B * d]``)."""
+        of the rows of ``M`` (``[N, B * d]``).
+
+        With ``head="label_wise"``: each label's read-out of ``M`` scored with its own weights
+        (:class:`~msrn.layers.LabelWiseHead`); ``pre_logits=True`` gives the per-label
+        representations ``[N, n, d]``. ``label_embeddings`` (``E_l``, ``[n, d]``) replaces the
+        model's own (they do not depend on the image; the ONNX export passes them in as constants)."""
         if self.head is None:
             return x.mean(dim=1)
+        if isinstance(self.head, LabelWiseHead):
+            if label_embeddings is None:
+                label_embeddings = self.label_group_embeddings()[0]
+            return self.head(x, label_embeddings, pre_logits=pre_logits)
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.head, LabelWiseHead):  # E_l guides both the rows and the read-out: once
+            embeddings = self.label_group_embeddings()
+            features = self.forward_features(x, queries=self._rows_of(embeddings))
+            return self.forward_head(features, label_embeddings=embeddings[0])
         return self.forward_head(self.forward_features(x))
 
     @torch.no_grad()
@@ -399,8 +517,25 @@ class MSRN(nn.Module):
                 f"This model was built with embeddings={self.embeddings_mode!r}: its attention is guided by "
                 f"group embeddings only, so there are no per-label attention maps."
             )
+        if self.head_type == "label_wise":
+            return self._label_wise_attention_maps(x)
         queries = self.semantic_queries()[: self.num_labels]
         return [self.sga.attention_maps(f, queries.to(f.dtype)) for f in self.forward_branches(x)]
+
+    def _label_wise_attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """With ``head="label_wise"`` a label has no attention row of its own: its map is the mixture of
+        the rows' maps with its read-out weights (averaged over the read-out's heads), which also
+        sums to one."""
+        embeddings = self.label_group_embeddings()
+        rows = self._rows_of(embeddings)
+        branches = self.forward_branches(x)
+        features = torch.cat([self.sga(f, rows.to(f.dtype)) for f in branches], dim=2)
+        mixing = self.head.read_out_weights(features, embeddings[0].to(features.dtype)).mean(dim=1)
+        maps = []
+        for f in branches:
+            row_maps = self.sga.attention_maps(f, rows.to(f.dtype))  # [N, R, H, W]
+            maps.append(torch.einsum("bnr,brhw->bnhw", mixing, row_maps))
+        return maps
 
     # --------------------------------------------------------------------- timm conventions
     def get_label_names(self) -> list[str]:
@@ -435,7 +570,11 @@ class MSRN(nn.Module):
         return values
 
     def get_classifier(self) -> nn.Module:
-        return self.head.fc2 if self.head is not None else nn.Identity()
+        if self.head is None:
+            return nn.Identity()
+        if isinstance(self.head, LabelWiseHead):
+            return self.head.classifier if self.head.classifier is not None else nn.Identity()
+        return self.head.fc2
 
     def reset_classifier(
         self,
@@ -449,11 +588,13 @@ class MSRN(nn.Module):
 
         ``num_classes > 0``: rebuild everything sized by the number of labels for ``num_classes``
         labels: label features (learnable unless given), label graph (self-loops unless given),
-        ``fc1`` and ``fc2``. The backbone, the GATs and DiffPool keep their weights.
+        ``fc1`` and ``fc2`` (``head="label_wise"``: the per-label classifier; its shared read-out and
+        the query groups keep their weights). The backbone, the GATs and DiffPool keep their weights.
 
         ``num_classes=0`` (timm's way to drop the classifier): remove ``fc2`` only; the labels, their
         embeddings, the attention and ``fc1`` stay, and :meth:`forward` returns the pre-logits
-        ``[N, head_hidden_size]``.
+        ``[N, head_hidden_size]`` (``head="label_wise"``: the per-label classifier goes, and the
+        pre-logits are ``[N, n, d]``, one representation per label).
 
         ``global_pool`` is accepted for timm compatibility and must be ``None`` or ``""``."""
         if global_pool not in (None, ""):
@@ -468,7 +609,9 @@ class MSRN(nn.Module):
                     "reset_classifier(0) removes only the classifier and keeps the labels; to change the "
                     "labels, call reset_classifier(n, label_features=..., label_graph=..., label_names=...)."
                 )
-            if self.head is not None:
+            if isinstance(self.head, LabelWiseHead):
+                self.head.reset_classifier(0)
+            elif self.head is not None:
                 self.head.fc2 = nn.Identity()
             self.num_classes = 0
             if isinstance(getattr(self, "pretrained_cfg", None), dict):
@@ -490,8 +633,11 @@ class MSRN(nn.Module):
         self.label_features.data = self.label_features.data.to(device=device, dtype=dtype)
         self.label_graph = self.label_graph.to(device)
         self.label_names = list(label_names) if label_names is not None else None
-        self.head = self._make_head(num_classes).to(device=device, dtype=dtype)
-        self.head_hidden_size = self.hidden_dim
+        if isinstance(self.head, LabelWiseHead):
+            self.head.reset_classifier(num_classes)
+        else:
+            self.head = self._make_head(num_classes).to(device=device, dtype=dtype)
+        self.head_hidden_size = self._head_width()
         self._embedding_cache = None
         if isinstance(getattr(self, "pretrained_cfg", None), dict):
             for key in ("label_descriptions", "label_thresholds"):  # they described the old labels
@@ -516,7 +662,8 @@ class MSRN(nn.Module):
         return dict(backbone=r"^backbone\.trunk\.", msrn=r"^(?!backbone\.trunk\.)")
 
     def no_weight_decay(self) -> set:
-        return {"label_features"} if isinstance(self.label_features, nn.Parameter) else set()
+        names = {"label_features"} if isinstance(self.label_features, nn.Parameter) else set()
+        return names | ({"query_groups"} if self.query_groups is not None else set())
 
     def _apply(self, fn, recurse=True):
         self._embedding_cache = None
@@ -690,6 +837,8 @@ def _create_msrn(
         load_backbone_weights(model, cache_dir=cache_dir, file=cfg.get("file") if pretrained else None)
     first_conv = model.backbone.first_conv
     model.pretrained_cfg["first_conv"] = f"backbone.{first_conv}" if first_conv else None
+    if model.head_type == "label_wise":
+        model.pretrained_cfg["classifier"] = "head.classifier"
     model._record_labels_in_cfg()
     thresholds = msrn_cfg.get("label_thresholds")
     if thresholds is not None:
