@@ -375,8 +375,7 @@ class MSRN(nn.Module):
 
     @property
     def num_rows(self) -> int:
-        """Rows of ``M``: the labels (or, with ``head="label_wise"``, the query groups) and/or the
-        groups that guide the attention."""
+        """Rows of ``M``: the labels (``head="label_wise"``: the query groups) and/or the groups."""
         label_rows = self.num_query_groups if self.head_type == "label_wise" else self.num_labels
         return label_rows * self.uses_label_rows + self.num_groups * self.uses_group_rows
 
