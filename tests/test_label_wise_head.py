@@ -92,6 +92,15 @@ def test_embedding_modes_train(embeddings, rows):
     assert not [n for n, p in model.named_parameters() if p.grad is None]
 
 
+def test_groups_are_means_and_the_compactness_a_mean_over_labels():
+    model = small_model()
+    assert model.lge.diffpool.pooling == "mean"
+    labels, groups, assignment = model.label_group_embeddings()
+    expected = msrn.layers.compactness_loss(labels, groups, assignment, squared=False).detach() / 5
+    torch.testing.assert_close(model.compactness_loss(weighted=False).detach(), expected)
+    assert timm.create_model("msrn_resnet18", num_classes=5, **SMALL).lge.diffpool.pooling == "sum"
+
+
 def test_timm_contract():
     model = small_model().eval()
     assert (

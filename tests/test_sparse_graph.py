@@ -81,18 +81,37 @@ def test_lge_diffpool_and_compactness_on_edges_equal_the_dense_path():
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
+def test_mean_pooling_and_mean_compactness():
+    torch.manual_seed(2)
+    pool = DiffPool(8, 3, pooling="mean")
+    x, mask = torch.randn(6, 8), random_mask(6, seed=5)
+    groups, assignment = pool(x, mask)
+    z = pool.embed(x, mask)
+    torch.testing.assert_close(groups, (assignment.T @ z) / assignment.sum(dim=0, keepdim=True).T)
+    labels = torch.randn(6, 8)
+    for squared in (True, False):
+        total = compactness_loss(labels, groups, assignment, squared)
+        torch.testing.assert_close(compactness_loss(labels, groups, assignment, squared, "mean"), total / 6)
+    with pytest.raises(ValueError, match="pooling"):
+        DiffPool(8, 3, pooling="max")
+    with pytest.raises(ValueError, match="reduction"):
+        compactness_loss(labels, groups, assignment, reduction="none")
+
+
 def test_diffpool_and_compactness_run_at_open_images_size():
     n, k = 9605, 8
     g = torch.Generator().manual_seed(0)
     neighbours = torch.randint(0, n, (n * k,), generator=g)
     edges = torch.stack([torch.arange(n).repeat_interleave(k), neighbours])
-    lge = LabelGroupEmbedding(16, gat_dims=(16, 16), num_groups=4)
+    lge = LabelGroupEmbedding(16, gat_dims=(16, 16), num_groups=4, group_pooling="mean")
     features = torch.randn(n, 16)
     labels, groups, assignment = lge(features, edges)
-    loss = compactness_loss(labels, groups, assignment) + labels.mean()
+    loss = compactness_loss(labels, groups, assignment, reduction="mean") + labels.mean()
     loss.backward()
     assert labels.shape == (n, 16) and groups.shape == (4, 16) and assignment.shape == (n, 4)
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in lge.parameters())
+    # Groups as means keep the scale of the labels (eq. 5's sums would be about n / m times larger).
+    assert groups.abs().max() <= labels.abs().max() + 1
     assert isinstance(lge.diffpool, DiffPool)
 
 

@@ -29,6 +29,8 @@ class LabelGroupEmbedding(nn.Module):
             (paper: ``(300, 512)``).
         num_groups: number of groups ``m``; ``0`` disables DiffPool (label embeddings only).
         input_proj_dim: width of the linear input projection, or ``None`` for none (paper).
+        group_pooling: DiffPool's ``pooling``, ``"sum"`` (eq. 5) or ``"mean"`` (see
+            :class:`~msrn.layers.DiffPool`).
 
     Shapes:
         - features: ``[n, in_dim]``; graph: ``[n, n]`` bool mask or ``[2, E]`` integer edge list (see
@@ -42,6 +44,7 @@ class LabelGroupEmbedding(nn.Module):
         gat_dims: Sequence[int] = (300, 512),
         num_groups: int = 4,
         input_proj_dim: int | None = None,
+        group_pooling: str = "sum",
     ) -> None:
         super().__init__()
         if len(gat_dims) < 1:
@@ -53,7 +56,9 @@ class LabelGroupEmbedding(nn.Module):
         self.gats = nn.ModuleList([GATLayer(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)])
         self.embed_dim = widths[-1]
         self.num_groups = num_groups
-        self.diffpool = DiffPool(self.embed_dim, num_groups) if num_groups > 0 else None
+        self.diffpool = (
+            DiffPool(self.embed_dim, num_groups, pooling=group_pooling) if num_groups > 0 else None
+        )
 
     def forward(
         self, features: torch.Tensor, graph: torch.Tensor

@@ -330,6 +330,8 @@ class MSRN(nn.Module):
                 gat_dims=(gat_hidden_dim, embed_dim),
                 num_groups=num_groups if embeddings in ("both", "group") else 0,
                 input_proj_dim=settings["input_proj_dim"],
+                # The label-wise head is made for thousands of labels: groups as means, not sums.
+                group_pooling="mean" if head == "label_wise" else "sum",
             )
             self.label_projection = None
         # head="label_wise": K learned rows of the attention stand in for the n label rows.
@@ -462,7 +464,12 @@ class MSRN(nn.Module):
         if group_embeddings is None:
             return self.label_features.new_zeros(())
         loss = compactness_loss(
-            label_embeddings, group_embeddings, assignment, squared=self.compactness_squared
+            label_embeddings,
+            group_embeddings,
+            assignment,
+            squared=self.compactness_squared,
+            # Label-wise head: a mean over the labels, like the BCE, whatever their number.
+            reduction="mean" if self.head_type == "label_wise" else "sum",
         )
         return loss * self.compactness_weight if weighted else loss
 
