@@ -1,9 +1,11 @@
-"""Training recipes compared on the generated VOC-format set: BCE vs ASL, EMA off/on, and fixed vs
-fitted thresholds, over several seeds.
+"""Training recipes compared on a generated set: BCE vs ASL, EMA off/on, fixed vs fitted thresholds,
+and the paper's vs the label-wise head, over several seeds.
 
     python benchmarks/compare_recipes.py                          # 4 recipes x 3 seeds, ~30 min on 2 cores
     python benchmarks/compare_recipes.py --recipes bce asl --seeds 0 1
     python benchmarks/compare_recipes.py --out recipes.jsonl      # also keep one JSON line per run
+    python benchmarks/compare_recipes.py --recipes bce --heads paper label_wise --dataset coco
+                                                     # the two heads on the generated 80-label set
 
 What runs. Each run is ``examples/train_voc.py``'s default (the CPU profile of
 :func:`msrn.engine.cpu_config` on the generated set, same data, same budget of epochs) with
@@ -15,6 +17,10 @@ only what its name says:
     asl       ``--loss asl`` (gamma_neg 4, gamma_pos 1, clip 0.05)
     bce+ema   ``--ema 0.999`` (evaluation and best/ use the averaged weights)
     asl+ema   both
+
+``--heads`` adds the head as a second dimension (``--head label_wise`` runs are named ``RECIPE+label_wise``);
+``--dataset coco`` trains on the generated COCO-format set with COCO's 80 labels instead of the
+generated VOC set's 20 (``msrn train --dataset coco`` without ``--data``).
 
 ``--seed`` changes the weights' initialisation, the data order and the augmentation; the data set,
 the hold-out and the test split stay the same. For each run the figures are those of its best/
@@ -49,11 +55,19 @@ FIGURES = ("mAP", "CF1", "fitted_CF1", "OF1", "fitted_OF1")
 VAL_FRACTION = 0.1
 
 
-def run_recipe(recipe: str, seed: int, output_dir: pathlib.Path, **overrides) -> dict:
-    """Train one recipe with one seed; returns the figures of its best (validation) epoch."""
+HEADS = ("paper", "label_wise")
+DATASETS = ("voc", "coco")
+
+
+def run_name(recipe: str, head: str = "paper") -> str:
+    return recipe if head == "paper" else f"{recipe}+{head}"
+
+
+def run_recipe(recipe: str, seed: int, output_dir: pathlib.Path, head: str = "paper", **overrides) -> dict:
+    """Train one recipe with one seed (and head); returns the figures of its best (validation) epoch."""
     from msrn.engine import cpu_config, train
 
-    settings = dict(RECIPES[recipe], **overrides)
+    settings = dict(RECIPES[recipe], head=head, **overrides)
     config = cpu_config(
         seed=seed,
         val_fraction=VAL_FRACTION,
@@ -67,7 +81,7 @@ def run_recipe(recipe: str, seed: int, output_dir: pathlib.Path, **overrides) ->
     train(config, on_epoch_end=records.append)
     best = next(record for record in records if record["epoch"] == records[-1]["best_epoch"])
     return {
-        "recipe": recipe,
+        "recipe": run_name(recipe, head),
         "seed": seed,
         "best_epoch": best["epoch"],
         "val_mAP": round(best["val_mAP"], 2),
@@ -111,24 +125,39 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=tuple(RECIPES))
+    parser.add_argument("--heads", nargs="+", default=["paper"], choices=HEADS)
+    parser.add_argument(
+        "--dataset",
+        default="voc",
+        choices=DATASETS,
+        help="generated set: voc (20 labels) or coco (80 labels)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="override the CPU profile's epochs")
     parser.add_argument("--out", type=pathlib.Path, help="append one JSON line per run to this file")
     args = parser.parse_args(argv)
     overrides = {"epochs": args.epochs} if args.epochs is not None else {}
+    if args.dataset != "voc":
+        overrides["dataset"] = args.dataset
     runs = []
     with tempfile.TemporaryDirectory(prefix="msrn-recipes-") as scratch:
         for seed in args.seeds:
             for recipe in args.recipes:
-                run = run_recipe(recipe, seed, pathlib.Path(scratch) / f"{recipe}-s{seed}", **overrides)
-                runs.append(run)
-                print(json.dumps(run), flush=True)
-                if args.out is not None:
-                    with args.out.open("a") as log:
-                        log.write(json.dumps(run) + "\n")
+                for head in args.heads:
+                    folder = pathlib.Path(scratch) / f"{run_name(recipe, head)}-s{seed}"
+                    run = dict(run_recipe(recipe, seed, folder, head=head, **overrides), dataset=args.dataset)
+                    runs.append(run)
+                    print(json.dumps(run), flush=True)
+                    if args.out is not None:
+                        with args.out.open("a") as log:
+                            log.write(json.dumps(run) + "\n")
     summary = summarise(runs)
     print(table(summary, args.seeds))
-    print(json.dumps({"val_fraction": VAL_FRACTION, "seeds": args.seeds, "summary": summary}))
+    print(
+        json.dumps(
+            {"val_fraction": VAL_FRACTION, "dataset": args.dataset, "seeds": args.seeds, "summary": summary}
+        )
+    )
     return 0
 
 

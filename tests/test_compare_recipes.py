@@ -59,6 +59,36 @@ def test_each_recipe_trains_with_a_validation_split_and_reports_its_best_epoch(t
     assert any(line.startswith("| asl+ema | 2 | ") for line in lines)
 
 
+def test_heads_as_a_second_dimension_on_the_80_label_set(tmp_path, monkeypatch, capsys):
+    script = load_script()
+    seen = []
+    real_cpu_config = msrn.engine.cpu_config
+
+    def tiny_cpu_config(**settings):
+        config = real_cpu_config(
+            **{**settings, **TINY, "cache_dir": str(tmp_path / "cache"), "synthetic_trainval": 40}
+        )
+        seen.append(config)
+        return config
+
+    monkeypatch.setattr(msrn.engine, "cpu_config", tiny_cpu_config)
+    assert (
+        script.main(
+            ["--recipes", "bce", "--heads", "paper", "label_wise", "--dataset", "coco", "--seeds", "0"]
+        )
+        == 0
+    )
+    assert [(c.head, c.dataset, c.loss) for c in seen] == [
+        ("paper", "coco", "bce"),
+        ("label_wise", "coco", "bce"),
+    ]
+    lines = capsys.readouterr().out.strip().splitlines()
+    runs = [json.loads(line) for line in lines[:2]]
+    assert [run["recipe"] for run in runs] == ["bce", "bce+label_wise"] and runs[0]["dataset"] == "coco"
+    assert set(json.loads(lines[-1])["summary"]) == {"bce", "bce+label_wise"}
+    assert any(line.startswith("| bce+label_wise | 1 | ") for line in lines)
+
+
 def test_summary_gives_mean_sample_spread_and_range():
     script = load_script()
     runs = [

@@ -25,6 +25,7 @@ from .image import (
 from .nuswide import NUSWIDEDataset
 from .seeded import SeededAugmentation, sample_seed
 from .synthetic import generate_synthetic_voc
+from .synthetic_coco import generate_synthetic_coco
 from .transforms import (
     PAPER_CROP_SCALES,
     MultiScaleCrop,
@@ -44,6 +45,7 @@ __all__ = [
     "CSVDataset",
     "VOC_CLASSES",
     "generate_synthetic_voc",
+    "generate_synthetic_coco",
     "NUSWIDEDataset",
     "ApparelDataset",
     "apparel_authors_split",

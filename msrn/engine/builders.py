@@ -20,6 +20,7 @@ from ..data import (
     check_image_header,
     create_dataset,
     eval_transform,
+    generate_synthetic_coco,
     generate_synthetic_voc,
     train_transform,
 )
@@ -81,7 +82,7 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
     context = context or DistributedContext()
     if config.dataset not in DATASET_KINDS:
         raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {config.dataset!r}.")
-    data = config.data if config.data is not None else _synthetic_voc(config, context)
+    data = config.data if config.data is not None else _synthetic_data(config, context)
     options = dict(skip_bad_images=config.skip_bad_images, skip_missing_images=config.skip_missing_images)
     augment = _train_augmentation(config)
     train_set = create_dataset(
@@ -122,7 +123,7 @@ def run_test_data(run_folder: "os.PathLike[str] | str") -> dict[str, Any]:
     if config.dataset == "csv":
         data, split = config.test_split, None
     else:
-        data = config.data if config.data is not None else _synthetic_voc(config, DistributedContext())
+        data = config.data if config.data is not None else _synthetic_data(config, DistributedContext())
         split = config.test_split
     return {
         "data": data,
@@ -139,17 +140,24 @@ def _train_augmentation(config: TrainConfig):
     )
 
 
-def _synthetic_voc(config: TrainConfig, context: DistributedContext) -> str:
-    """The generated VOC-format set of ``config`` (written once, by the main process)."""
-    if config.dataset != "voc":
-        raise ValueError("Without --data only the generated VOC-format set is available; pass --data.")
+def _synthetic_data(config: TrainConfig, context: DistributedContext) -> str:
+    """The generated set of ``config`` (written once, by the main process): VOC format with the 20 VOC
+    labels, or with ``--dataset coco`` COCO format with COCO's 80 labels."""
+    if config.dataset not in ("voc", "coco"):
+        raise ValueError(
+            "Without --data only the generated sets are available (--dataset voc: 20 labels, VOC format; "
+            "--dataset coco: 80 labels, COCO format); pass --data."
+        )
     cache = pathlib.Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     sizes = (config.synthetic_trainval, config.synthetic_test, config.synthetic_seed)
-    folder = cache / "synthetic-voc-v2-{}-{}-s{}".format(*sizes)
+    if config.dataset == "coco":
+        generate, folder = generate_synthetic_coco, cache / "synthetic-coco-v1-{}-{}-s{}".format(*sizes)
+    else:
+        generate, folder = generate_synthetic_voc, cache / "synthetic-voc-v2-{}-{}-s{}".format(*sizes)
     if context.is_main:  # one process writes; the others wait and then reuse it
-        generate_synthetic_voc(folder, *sizes)
+        generate(folder, *sizes)
     context.barrier()
-    return str(generate_synthetic_voc(folder, *sizes))
+    return str(generate(folder, *sizes))
 
 
 def build_validation_split(config: TrainConfig, train_set) -> tuple[Any, Any]:
@@ -304,6 +312,8 @@ def _model_config(config: TrainConfig, classes: Sequence[str], fixed_features: b
         kwargs["backbone"] = config.backbone
     if config.backbone_kwargs:
         kwargs["backbone_kwargs"] = dict(config.backbone_kwargs)
+    if config.head != "paper":  # only then, so that the paper head's runs resume as before
+        kwargs.update(head=config.head, num_query_groups=config.num_query_groups)
     return {"architecture": config.model, "fixed_label_features": fixed_features, "kwargs": kwargs}
 
 

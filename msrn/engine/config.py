@@ -16,6 +16,7 @@ from typing import Any
 from ..data import DATASET_KINDS
 from ..data.transforms import PAPER_CROP_SCALES
 from ..loss import LOSSES
+from ..models.msrn import HEADS
 from .loop import AMP_MODES
 from .resume import check_resume_changes, config_fields, resume_folder, saved_train_config
 
@@ -63,7 +64,8 @@ class TrainConfig:
 
     data: str | None = _data(
         help="VOCdevkit folder (COCO root, NUS-WIDE folder, Apparel folder or train "
-        "CSV with --dataset); omit to use the generated VOC-format set"
+        "CSV with --dataset); omit to use a generated set (20 labels in VOC format, or with "
+        "--dataset coco 80 labels in COCO format)"
     )
     dataset: str = _data("voc", "format of --data (default: voc)", choices=DATASET_KINDS)
     train_split: str | None = _data(help="voc, apparel: trainval (default); coco, nuswide: train")
@@ -126,6 +128,13 @@ class TrainConfig:
     gat_hidden_dim: int = _model(300, "output width of the first GAT (paper: 300)")
     label_feature_dim: int = _model(300, "width of learnable label features (without --glove)")
     num_groups: int = _model(4, "label groups m (paper: 4)")
+    head: str = _model(
+        "paper",
+        "paper (default: fc1 over one attention row per label) or label_wise (a bounded number of "
+        "attention rows and a small, constant cost per label, for large label sets; docs/variants.md)",
+        choices=HEADS,
+    )
+    num_query_groups: int = _model(32, "--head label_wise: learned query groups K, rows of the attention")
     label_features: str = _model(
         "auto",
         "auto (default): --glove FILE when given, else the built-in GloVe vectors when a built-in "
