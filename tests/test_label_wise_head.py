@@ -213,3 +213,21 @@ def test_paper_head_configs_do_not_change():
     model = timm.create_model("msrn_resnet18", num_classes=3, **{**SMALL, "num_query_groups": 32})
     assert "head" not in model.model_args and model.pretrained_cfg["classifier"] == "head.fc2"
     assert small_model().model_args["head"] == "label_wise"
+
+
+def test_open_images_size_builds_trains_a_step_and_saves(tmp_path):
+    n = 9605  # Open Images' trainable labels; narrow layers keep the test cheap (n is what is tested)
+    narrow = dict(embed_dim=64, gat_hidden_dim=64, label_feature_dim=64)
+    model = timm.create_model("msrn_resnet18", num_classes=n, head="label_wise", **narrow)
+    assert model.label_graph.shape == (2, n) and model.num_rows == 32 + 4
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    criterion = msrn.MSRNLoss(model)
+    targets = (torch.rand(2, n, generator=torch.Generator().manual_seed(0)) < 0.001).float()
+    loss = criterion(model(images()), targets)
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss) and all(torch.isfinite(p).all() for p in model.parameters())
+    msrn.save_pretrained(model.eval(), tmp_path / "big")
+    loaded = timm.create_model(f"local-dir:{tmp_path / 'big'}").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(images(1)), model(images(1)))
