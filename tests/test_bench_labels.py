@@ -60,8 +60,8 @@ def test_whole_run_prints_a_table_a_json_line_and_skips_what_does_not_fit(tmp_pa
     assert "does not fit" in rows["msrn_paper", 50]["skipped"] and "train_s" not in rows["msrn_paper", 50]
     for key in (("msrn_paper", 5), ("msrn_label_wise", 5), ("msrn_label_wise", 50)):
         assert rows[key]["train_s"][0] > 0 and rows[key]["eval_s"][0] > 0 and rows[key]["peak_mib"] > 0
-    # The label-wise head's cost per label is constant: 64 + 1 classifier and 64 feature numbers.
-    assert rows["msrn_label_wise", 50]["parameters"] - rows["msrn_label_wise", 5]["parameters"] == 45 * 129
+    # The label-wise head's cost per label is constant: 256 + 1 classifier and 64 feature numbers.
+    assert rows["msrn_label_wise", 50]["parameters"] - rows["msrn_label_wise", 5]["parameters"] == 45 * 321
     assert "does not fit" in result.stdout and "peak MiB" in result.stdout
     assert summary["config"]["labels"] == [5, 50] and "quiet" in summary
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import msrn
@@ -35,22 +34,24 @@ def images(batch=2):
 # ------------------------------------------------------------------------------------------ layer
 def test_read_out_matches_a_direct_computation():
     torch.manual_seed(0)
-    head = LabelWiseHead(row_dim=12, label_dim=6, num_classes=4, dim=8, num_heads=2)
+    head = LabelWiseHead(row_dim=12, label_dim=6, num_classes=4, dim=10, attention_dim=8, num_heads=2)
     rows, labels = torch.randn(3, 5, 12), torch.randn(4, 6)
     t = torch.tanh(rows)
     q, k, v = head.query(labels), head.key(t), head.value(t)
-    expected = torch.empty(3, 4)
+    expected, expected_z = torch.empty(3, 4), torch.empty(3, 4, 10)
     for b in range(3):
         for i in range(4):
             parts = []
             for h in range(2):
-                s = slice(4 * h, 4 * h + 4)
+                s, c = slice(4 * h, 4 * h + 4), slice(5 * h, 5 * h + 5)
                 beta = torch.softmax(k[b, :, s] @ q[i, s] / math.sqrt(4), dim=0)
-                parts.append(beta @ v[b, :, s])
-            z = F.leaky_relu(torch.cat(parts), 0.01)
-            expected[b, i] = head.classifier.weight[i] @ z + head.classifier.bias[i]
+                parts.append(beta @ v[b, :, c])
+            expected_z[b, i] = torch.cat(parts)
+            expected[b, i] = head.classifier.weight[i] @ expected_z[b, i] + head.classifier.bias[i]
     torch.testing.assert_close(head(rows, labels), expected, rtol=1e-5, atol=1e-5)
-    assert head(rows, labels, pre_logits=True).shape == (3, 4, 8)
+    pre_logits = head(rows, labels, pre_logits=True)
+    torch.testing.assert_close(pre_logits, expected_z, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(head.classifier(pre_logits), expected, rtol=1e-5, atol=1e-5)
     weights = head.read_out_weights(rows, labels)
     assert weights.shape == (3, 2, 4, 5)
     torch.testing.assert_close(weights.sum(-1), torch.ones(3, 2, 4))
@@ -59,6 +60,8 @@ def test_read_out_matches_a_direct_computation():
 def test_layer_errors():
     with pytest.raises(ValueError, match="divide dim"):
         LabelWiseHead(12, 6, 4, dim=8, num_heads=3)
+    with pytest.raises(ValueError, match="attention_dim=6"):
+        LabelWiseHead(12, 6, 4, dim=8, attention_dim=6, num_heads=4)
     head = LabelWiseHead(12, 6, 4, dim=8, num_heads=2)
     with pytest.raises(ValueError, match=r"rows \[N, R, 12\]"):
         head(torch.randn(3, 5, 11), torch.randn(4, 6))
@@ -75,7 +78,7 @@ def test_rows_are_bounded_and_each_label_costs_the_same():
 
     sizes = {n: small_model(num_classes=n) for n in (5, 50, 500)}
     assert {model.num_rows for model in sizes.values()} == {6 + 2}  # K query groups + m groups
-    per_label = SMALL["embed_dim"] + 1 + SMALL["label_feature_dim"]  # u_i, c_i, learnable features
+    per_label = SMALL["hidden_dim"] + 1 + SMALL["label_feature_dim"]  # u_i, c_i, learnable features
     assert count(sizes[50]) - count(sizes[5]) == 45 * per_label
     assert count(sizes[500]) - count(sizes[50]) == 450 * per_label
     paper = timm.create_model("msrn_resnet18", num_classes=50, **{**SMALL, "num_query_groups": 32})
@@ -104,7 +107,7 @@ def test_groups_are_means_and_the_compactness_a_mean_over_labels():
 def test_timm_contract():
     model = small_model().eval()
     assert (
-        model.head_hidden_size == SMALL["embed_dim"]
+        model.head_hidden_size == SMALL["hidden_dim"]
         and model.pretrained_cfg["classifier"] == "head.classifier"
     )
     assert "head.classifier.weight" in model.state_dict() and model.get_classifier() is model.head.classifier
@@ -117,6 +120,7 @@ def test_timm_contract():
         assert pre_logits.shape == (2, 5, model.head_hidden_size)  # one representation per label
         logits = model(x)
         torch.testing.assert_close(model.forward_head(tokens), logits)
+        torch.testing.assert_close(model.get_classifier()(pre_logits), logits, rtol=1e-5, atol=1e-5)
 
         kept = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("head.classifier.")}
         model.reset_classifier(0)
@@ -126,7 +130,7 @@ def test_timm_contract():
         torch.testing.assert_close(model(x), pre_logits)
 
         model.reset_classifier(3)  # new labels: a new classifier, the shared read-out stays
-        assert model(x).shape == (2, 3) and model.head.classifier.weight.shape == (3, SMALL["embed_dim"])
+        assert model(x).shape == (2, 3) and model.head.classifier.weight.shape == (3, SMALL["hidden_dim"])
         assert torch.equal(model.head.query.weight, kept["head.query.weight"])
         assert torch.equal(model.query_groups, kept["query_groups"])
 
@@ -156,7 +160,7 @@ def test_save_load_local_dir_and_load_model(tmp_path):
     other = timm.create_model(f"local-dir:{tmp_path / 'saved'}", num_classes=3)
     assert torch.equal(other.head.key.weight, model.head.key.weight)
     assert torch.equal(other.query_groups, model.query_groups)
-    assert other.head.classifier.weight.shape == (3, SMALL["embed_dim"])
+    assert other.head.classifier.weight.shape == (3, SMALL["hidden_dim"])
 
     # A bare safetensors state dict, sized from its tensors.
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "sd.safetensors"))
@@ -217,7 +221,7 @@ def test_paper_head_configs_do_not_change():
 
 def test_open_images_size_builds_trains_a_step_and_saves(tmp_path):
     n = 9605  # Open Images' trainable labels; narrow layers keep the test cheap (n is what is tested)
-    narrow = dict(embed_dim=64, gat_hidden_dim=64, label_feature_dim=64)
+    narrow = dict(embed_dim=64, hidden_dim=256, gat_hidden_dim=64, label_feature_dim=64)
     model = timm.create_model("msrn_resnet18", num_classes=n, head="label_wise", **narrow)
     assert model.label_graph.shape == (2, n) and model.num_rows == 32 + 4
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)

@@ -124,7 +124,9 @@ class TrainConfig:
         "variant trains at lr 0.01 with 1e-6, docs/variants.md)"
     )
     embed_dim: int = _model(512, "width d of the embeddings and branches (paper: 512)")
-    hidden_dim: int = _model(2048, "width of fc1 (paper: 2048)")
+    hidden_dim: int = _model(
+        2048, "width of fc1 (paper: 2048); --head label_wise: of each label's representation"
+    )
     gat_hidden_dim: int = _model(300, "output width of the first GAT (paper: 300)")
     label_feature_dim: int = _model(300, "width of learnable label features (without --glove)")
     num_groups: int = _model(4, "label groups m (paper: 4)")

@@ -10,26 +10,26 @@ attending from its own label embedding over those rows:
 .. math::
     T &= \tanh(M) \in \mathbb{R}^{N \times R \times B d}
         && \text{(the rows, as the paper's head sees them)} \\
-    q_i &= E_l[i]\, W_q, \quad k_r = T_r W_k, \quad v_r = T_r W_v
-        && q_i, k_r, v_r \in \mathbb{R}^{w} \\
-    \beta^{(t)}_{ir} &= \operatorname{softmax}_r\big(q^{(t)}_i \cdot k^{(t)}_r / \sqrt{w / H}\big)
-        && \text{head } t = 1..H \text{ on the slices } (t) \text{ of width } w / H \\
-    z_i &= \mathrm{LeakyReLU}_{0.01}\big(\big\Vert_t \textstyle\sum_r \beta^{(t)}_{ir} v^{(t)}_r\big)
-        && z_i \in \mathbb{R}^{w} \text{ (the pre-logits of label } i) \\
+    q_i &= E_l[i]\, W_q, \quad k_r = T_r W_k \in \mathbb{R}^{a}, \qquad v_r = T_r W_v \in \mathbb{R}^{w} \\
+    \beta^{(t)}_{ir} &= \operatorname{softmax}_r\big(q^{(t)}_i \cdot k^{(t)}_r / \sqrt{a / H}\big)
+        && \text{head } t = 1..H \text{ on the slices } (t) \text{ of } q, k \text{ and } v \\
+    z_i &= \big\Vert_t \textstyle\sum_r \beta^{(t)}_{ir} v^{(t)}_r \in \mathbb{R}^{w}
+        && \text{(the pre-logits of label } i) \\
     y_i &= u_i \cdot z_i + c_i
+        = \textstyle\sum_t \sum_r \beta^{(t)}_{ir}\, \big(u^{(t)}_i \cdot v^{(t)}_r\big) + c_i
         && \text{one weight vector } u_i \text{ and bias } c_i \text{ per label}
 
 ``W_q``, ``W_k``, ``W_v`` (with biases) are shared by all labels; the only per-label weights are
-``u_i`` and ``c_i`` (``w + 1`` numbers). The queries ``q_i`` do not depend on the image. Per image,
-the read-out costs ``n * R * w`` multiply-adds twice (scores and mixing), so the head is linear in
-``n`` with a small constant, and nothing in it is ``n^2`` or ``n * B * d * hidden``.
+``u_i`` and ``c_i`` (``w + 1`` numbers). The queries ``q_i`` do not depend on the image. The logits are
+computed by the right-hand form, whose largest tensors are ``[N, H, n, R]``: the ``[N, n, w]``
+pre-logits exist only when asked for. Per image the head costs about ``n * R * (a + w)``
+multiply-adds, linear in ``n`` with a small constant; nothing in it is ``n^2`` or ``n * B * d * w``.
 """
 
 import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 __all__ = ["LabelWiseHead", "LabelWiseLinear"]
 
@@ -80,10 +80,10 @@ class LabelWiseHead(nn.Module):
         label_dim: width of the label embeddings ``E_l`` (``d``).
         num_classes: number of labels ``n``; 0 builds the read-out without the per-label classifier
             (:meth:`forward` then returns the pre-logits).
-        dim: width ``w`` of the label representations (MSRN uses ``d``).
-        num_heads: attention heads ``H`` of the read-out; must divide ``dim``.
-        negative_slope: slope of the LeakyReLU (0.01, as in the paper's head).
-        drop_rate: dropout on the pre-logits.
+        dim: width ``w`` of the label representations (MSRN uses ``hidden_dim``).
+        attention_dim: width ``a`` of the read-out's queries and keys (MSRN uses ``d``).
+        num_heads: attention heads ``H`` of the read-out; must divide ``dim`` and ``attention_dim``.
+        drop_rate: dropout on the values ``v_r``.
 
     Shapes:
         - rows: ``[N, R, row_dim]`` (``M`` before the tanh)
@@ -97,20 +97,23 @@ class LabelWiseHead(nn.Module):
         label_dim: int,
         num_classes: int,
         dim: int,
+        attention_dim: int | None = None,
         num_heads: int = 8,
-        negative_slope: float = 0.01,
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if num_heads < 1 or dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must be >= 1 and divide dim={dim}.")
+        attention_dim = attention_dim or dim
+        if num_heads < 1 or dim % num_heads or attention_dim % num_heads:
+            raise ValueError(
+                f"num_heads={num_heads} must be >= 1 and divide dim={dim} and attention_dim={attention_dim}."
+            )
         self.row_dim = row_dim
         self.label_dim = label_dim
         self.dim = dim
+        self.attention_dim = attention_dim
         self.num_heads = num_heads
-        self.negative_slope = negative_slope
-        self.query = nn.Linear(label_dim, dim)
-        self.key = nn.Linear(row_dim, dim)
+        self.query = nn.Linear(label_dim, attention_dim)
+        self.key = nn.Linear(row_dim, attention_dim)
         self.value = nn.Linear(row_dim, dim)
         self.drop = nn.Dropout(drop_rate)
         self.classifier = LabelWiseLinear(dim, num_classes) if num_classes > 0 else None
@@ -136,7 +139,7 @@ class LabelWiseHead(nn.Module):
 
     def _read_out_weights(self, rows: torch.Tensor, label_embeddings: torch.Tensor) -> torch.Tensor:
         n, r = label_embeddings.shape[0], rows.shape[1]
-        head_dim = self.dim // self.num_heads
+        head_dim = self.attention_dim // self.num_heads
         queries = self.query(label_embeddings).view(n, self.num_heads, head_dim).transpose(0, 1)
         keys = self.key(rows).view(-1, r, self.num_heads, head_dim).permute(0, 2, 3, 1)
         scores = torch.matmul(queries.unsqueeze(0), keys) * (1.0 / math.sqrt(head_dim))  # [N, H, n, R]
@@ -162,18 +165,19 @@ class LabelWiseHead(nn.Module):
         self._check(rows, label_embeddings)
         batch, r = rows.shape[:2]
         n = label_embeddings.shape[0]
-        head_dim = self.dim // self.num_heads
+        value_dim = self.dim // self.num_heads
         rows = torch.tanh(rows)
-        weights = self._read_out_weights(rows, label_embeddings.to(rows.dtype))
-        values = self.value(rows).view(batch, r, self.num_heads, head_dim).transpose(1, 2)
-        mixed = torch.matmul(weights, values)  # [N, H, n, w / H]
-        z = F.leaky_relu(mixed.transpose(1, 2).reshape(batch, n, self.dim), self.negative_slope)
-        z = self.drop(z)
+        weights = self._read_out_weights(rows, label_embeddings.to(rows.dtype))  # [N, H, n, R]
+        values = self.drop(self.value(rows)).view(batch, r, self.num_heads, value_dim).transpose(1, 2)
         if pre_logits or self.classifier is None:
-            return z
-        return self.classifier(z)
+            return torch.matmul(weights, values).transpose(1, 2).reshape(batch, n, self.dim)
+        # y_i = sum_t sum_r beta_ir (u_i . v_r) + c_i: [N, H, n, R] products instead of [N, n, w].
+        u = self.classifier.weight.view(n, self.num_heads, value_dim).transpose(0, 1)  # [H, n, w / H]
+        scores = torch.matmul(u.unsqueeze(0), values.transpose(-1, -2))  # [N, H, n, R]
+        return (weights * scores).sum(dim=(1, 3)) + self.classifier.bias
 
     def extra_repr(self) -> str:
         return (
-            f"row_dim={self.row_dim}, label_dim={self.label_dim}, dim={self.dim}, num_heads={self.num_heads}"
+            f"row_dim={self.row_dim}, label_dim={self.label_dim}, dim={self.dim}, "
+            f"attention_dim={self.attention_dim}, num_heads={self.num_heads}"
         )

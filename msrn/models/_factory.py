@@ -50,6 +50,7 @@ def infer_model_args(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     embed_dim = state_dict["backbone.projections.0.weight"].shape[0]
     args: dict[str, Any] = dict(
         num_classes=classifier.shape[0],
+        hidden_dim=classifier.shape[1],  # fc1's width, or each label's representation (label-wise)
         label_feature_dim=features.shape[1],
         embed_dim=embed_dim,
         num_branches=num_branches,
@@ -62,8 +63,6 @@ def infer_model_args(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
         args["head"] = "label_wise"
         if "query_groups" in state_dict:
             args["num_query_groups"] = state_dict["query_groups"].shape[0]
-    else:
-        args["hidden_dim"] = classifier.shape[1]
     if "label_projection.weight" in state_dict:
         args["embeddings"] = "none"
         return args

@@ -197,7 +197,8 @@ class MSRN(nn.Module):
         compactness_weight: lambda of the loss ``L1 + lambda * L2``; default by variant (Table 7).
         compactness_squared: squared (paper) or plain (official) distances in eq. 6; default by variant.
         gat_hidden_dim: output width of the first GAT (paper: 300).
-        hidden_dim: width of ``fc1`` (paper: 2048).
+        hidden_dim: width of ``fc1`` (paper: 2048); with ``head="label_wise"``, the width of each label's
+            representation (its weight vector).
         drop_rate: dropout before ``fc2`` (paper: 0).
         in_chans: image channels.
         pretrained_backbone: load the backbone's ImageNet weights through timm.
@@ -215,7 +216,7 @@ class MSRN(nn.Module):
     timm attributes: ``num_features = B * d`` is the width of the ``[N, n + m, B * d]`` tokens of
     :meth:`forward_features` (``output_fmt = "NLC"``), ``head_hidden_size = hidden_dim`` the width of
     the pre-logits (``fc1``'s output). With ``head="label_wise"`` the tokens are ``[N, K + m, B * d]``
-    and the pre-logits ``[N, n, d]``, one representation per label (``head_hidden_size = d``).
+    and the pre-logits ``[N, n, hidden_dim]``, one representation per label.
     """
 
     def __init__(
@@ -382,7 +383,7 @@ class MSRN(nn.Module):
         return label_rows * self.uses_label_rows + self.num_groups * self.uses_group_rows
 
     def _head_width(self) -> int:
-        return self.embed_dim if self.head_type == "label_wise" else self.hidden_dim
+        return self.hidden_dim
 
     def _make_head(self, num_classes: int) -> SemanticHead | LabelWiseHead:
         if self.head_type == "label_wise":
@@ -390,8 +391,9 @@ class MSRN(nn.Module):
                 self.num_branches * self.embed_dim,
                 self.embed_dim,
                 num_classes,
-                dim=self.embed_dim,
-                num_heads=math.gcd(8, self.embed_dim),
+                dim=self.hidden_dim,
+                attention_dim=self.embed_dim,
+                num_heads=math.gcd(8, math.gcd(self.embed_dim, self.hidden_dim)),
                 drop_rate=self.drop_rate,
             )
         return SemanticHead(
@@ -497,7 +499,7 @@ class MSRN(nn.Module):
 
         With ``head="label_wise"``: each label's read-out of ``M`` scored with its own weights
         (:class:`~msrn.layers.LabelWiseHead`); ``pre_logits=True`` gives the per-label
-        representations ``[N, n, d]``. ``label_embeddings`` (``E_l``, ``[n, d]``) replaces the
+        representations ``[N, n, hidden_dim]``. ``label_embeddings`` (``E_l``, ``[n, d]``) replaces the
         model's own (they do not depend on the image; the ONNX export passes them in as constants)."""
         if self.head is None:
             return x.mean(dim=1)
@@ -600,7 +602,7 @@ class MSRN(nn.Module):
         ``num_classes=0`` (timm's way to drop the classifier): remove ``fc2`` only; the labels, their
         embeddings, the attention and ``fc1`` stay, and :meth:`forward` returns the pre-logits
         ``[N, head_hidden_size]`` (``head="label_wise"``: the per-label classifier goes, and the
-        pre-logits are ``[N, n, d]``, one representation per label).
+        pre-logits are ``[N, n, hidden_dim]``, one representation per label).
 
         ``global_pool`` is accepted for timm compatibility and must be ``None`` or ``""``."""
         if global_pool not in (None, ""):
