@@ -34,6 +34,8 @@ MODULES = [
     ("msrn.predictor", "labelling images from Python (what `msrn predict` runs)"),
     ("msrn.visualize", "attention maps as arrays and pictures"),
     ("msrn.export", "ONNX export"),
+    ("msrn.engine", "the trainer (what `msrn train` and `msrn evaluate` run) and its parts"),
+    ("msrn.cli", "the `msrn` command (its options: `msrn COMMAND --help`)"),
 ]
 
 

@@ -229,28 +229,6 @@ def test_same_file_same_tensor_through_every_path(tmp_path, saved_model, record_
         np.testing.assert_array_equal(np.asarray(drawn), np.asarray(expected), err_msg=name)
 
 
-def _python_block(page: pathlib.Path, heading: str) -> str:
-    text = page.read_text()
-    section = text[text.index(heading) :]
-    return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
-
-
-def test_export_example_reads_images_like_the_data_sets(tmp_path, saved_model, monkeypatch, capsys):
-    pytest.importorskip("onnxruntime")
-    from msrn.export import export_onnx
-
-    model, _ = saved_model
-    export_onnx(model, tmp_path / "msrn-voc.onnx", img_size=SIZE)
-    _write_tricky_images(tmp_path / "images")
-    (tmp_path / "images" / "rotated.jpg").rename(tmp_path / "photo.jpg")
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    exec(_python_block(REPO_ROOT / "docs" / "export.md", "### With onnxruntime"), namespace)
-    assert capsys.readouterr().out.startswith("{")
-    expected = eval_transform(SIZE)(load_rgb_image(tmp_path / "photo.jpg"))[None].numpy()
-    np.testing.assert_allclose(namespace["x"], expected, atol=1e-5)
-
-
 # --------------------------------------------------------------------------------- msrn predict
 def test_predict_one_bad_image_does_not_kill_the_batch(tmp_path, saved_model, capsys):
     _, folder = saved_model

@@ -2,10 +2,11 @@
 
 import importlib.util
 import json
+import pathlib
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 TINY = ["--batch", "2", "--sga-size", "6", "--embed-dim", "8", "--num-classes", "5", "--num-groups", "2"]
 

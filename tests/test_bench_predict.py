@@ -3,8 +3,9 @@ from running the script)."""
 
 import importlib.util
 import json
+import pathlib
 
-from conftest import REPO_ROOT
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 TINY_MODEL = dict(embed_dim=16, hidden_dim=32, gat_hidden_dim=16, label_feature_dim=16)
 

@@ -3,12 +3,14 @@ epochs (tiny runs here; the real figures in docs/training.md come from running t
 
 import importlib.util
 import json
+import pathlib
 
 import pytest
-from conftest import REPO_ROOT
 from tiny_training import TINY, one_thread
 
 import msrn.engine
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 

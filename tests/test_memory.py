@@ -1,17 +1,19 @@
 """msrn.engine.keep_freed_memory: freed blocks are reused without page faults (checked in a subprocess,
 since the setting lasts for the whole process)."""
 
+import pathlib
 import platform
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
 
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = """
 import resource, sys, torch
 sys.path.insert(0, {root!r})
 from msrn.engine import keep_freed_memory
+
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 faults = []
 for _ in range(6):

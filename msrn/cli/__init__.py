@@ -1,5 +1,11 @@
-"""The ``msrn`` command. Each sub-command lives in its own module of this package and exposes
-``register(subparsers)``; user mistakes end with a one-line message and exit code 2, no traceback."""
+"""The ``msrn`` command. Its interface is the command line, documented by ``msrn --help``,
+``msrn COMMAND --help`` and the guides (training.md, predict.md, export.md, convert.md); from Python,
+only :func:`main` (run a command in-process) and :func:`build_parser` (the parser of every command)
+are API. The other names (``CommandError``, ``OneLineErrorParser``, ``check_threshold``, ``one_line``)
+are what the sub-commands share, not API.
+
+Each sub-command lives in its own module of this package and exposes ``register(subparsers)``; user
+mistakes end with a one-line message and exit code 2, no traceback."""
 
 import argparse
 import importlib
@@ -9,7 +15,7 @@ import sys
 
 from ..version import __version__
 
-__all__ = ["main", "CommandError", "OneLineErrorParser", "check_threshold", "one_line"]
+__all__ = ["main", "build_parser"]
 
 # Modules of msrn.cli that provide sub-commands, in the order `msrn --help` lists them.
 _COMMAND_MODULES = ("models", "train", "predict", "evaluate", "export", "convert")
@@ -34,6 +40,8 @@ def check_threshold(value: float) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``msrn`` parser with every sub-command (``models``, ``train``, ``predict``, ``evaluate``,
+    ``export``, ``convert-official``): ``build_parser().parse_args(["train", "--epochs", "3"])``."""
     parser = OneLineErrorParser(prog="msrn", description="MSRN multi-label image classification.")
     parser.add_argument("--version", action="version", version=f"msrn {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -44,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``msrn`` with ``argv`` (default: ``sys.argv[1:]``) in this process and return its exit
+    code: 0 on success, 2 for a user mistake (one line on stderr, no traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
