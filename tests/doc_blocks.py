@@ -34,7 +34,7 @@ from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipP
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = (REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")))
 FIXTURES = re.compile(r"^<!-- fixtures: ([\w, ]+) -->$", flags=re.M)
-SKIP = re.compile(r"<!-- skip: next (.*?) -->", flags=re.S)
+SKIP = re.compile(r"^[ \t]*<!-- skip: next (.*?) -->[ \t]*$", flags=re.M)  # as Sybil: at a line's start
 # What a marked block may need; each reason starts with one of these.
 MARK_REASONS = ("needs the network", "needs a data set", "needs the authors' files", "slow", "fragment")
 
