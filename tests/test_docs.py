@@ -51,11 +51,19 @@ def test_documented_options_exist(page, command):
     assert not unknown, f"{page} documents options that `msrn {command}` lacks: {sorted(unknown)}"
 
 
-def _api_modules() -> list[str]:
+def _generate_api():
     spec = importlib.util.spec_from_file_location("generate_api", DOCS / "generate_api.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return [name for name, _ in module.MODULES]
+    return module
+
+
+def _api_modules() -> list[str]:
+    return [name for name, _ in _generate_api().MODULES]
+
+
+def test_api_reference_is_generated_from_the_current_code():
+    assert (DOCS / "api.md").read_text() == _generate_api().generate(), "run python docs/generate_api.py"
 
 
 def test_api_reference_covers_every_public_module():
