@@ -125,9 +125,9 @@ def test_val_split_file_and_resume_refusals(cache_dir, tmp_path, capsys):
     split_file.write_text("000000\nnot-an-image\n")
     for option, message in [
         (["--val-split", str(split_file)], "line 2: 'not-an-image' is not an image of the training split"),
-        (["--val-fraction", "1.5"], "val_fraction must be between 0 and 1"),
+        (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
         (["--val-fraction", "0.2", "--val-split", str(split_file)], "either --val-fraction or --val-split"),
-        (["--ema", "1"], "ema (the decay) must be between 0 and 1"),
+        (["--ema", "1"], "--ema must be a decay between 0 and 1"),
     ]:
         assert cli_main(bad + option) == 2
         err = capsys.readouterr().err

@@ -31,7 +31,8 @@ from ..optim import param_groups
 from .config import TrainConfig, default_cache_dir
 from .distributed import DistributedContext
 from .loop import check_amp
-from .resume import TRAIN_CONFIG_NAME, config_fields, saved_train_config
+from .options import check_option_ranges
+from .resume import TRAIN_CONFIG_NAME, config_fields, saved_train_config, settings_file
 from .validation import hold_out_validation
 
 __all__ = ["PretrainedWeightsUnavailable", "build_datasets", "run_test_data"]
@@ -44,33 +45,12 @@ class PretrainedWeightsUnavailable(RuntimeError):
 
 
 def check_config(config: TrainConfig) -> None:
-    """Refuse a bad setting of ``config`` with a one-line ``ValueError``, before any data is read."""
-    if config.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {config.epochs}.")
-    if config.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}.")
-    if config.accum_steps < 1:
-        raise ValueError(
-            f"accum_steps must be >= 1 (batches whose gradients make one optimizer step), "
-            f"got {config.accum_steps}."
-        )
-    if config.lr <= 0:
-        raise ValueError(f"lr must be > 0, got {config.lr}.")
-    _train_augmentation(config)  # a bad --randaugment, --cutout or --crop-scales, before any work
-    if config.threads is not None and config.threads < 1:
-        raise ValueError(f"threads must be >= 1 (torch CPU threads per process), got {config.threads}.")
-    if config.workers < 0:
-        raise ValueError(
-            f"workers must be >= 0 (0 loads data in the training process), got {config.workers}."
-        )
-    if config.val_fraction is not None and not 0.0 < config.val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {config.val_fraction}.")
+    """Refuse a bad setting of ``config`` with a one-line ``ValueError`` naming its option, before any
+    data is read (and before ``--overwrite`` deletes anything)."""
+    check_option_ranges(config)
     if config.val_fraction is not None and config.val_split is not None:
         raise ValueError("Give either --val-fraction or --val-split, not both.")
-    if config.ema is not None and not 0.0 < config.ema < 1.0:
-        raise ValueError(
-            f"ema (the decay) must be between 0 and 1 (exclusive, e.g. 0.9997), got {config.ema}."
-        )
+    _train_augmentation(config)  # a bad --randaugment, --cutout or --crop-scales, before any work
     check_amp(config.amp)
     build_criterion(config, None)  # refuses bad loss parameters before any data is read
 
@@ -118,7 +98,7 @@ def run_test_data(run_folder: "os.PathLike[str] | str") -> dict[str, Any]:
         raise FileNotFoundError(
             f"{folder} holds no {TRAIN_CONFIG_NAME}: it is not the folder of a training run."
         )
-    config = TrainConfig(**config_fields(TrainConfig, saved_train_config(folder)))
+    config = TrainConfig(**config_fields(TrainConfig, saved_train_config(folder), settings_file(folder)))
     if config.dataset == "csv":
         data, split = config.test_split, None
     else:
