@@ -41,8 +41,7 @@ def run(tmp_path_factory):
     output = tmp_path_factory.mktemp("runs") / "run"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        code = main(_train_argv(cache, output, "--epochs", "1", "--val-fraction", str(VAL_FRACTION)))
-    assert code == 0
+        train(tiny_config(cache, output, epochs=1, val_fraction=VAL_FRACTION))
     return cache, output, [str(w.message) for w in caught]
 
 
@@ -119,7 +118,9 @@ def test_disk_full_while_saving_the_training_state_is_one_line_and_keeps_the_las
     assert result.returncode == 2, result.stderr
     # the run's own INFO lines, then one error line
     *log, err = result.stderr.strip().splitlines()
-    assert "Traceback" not in result.stderr and all(line.startswith(("INFO ", "WARNING ")) for line in log), result.stderr
+    assert "Traceback" not in result.stderr and all(line.startswith(("INFO ", "WARNING ")) for line in log), (
+        result.stderr
+    )
     assert err.startswith("msrn train: error: "), err
     assert str(state_file) in err and "epoch 1" in err and f"--resume {copy}" in err
     assert torch.load(state_file, weights_only=True)["epoch"] == 1  # the last good state is kept
@@ -149,9 +150,11 @@ def test_option_errors_name_the_option_and_leave_the_run_alone(run, capsys):
 
 
 # --------------------------------------------------------------------------- validation split
-def test_degenerate_validation_splits_are_refused(run, tmp_path, capsys):
+def test_degenerate_validation_splits_are_refused_and_leave_the_run_alone(run, tmp_path, capsys):
     cache = run[0]
-    argv = _train_argv(cache, tmp_path / "out", "--epochs", "1")
+    copy = _copy(run[1], tmp_path)
+    state = (copy / "train_state.pt").read_bytes()
+    argv = _train_argv(cache, copy, "--epochs", "1", "--overwrite")  # refused before anything is deleted
     # One image held out: its mAP would be 100 and best/ and the thresholds chosen on one image.
     assert main([*argv, "--val-fraction", "0.01"]) == 2
     _one_line_error(capsys, "--val-fraction 0.01", "1 image")
@@ -162,7 +165,7 @@ def test_degenerate_validation_splits_are_refused(run, tmp_path, capsys):
     split_file.write_text("000000\n000001\n")
     assert main([*argv, "--val-split", str(split_file)]) == 2
     _one_line_error(capsys, f"--val-split {split_file}", "2 images")
-    assert not (tmp_path / "out" / "train_state.pt").exists()
+    assert (copy / "train_state.pt").read_bytes() == state
 
 
 def test_thresholds_are_fitted_only_for_classes_with_enough_validation_positives(run):
@@ -190,11 +193,10 @@ def test_evaluate_without_data_refuses_a_changed_test_split(run, tmp_path, capsy
     main_dir = devkit / "VOC2007"
     assert main(best) == 0
     capsys.readouterr()
-    image = main_dir / "JPEGImages" / "000003.jpg"
-    kept = tmp_path / "000003.jpg"
-    shutil.copy2(image, kept)
     test_ids = sorted((main_dir / "ImageSets" / "Main" / "test.txt").read_text().split())
-    assert image.stem in test_ids
+    image = main_dir / "JPEGImages" / f"{test_ids[0]}.jpg"
+    kept = tmp_path / image.name
+    shutil.copy2(image, kept)
     try:
         # one test image replaced by another picture
         Image.open(main_dir / "JPEGImages" / f"{test_ids[1]}.jpg").save(image)

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .. import labels as label_sets
+from .._warnings import warn
 from ..data import (
     DATASET_KINDS,
     check_image_header,
@@ -33,7 +34,7 @@ from .distributed import DistributedContext
 from .loop import check_amp
 from .options import check_option_ranges
 from .resume import TRAIN_CONFIG_NAME, config_fields, saved_train_config, settings_file
-from .validation import hold_out_validation
+from .validation import MIN_FIT_POSITIVES, check_split_sizes, hold_out_validation, top_k_for
 
 __all__ = ["PretrainedWeightsUnavailable", "build_datasets", "run_test_data"]
 
@@ -143,6 +144,12 @@ def build_validation_split(config: TrainConfig, train_set) -> tuple[Any, Any]:
             "the paper's protocol, so its test figures are optimistic."
         )
     else:
+        option = (
+            f"--val-split {config.val_split}"
+            if config.val_split
+            else f"--val-fraction {config.val_fraction:g}"
+        )
+        check_split_sizes(train_part, val_part, option)
         source = config.val_split or f"{config.val_fraction:g} of the training images, seed {config.val_seed}"
         _logger.info(
             "Validation split: %d images (%s), not trained on; best/ is chosen on its mAP and per-class "
@@ -178,6 +185,15 @@ def check_eval_sets(test_set, val_set, skip_bad_images: bool) -> None:
                 " (their thresholds stay 0.5)" if name == "validation" else "",
                 ", ".join(missing),
             )
+        if name == "validation":
+            few = [f"{label} ({count})" for label, count in zip(dataset.classes, positives, strict=True)]
+            few = [text for text, count in zip(few, positives, strict=True) if 0 < count < MIN_FIT_POSITIVES]
+            if few:
+                warn(
+                    _logger,
+                    f"{len(few)} class(es) have fewer than {MIN_FIT_POSITIVES} validation positives, too few "
+                    f"to fit a threshold on; their thresholds stay 0.5: {', '.join(few)}",
+                )
 
 
 def data_loader(
@@ -237,6 +253,12 @@ def build_model(config: TrainConfig, context: DistributedContext, train_set, tes
                 name,
                 "loss and the label graph" if name == "train" else "metrics",
             )
+    if top_k_for(len(classes)) is None:
+        warn(
+            _logger,
+            f"top-3 metrics are left out: with {len(classes)} classes every label is among an image's "
+            f"top 3, so they would say nothing",
+        )
     _logger.log(
         logging.WARNING if label_features is None else logging.INFO,
         "label features: %s; label graph: %d edges at t=%g from the training labels",

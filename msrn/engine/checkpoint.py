@@ -203,7 +203,5 @@ def load_training_state(path: "os.PathLike[str] | str", map_location: str = "cpu
         ) from None
     missing = [key for key in _STATE_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
-        raise ValueError(
-            f"{path} is not a training state of msrn (it lacks {', '.join(missing)}); {advice}."
-        )
+        raise ValueError(f"{path} is not a training state of msrn (it lacks {', '.join(missing)}); {advice}.")
     return state

@@ -6,11 +6,13 @@ import os
 import numpy as np
 import torch
 
+from .._warnings import warn
 from ..data import create_dataset, eval_transform
 from ..metrics import average_precision, multilabel_metrics
 from .checkpoint import load_trained_model
 from .distributed import DistributedContext, EvalShardSampler, resolve_device
 from .loop import check_amp, predict
+from .validation import top_k_for
 
 __all__ = ["evaluate_checkpoint"]
 
@@ -46,8 +48,8 @@ def evaluate_checkpoint(
 
     Returns:
         ``(metrics, per_class_ap [n], classes)``; metrics as :func:`msrn.metrics.multilabel_metrics`
-        with ``top_k=3``, all in percent. A class without a positive test label has AP NaN and is
-        left out of the mAP, with a warning naming it.
+        with ``top_k=3`` (none with 3 classes or fewer), all in percent. A class without a positive
+        test label has AP NaN and is left out of the mAP, with a warning naming it.
     """
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
@@ -99,5 +101,11 @@ def evaluate_checkpoint(
     if saved is not None:
         _logger.info("CP, CR, F1 at the model's per-label thresholds")
     thresholds = saved if saved is not None else (0.5 if threshold is None else threshold)
-    metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=thresholds, top_k=3)
+    top_k = top_k_for(test_set.num_classes)
+    if top_k is None:
+        warn(
+            _logger,
+            f"top-3 metrics are left out: with {test_set.num_classes} classes every label is in the top 3",
+        )
+    metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=thresholds, top_k=top_k)
     return metrics, class_ap, list(test_set.classes)

@@ -109,7 +109,9 @@ def saved_train_config(folder: pathlib.Path) -> dict[str, Any]:
     return saved
 
 
-def config_fields(config_type: type, saved: dict[str, Any], source: "os.PathLike[str] | str" = "") -> dict[str, Any]:
+def config_fields(
+    config_type: type, saved: dict[str, Any], source: "os.PathLike[str] | str" = ""
+) -> dict[str, Any]:
     """The fields of ``config_type`` found in ``saved``, with JSON lists turned back into tuples.
 
     Raises:

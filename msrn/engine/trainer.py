@@ -159,14 +159,11 @@ def _claim_output(config: TrainConfig) -> RunFolderLock:
                 f"--resume {config.resume}: no train_state.pt there (the run did not "
                 f"finish an epoch); start it again with --overwrite."
             )
-        if used and not config.resume:
-            if not config.overwrite:
-                raise RunFolderError(
-                    f"{output} already holds a training run ({', '.join(used)}): continue it with "
-                    f"--resume {output}, or replace it with --overwrite."
-                )
-            _logger.warning("--overwrite: deleting the run in %s (%s)", output, ", ".join(used))
-            clear_run(output)
+        if used and not config.resume and not config.overwrite:
+            raise RunFolderError(
+                f"{output} already holds a training run ({', '.join(used)}): continue it with "
+                f"--resume {output}, or replace it with --overwrite."
+            )
     except BaseException:
         lock.release()
         raise
@@ -258,9 +255,19 @@ def _prepare(config: TrainConfig, context: DistributedContext) -> Run:
     if config.resume:
         _resume(run)
     elif context.is_main:
+        _replace_old_run(output)
         save_train_config(output, config)
     run.train_model = _wrap_for_training(model, config, context)
     return run
+
+
+def _replace_old_run(output: pathlib.Path) -> None:
+    """``--overwrite``: delete the run in ``output``, once the new one is ready to start (a bad option
+    or bad data found while preparing leaves the old run as it was)."""
+    used = run_files_in(output)
+    if used:
+        _logger.warning("--overwrite: deleting the run in %s (%s)", output, ", ".join(used))
+        clear_run(output)
 
 
 def _resume(run: Run) -> None:
