@@ -34,6 +34,7 @@ from .distributed import DistributedContext
 from .loop import check_amp
 from .options import check_option_ranges
 from .resume import TRAIN_CONFIG_NAME, config_fields, saved_train_config, settings_file
+from .splits import recorded_splits
 from .validation import MIN_FIT_POSITIVES, check_split_sizes, hold_out_validation, top_k_for
 
 __all__ = ["PretrainedWeightsUnavailable", "build_datasets", "run_test_data"]
@@ -88,29 +89,37 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
 
 def run_test_data(run_folder: "os.PathLike[str] | str") -> dict[str, Any]:
     """The test split a training run was scored on, as :func:`msrn.engine.evaluate_checkpoint` takes
-    it: ``{"data", "dataset", "split", "skip_bad_images", "skip_missing_images"}``, read from the run's
-    ``train_config.json`` (the generated set is written again if its cache folder is gone).
+    it: ``{"data", "dataset", "split", "skip_bad_images", "skip_missing_images", "fingerprint"}``, read
+    from the run's ``train_config.json`` (the generated set is written again if its cache folder is
+    gone). ``fingerprint`` is the one the run recorded in ``splits.json`` (None for a run made before
+    runs recorded it); without file times when the generated set was written again.
 
     Raises:
-        FileNotFoundError: ``run_folder`` holds no ``train_config.json``.
+        FileNotFoundError: ``run_folder`` holds no ``train_config.json`` (nor ``train_state.pt``).
+        ValueError: those files are damaged (the message names the file).
     """
     folder = pathlib.Path(run_folder)
-    if not (folder / TRAIN_CONFIG_NAME).is_file():
+    if not settings_file(folder).is_file():
         raise FileNotFoundError(
             f"{folder} holds no {TRAIN_CONFIG_NAME}: it is not the folder of a training run."
         )
     config = TrainConfig(**config_fields(TrainConfig, saved_train_config(folder), settings_file(folder)))
+    fingerprint = recorded_splits(folder).get("test")
     if config.dataset == "csv":
         data, split = config.test_split, None
     else:
+        generated = config.data is None and not _synthetic_folder(config).is_dir()
         data = config.data if config.data is not None else _synthetic_voc(config, DistributedContext())
         split = config.test_split
+        if generated and fingerprint:  # the same files, written again just now
+            fingerprint = {key: value for key, value in fingerprint.items() if key != "times"}
     return {
         "data": data,
         "dataset": config.dataset,
         "split": split,
         "skip_bad_images": config.skip_bad_images,
         "skip_missing_images": config.skip_missing_images,
+        "fingerprint": fingerprint,
     }
 
 
@@ -120,13 +129,18 @@ def _train_augmentation(config: TrainConfig):
     )
 
 
+def _synthetic_folder(config: TrainConfig) -> pathlib.Path:
+    cache = pathlib.Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    sizes = (config.synthetic_trainval, config.synthetic_test, config.synthetic_seed)
+    return cache / "synthetic-voc-v2-{}-{}-s{}".format(*sizes)
+
+
 def _synthetic_voc(config: TrainConfig, context: DistributedContext) -> str:
     """The generated VOC-format set of ``config`` (written once, by the main process)."""
     if config.dataset != "voc":
         raise ValueError("Without --data only the generated VOC-format set is available; pass --data.")
-    cache = pathlib.Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    folder = _synthetic_folder(config)
     sizes = (config.synthetic_trainval, config.synthetic_test, config.synthetic_seed)
-    folder = cache / "synthetic-voc-v2-{}-{}-s{}".format(*sizes)
     if context.is_main:  # one process writes; the others wait and then reuse it
         generate_synthetic_voc(folder, *sizes)
     context.barrier()

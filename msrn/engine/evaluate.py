@@ -2,12 +2,14 @@
 
 import logging
 import os
+from typing import Any
 
 import numpy as np
 import torch
 
 from .._warnings import warn
 from ..data import create_dataset, eval_transform
+from ..data.fingerprint import fingerprint_changes, split_fingerprint
 from ..metrics import average_precision, multilabel_metrics
 from .checkpoint import load_trained_model
 from .distributed import DistributedContext, EvalShardSampler, resolve_device
@@ -33,6 +35,7 @@ def evaluate_checkpoint(
     skip_bad_images: bool = False,
     skip_missing_images: bool = False,
     progress: bool = False,
+    fingerprint: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], np.ndarray, list]:
     """Load ``checkpoint`` (a ``best/`` or ``last/`` folder of the trainer, or any
     :func:`msrn.save_pretrained` folder) and score it on a test set.
@@ -45,6 +48,8 @@ def evaluate_checkpoint(
         threshold: the decision threshold of CP, CR, CF1, OP, OR, OF1 for every class; default: the
             model's per-label thresholds (``pretrained_cfg["label_thresholds"]``, fitted on a validation
             split by the trainer) when it has them, else 0.5. mAP does not depend on it.
+        fingerprint: what the test set must be (:func:`msrn.data.fingerprint.split_fingerprint`, as a
+            run records it in ``splits.json``); a test set that differs is refused.
 
     Returns:
         ``(metrics, per_class_ap [n], classes)``; metrics as :func:`msrn.metrics.multilabel_metrics`
@@ -71,6 +76,14 @@ def evaluate_checkpoint(
         skip_bad_images=skip_bad_images,
         skip_missing_images=skip_missing_images,
     )
+    if fingerprint:
+        changes = fingerprint_changes(fingerprint, split_fingerprint(test_set))
+        if changes:
+            raise ValueError(
+                f"The test split in {data} has changed since the run was trained: {'; '.join(changes)}. "
+                f"Its scores would not be the run's; to score the data as they are now, name them with "
+                f"--data (and --dataset)."
+            )
     if classes and list(test_set.classes) != classes:
         raise ValueError(
             f"The checkpoint's labels {classes} differ from the data set's {list(test_set.classes)}."

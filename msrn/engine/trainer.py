@@ -13,6 +13,7 @@ Output folder:
   (``timm.create_model("local-dir:output/best")`` rebuilds it); with ``ema``, the averaged weights;
 - ``train_state.pt``: what ``resume`` needs to continue the run as if it had not stopped;
 - ``train_config.json``: the run's settings (what ``--resume`` starts from);
+- ``splits.json``: the fingerprints of the test and validation splits (:mod:`msrn.engine.splits`);
 - ``log.jsonl``: one JSON line per epoch (loss, learning rate, speed, every metric);
 - ``.train.lock``: held by the process writing the folder (:mod:`msrn.engine.run_folder`).
 
@@ -56,6 +57,7 @@ from .memory import keep_freed_memory
 from .resume import check_resume_changes, resume_folder, save_train_config
 from .run_folder import RunFolderError, RunFolderLock, clear_run, read_log, run_files_in, write_log
 from .schedule import LRSchedule
+from .splits import check_resumed_splits, record_splits
 
 # TrainConfig and its profiles live in .config, the builders in .builders; they are named here too,
 # where msrn.engine.trainer has always offered them.
@@ -257,6 +259,7 @@ def _prepare(config: TrainConfig, context: DistributedContext) -> Run:
     elif context.is_main:
         _replace_old_run(output)
         save_train_config(output, config)
+        record_splits(output, test_set, val_set)
     run.train_model = _wrap_for_training(model, config, context)
     return run
 
@@ -319,6 +322,7 @@ def _resume(run: Run) -> None:
     run.best_map = run.best_info.get(selection_key(run)) or -math.inf
     if context.is_main:
         save_train_config(run.output, config)
+        check_resumed_splits(run.output, run.test_set, run.val_set, run.start_epoch)
     _logger.info("Resumed %s after epoch %d (best mAP %.2f)", run.output, run.start_epoch, run.best_map)
     if changes:  # shown by default: the run now differs from what its log so far describes
         _logger.warning(
