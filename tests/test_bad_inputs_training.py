@@ -186,7 +186,7 @@ def test_thresholds_are_fitted_only_for_classes_with_enough_validation_positives
 
 
 # ------------------------------------------------------------------------- the run's test data
-def test_evaluate_without_data_refuses_a_changed_test_split(run, tmp_path, capsys):
+def test_evaluate_without_data_refuses_a_changed_test_split(run, tmp_path, capsys, caplog):
     cache, output, _ = run
     best = ["evaluate", str(output / "best"), "--workers", "0", "--json"]
     devkit = cache / "synthetic-voc-v2-24-13-s0" / "VOCdevkit"
@@ -204,6 +204,13 @@ def test_evaluate_without_data_refuses_a_changed_test_split(run, tmp_path, capsy
         _one_line_error(capsys, "test split", "changed", "--data")
         # with --data the user says which data to score: always accepted
         assert main([*best, "--data", str(devkit)]) == 0
+        capsys.readouterr()
+        # --resume goes on, saying that the figures before and after are not comparable
+        copy = _copy(output, tmp_path)
+        with caplog.at_level("WARNING", logger="msrn"):
+            assert main(["train", "--resume", str(copy), "--epochs", "2", "--max-steps-per-epoch", "1"]) == 0
+        assert "The test split differs from the one the run" in caplog.text
+        assert "image files of other sizes" in caplog.text
         capsys.readouterr()
         shutil.copy2(kept, image)  # the same bytes and file time again
         assert main(best) == 0
