@@ -317,5 +317,5 @@ def test_ddp_accumulation_matches_one_large_batch(tmp_path):
 
 
 def test_accum_steps_below_one_is_refused():
-    with pytest.raises(ValueError, match="--accum-steps must be >= 1"):
+    with pytest.raises(ValueError, match="accum_steps must be >= 1"):
         _train(batch_size=4, accum_steps=0, samples=8)
