@@ -174,6 +174,31 @@ def build_validation_split(config: TrainConfig, train_set) -> tuple[Any, Any]:
     return train_part, val_part
 
 
+def check_training_labels(train_set, source: str) -> None:
+    """Refuse a training set in which every label is unknown (nothing to learn); warn, naming each
+    class with its counts, about the classes without a positive training label."""
+    positive = np.asarray(train_set.targets) == 1
+    unknown = np.asarray(train_set.unknown, dtype=bool)
+    if unknown.all():
+        raise ValueError(
+            f"The training set ({source}) has no known label: every entry is unknown, so there is "
+            f"nothing to learn. In a CSV list layout every label not named is absent and -name marks it "
+            f"unknown; in the one-hot layout 1 is present, 0 absent, ? or an empty cell unknown."
+        )
+    lacking = []
+    for index in np.flatnonzero(~positive.any(axis=0)):
+        counts = [(int((~positive[:, index] & ~unknown[:, index]).sum()), "absent")]
+        counts.append((int(unknown[:, index].sum()), "unknown"))
+        shown = ", ".join(f"{count} {kind}" for count, kind in counts if count)
+        lacking.append(f"{train_set.classes[index]} ({shown})")
+    if lacking:
+        warn(
+            _logger,
+            f"{len(lacking)} class(es) have no positive training label, so the model cannot learn to find "
+            f"them: {', '.join(lacking)}",
+        )
+
+
 def check_eval_sets(test_set, val_set, skip_bad_images: bool) -> None:
     """Before the first epoch: read the header of every test and validation image (a broken file is
     reported in seconds, not after an epoch), and name the classes without a positive label."""

@@ -44,6 +44,7 @@ from .builders import (
     build_validation_split,
     check_config,
     check_eval_sets,
+    check_training_labels,
     data_loader,
     run_test_data,
 )
@@ -206,6 +207,8 @@ def _prepare(config: TrainConfig, context: DistributedContext) -> Run:
     # Rank 0 checks the split first (a bad --val-split file is reported once); it is deterministic.
     parts = _agree(context, lambda: build_validation_split(config, train_set))
     train_set, val_set = parts if context.is_main else build_validation_split(config, train_set)
+    source = config.data or "the generated set"
+    _agree(context, lambda: check_training_labels(train_set, source))
     _agree(context, lambda: check_eval_sets(test_set, val_set, config.skip_bad_images))
     model, model_config = build_model(config, context, train_set, test_set, val_set)
     ema = WeightAverage(model, config.ema, warmup=config.ema_warmup) if config.ema is not None else None
