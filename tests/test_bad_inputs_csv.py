@@ -76,7 +76,11 @@ def test_question_mark_in_the_list_layout_is_refused(tmp_path, cell):
 
 @pytest.mark.parametrize(
     "cell, fixed",
-    [("person|-dog", "'person;-dog'"), ("-person -dog", "'-person;-dog'"), ('"person, -dog"', "'person;-dog'")],
+    [
+        ("person|-dog", "'person;-dog'"),
+        ("-person -dog", "'-person;-dog'"),
+        ('"person, -dog"', "'person;-dog'"),
+    ],
 )
 def test_a_minus_inside_a_cell_with_another_separator_is_refused(tmp_path, cell, fixed):
     path = _list_csv(tmp_path, [cell, "person;dog"])

@@ -101,8 +101,8 @@ def evaluate_checkpoint(
         sampler=EvalShardSampler(len(test_set)),
         pin_memory=context.device.type == "cuda",
     )
-    scores, targets, difficult = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
-    class_ap = average_precision(scores, targets, difficult)
+    scores, targets = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
+    class_ap = average_precision(scores, targets)
     missing = [name for name, ap in zip(test_set.classes, class_ap, strict=True) if not np.isfinite(ap)]
     if missing:
         _logger.warning(
@@ -120,5 +120,5 @@ def evaluate_checkpoint(
             _logger,
             f"top-3 metrics are left out: with {test_set.num_classes} classes every label is in the top 3",
         )
-    metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=thresholds, top_k=top_k)
+    metrics = multilabel_metrics(scores, targets, threshold=thresholds, top_k=top_k)
     return metrics, class_ap, list(test_set.classes)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data import read_holdout_file, stratified_holdout
 from ..metrics import fit_thresholds, multilabel_metrics
+from ..targets import POSITIVE
 
 __all__ = [
     "hold_out_validation",
@@ -53,7 +54,8 @@ def hold_out_validation(
 
     The validation part is ``val_split`` (a file naming its images, :func:`msrn.data.read_holdout_file`)
     or ``val_fraction`` of the images (:func:`msrn.data.stratified_holdout`, seeded by ``val_seed``);
-    it is read with ``eval_transform``. The training part keeps the other images, in their order.
+    it is read with ``eval_transform`` and, like a test split, has VOC's "difficult" labels unknown
+    (-1). The training part keeps the other images, in their order.
     """
     if val_fraction is not None and val_split is not None:
         raise ValueError("Give either --val-fraction or --val-split, not both.")
@@ -62,9 +64,10 @@ def hold_out_validation(
     if val_split is not None:
         held = read_holdout_file(val_split, train_set.image_paths)
     else:
+        # Difficult labels are not positives of the validation part: leave them out of the strata.
         held = stratified_holdout(train_set.targets, val_fraction, val_seed, ignore=train_set.difficult)
     kept = np.setdiff1d(np.arange(len(train_set)), held)
-    return train_set.subset(kept), train_set.subset(held, transform=eval_transform)
+    return train_set.subset(kept), train_set.subset(held, transform=eval_transform, difficult_as="unknown")
 
 
 def check_split_sizes(train_part: Any, val_part: Any, source: str) -> None:
@@ -97,18 +100,18 @@ def check_split_sizes(train_part: Any, val_part: Any, source: str) -> None:
         )
 
 
-def fitted_classes(targets: np.ndarray, ignore: np.ndarray) -> np.ndarray:
-    """bool ``[n]``: the classes whose threshold is fitted on a validation split with these targets,
-    those with at least :data:`MIN_FIT_POSITIVES` known (not ignored) positives."""
-    positives = ((np.asarray(targets) > 0) & ~np.asarray(ignore, dtype=bool)).sum(axis=0)
-    return positives >= MIN_FIT_POSITIVES
+def fitted_classes(targets: np.ndarray) -> np.ndarray:
+    """bool ``[n]``: the classes whose threshold is fitted on a validation split with these targets
+    (1 / 0 / -1), those with at least :data:`MIN_FIT_POSITIVES` positives (1)."""
+    return (np.asarray(targets) == POSITIVE).sum(axis=0) >= MIN_FIT_POSITIVES
 
 
 def epoch_metrics(
-    test_predictions: tuple[np.ndarray, np.ndarray, np.ndarray],
-    val_predictions: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    test_predictions: tuple[np.ndarray, np.ndarray],
+    val_predictions: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[dict[str, float], np.ndarray | None]:
-    """``(metrics, fitted thresholds or None)`` of one epoch's predictions ``(scores, targets, ignore)``.
+    """``(metrics, fitted thresholds or None)`` of one epoch's predictions ``(scores, targets)``
+    (targets 1 / 0 / -1; the -1 entries are ignored).
 
     The metrics are the test ones of :func:`msrn.metrics.multilabel_metrics` (threshold 0.5, top-3
     unless there are 3 classes or fewer, :func:`top_k_for`),
@@ -117,14 +120,15 @@ def epoch_metrics(
     (:func:`msrn.metrics.fit_thresholds`; 0.5 for a class with fewer than :data:`MIN_FIT_POSITIVES`
     validation positives, :func:`fitted_classes`). The thresholds are None when no class has enough.
     """
-    scores, targets, ignore = test_predictions
-    metrics = multilabel_metrics(scores, targets, ignore=ignore, top_k=top_k_for(scores.shape[1]))
+    scores, targets = test_predictions
+    metrics = multilabel_metrics(scores, targets, top_k=top_k_for(scores.shape[1]))
     if val_predictions is None:
         return metrics, None
-    val_scores, val_targets, val_ignore = val_predictions
-    metrics.update({f"val_{name}": value for name, value in multilabel_metrics(*val_predictions).items()})
-    enough = fitted_classes(val_targets, val_ignore)
-    thresholds = np.where(enough, fit_thresholds(val_scores, val_targets, ignore=val_ignore), 0.5)
-    fitted = multilabel_metrics(scores, targets, ignore=ignore, threshold=thresholds)
+    val_scores, val_targets = val_predictions
+    val_metrics = multilabel_metrics(val_scores, val_targets)
+    metrics.update({f"val_{name}": value for name, value in val_metrics.items()})
+    enough = fitted_classes(val_targets)
+    thresholds = np.where(enough, fit_thresholds(val_scores, val_targets), 0.5)
+    fitted = multilabel_metrics(scores, targets, threshold=thresholds)
     metrics.update({f"fitted_{name}": fitted[name] for name in THRESHOLD_METRICS})
     return metrics, (thresholds if enough.any() else None)
