@@ -22,7 +22,10 @@ out, and the label graph counts only known entries (:mod:`msrn.targets`,
 :func:`msrn.graph.label_graph_from_targets`). A label
 both present and unknown in one row (``dog;-dog``), an unknown label that is not a class, a bare ``-``
 and, in the list layout, class names starting with ``-`` are refused. A one-hot cell of ``-1`` is
-refused with the way to convert the 1 / -1 / 0 (present / absent / unknown) convention.
+refused with the way to convert the 1 / -1 / 0 (present / absent / unknown) convention. Names are
+compared in Unicode NFC; in the list layout another minus sign (U+2212, an en dash) marks unknown like
+``-``, ``?`` is refused, and an image on several rows is used once (same labels, with a warning) or
+refused naming both lines (other labels): :mod:`msrn.data._csv_labels`.
 
 Image paths are relative to ``root`` (default: the CSV file's folder) unless absolute.
 The class list comes from ``classes=`` when given; otherwise from the header (one-hot layout) or the

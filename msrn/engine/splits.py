@@ -43,11 +43,11 @@ def recorded_splits(folder: "os.PathLike[str] | str") -> dict[str, Any]:
         return {}
     except (OSError, ValueError) as error:
         raise ValueError(
-            f"{path} cannot be read ({error}); delete it to evaluate without the check."
+            f"{path} cannot be read ({error}); delete it (the split is then not checked)."
         ) from None
     if not isinstance(splits, dict) or not all(isinstance(v, (dict, type(None))) for v in splits.values()):
         raise ValueError(
-            f"{path} is not a record of the run's splits; delete it to evaluate without the check."
+            f"{path} is not a record of the run's splits; delete it (the split is then not checked)."
         )
     return splits
 
