@@ -80,8 +80,9 @@ def test_broken_train_state_on_resume_is_one_line_naming_the_file(run, tmp_path,
         (lambda text: text[: len(text) // 2], ()),
         (lambda text: json.dumps({**json.loads(text), "epochs": "x"}), ("'epochs'",)),
         (lambda text: json.dumps({**json.loads(text), "crop_scales": "big"}), ("'crop_scales'",)),
+        (lambda text: json.dumps({**json.loads(text), "epochs": -3}), ("--epochs must be >= 1",)),
     ],
-    ids=["list", "truncated", "epochs-x", "crop-scales-string"],
+    ids=["list", "truncated", "epochs-x", "crop-scales-string", "epochs-negative"],
 )
 def test_broken_train_config_is_one_line_naming_the_file(run, tmp_path, capsys, edit, names):
     copy = _copy(run[1], tmp_path)

@@ -30,11 +30,11 @@ from ..loss import MSRNLoss
 from ..models import create_model
 from ..optim import param_groups
 from ..targets import positive_mask
-from .config import TrainConfig, default_cache_dir
+from .config import TrainConfig, default_cache_dir, saved_config
 from .distributed import DistributedContext
 from .loop import check_amp
 from .options import check_option_ranges
-from .resume import TRAIN_CONFIG_NAME, config_fields, saved_train_config, settings_file
+from .resume import TRAIN_CONFIG_NAME, settings_file
 from .splits import recorded_splits
 from .validation import MIN_FIT_POSITIVES, check_split_sizes, hold_out_validation, top_k_for
 
@@ -104,7 +104,7 @@ def run_test_data(run_folder: "os.PathLike[str] | str") -> dict[str, Any]:
         raise FileNotFoundError(
             f"{folder} holds no {TRAIN_CONFIG_NAME}: it is not the folder of a training run."
         )
-    config = TrainConfig(**config_fields(TrainConfig, saved_train_config(folder), settings_file(folder)))
+    config = saved_config(folder)
     fingerprint = recorded_splits(folder).get("test")
     if config.dataset == "csv":
         data, split = config.test_split, None

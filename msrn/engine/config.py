@@ -17,9 +17,17 @@ from ..data import DATASET_KINDS
 from ..data.transforms import PAPER_CROP_SCALES
 from ..loss import LOSSES
 from .loop import AMP_MODES
-from .resume import check_resume_changes, config_fields, resume_folder, saved_train_config, settings_file
+from .options import check_option_ranges
+from .resume import (
+    check_resume_changes,
+    config_fields,
+    damaged_advice,
+    resume_folder,
+    saved_train_config,
+    settings_file,
+)
 
-__all__ = ["TrainConfig", "paper_config", "cpu_config", "resume_config", "default_cache_dir"]
+__all__ = ["TrainConfig", "paper_config", "cpu_config", "resume_config", "saved_config", "default_cache_dir"]
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -304,6 +312,24 @@ def resume_config(resume: "os.PathLike[str] | str", **changes: Any) -> TrainConf
             "--overwrite starts a new one in its place."
         )
     saved = saved_train_config(folder)
-    values = {**config_fields(TrainConfig, saved, settings_file(folder)), **changes}
+    config = saved_config(folder, saved)
     check_resume_changes(TrainConfig, saved, changes, folder)
-    return TrainConfig(**{**values, "output_dir": str(folder), "resume": str(folder)})
+    return dataclasses.replace(config, **changes, output_dir=str(folder), resume=str(folder))
+
+
+def saved_config(folder: "os.PathLike[str] | str", saved: dict[str, Any] | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` a run folder was trained with (its ``train_config.json``, else the copy
+    in ``train_state.pt``; ``saved``: that file's contents when already read).
+
+    Raises:
+        ValueError: naming the file, when it is damaged: not JSON, not an object, a value of the wrong
+            type or out of its range.
+    """
+    folder = pathlib.Path(folder)
+    source = settings_file(folder)
+    config = TrainConfig(**config_fields(TrainConfig, saved or saved_train_config(folder), source))
+    try:
+        check_option_ranges(config)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error} {damaged_advice(source).capitalize()}.") from None
+    return config

@@ -18,6 +18,7 @@ from typing import Any
 from .._io import atomic_write, to_json
 
 __all__ = [
+    "damaged_advice",
     "CHANGEABLE_ON_RESUME",
     "resume_folder",
     "saved_train_config",
@@ -68,7 +69,7 @@ def save_train_config(folder: pathlib.Path, config: Any) -> None:
     atomic_write(folder / TRAIN_CONFIG_NAME, lambda path: pathlib.Path(path).write_text(text, "utf-8"))
 
 
-def _damaged(path: "os.PathLike[str] | str") -> str:
+def damaged_advice(path: "os.PathLike[str] | str") -> str:
     """What to do about a damaged file of the run's settings."""
     if pathlib.Path(path).name == TRAIN_CONFIG_NAME:
         return "it is damaged: restore it, or delete it to use the copy of the settings in train_state.pt"
@@ -93,7 +94,7 @@ def saved_train_config(folder: pathlib.Path) -> dict[str, Any]:
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
-            raise ValueError(f"{path} is not valid JSON ({error}); {_damaged(path)}.") from None
+            raise ValueError(f"{path} is not valid JSON ({error}); {damaged_advice(path)}.") from None
     else:
         from .checkpoint import load_training_state
 
@@ -104,7 +105,8 @@ def saved_train_config(folder: pathlib.Path) -> dict[str, Any]:
             saved = None
     if not isinstance(saved, dict):
         raise ValueError(
-            f"{path} does not hold the run's settings (a JSON object of setting: value); {_damaged(path)}."
+            f"{path} does not hold the run's settings (a JSON object of setting: value); "
+            f"{damaged_advice(path)}."
         )
     return saved
 
@@ -125,7 +127,7 @@ def config_fields(
             if not _fits(hints[field.name], value):
                 raise ValueError(
                     f"{source or 'the saved settings'}: setting {field.name!r} is {value!r}, not "
-                    f"{_kind(hints[field.name])}; {_damaged(source)}."
+                    f"{_kind(hints[field.name])}; {damaged_advice(source)}."
                 )
             values[field.name] = tuple(value) if isinstance(value, list) else value
     unknown = set(saved) - {field.name for field in dataclasses.fields(config_type)}
