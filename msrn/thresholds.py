@@ -35,16 +35,13 @@ class DecisionThresholds:
     source: str
 
 
-def decision_thresholds(
-    model: Any, threshold: float | Sequence[float] | None = None, option: str = "threshold"
-) -> DecisionThresholds:
+def decision_thresholds(model: Any, threshold: float | Sequence[float] | None = None) -> DecisionThresholds:
     """The thresholds that label ``model``'s outputs.
 
     Args:
         model: an :class:`msrn.MSRN` (its ``num_classes`` and ``get_label_thresholds()``).
         threshold: ``None`` (the model's own, else 0.5), one probability in (0, 1) for every label, or
             ``num_classes`` probabilities in [0, 1], one per label.
-        option: how messages name ``threshold`` (e.g. ``"--threshold"``).
 
     Raises:
         ValueError: ``threshold`` is out of range or of the wrong length, or the model's saved
@@ -58,7 +55,7 @@ def decision_thresholds(
         return DecisionThresholds(np.full(n, DEFAULT_THRESHOLD), "default")
     if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
         if not 0.0 < threshold < 1.0:
-            raise ValueError(f"{option} must be between 0 and 1 (exclusive), got {threshold}.")
+            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
         return DecisionThresholds(np.full(n, float(threshold)), "override")
     try:
         values = np.asarray(threshold, dtype=np.float64)
@@ -66,7 +63,7 @@ def decision_thresholds(
         values = np.empty(0)
     if values.shape != (n,) or not ((values >= 0.0) & (values <= 1.0)).all():
         raise ValueError(
-            f"{option} must be one probability, or {n} probabilities in [0, 1] (one per label), got "
+            f"threshold must be one probability, or {n} probabilities in [0, 1] (one per label), got "
             f"{threshold!r}."
         )
     return DecisionThresholds(values, "override")
