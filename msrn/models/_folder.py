@@ -4,8 +4,9 @@
 FIFO, ``/dev/zero`` or a huge file neither hangs nor fills the memory), parses it (nesting too deep
 for the parser is an error, not a ``RecursionError``) and checks every field MSRN uses: its types,
 lengths and ranges (:func:`validate_config`). :func:`check_tensors` checks what the config cannot say
-about the state dict: a boolean square label graph, finite BatchNorm statistics with a non-negative
-``running_var``. Every failure is one ``ValueError`` line that names the file, the field and the fix.
+about the state dict: a boolean square label graph and a non-negative BatchNorm ``running_var``
+(finite values are checked as the file is read). Every failure is one ``ValueError`` line that names
+the file, the field and the fix.
 
 The readers of :mod:`msrn.models._weights` call these for ``timm.create_model("local-dir:...")`` /
 ``"hf-hub:..."``, ``msrn.create_model``, ``msrn.load_model``, :class:`msrn.Predictor` and every command.
@@ -102,6 +103,12 @@ def read_config(path: "str | os.PathLike[str]") -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ values
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters so that a message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -134,7 +141,7 @@ def _check_model_args(args: Mapping[str, Any], path: str) -> None:
         if not ((value is None and nullable) or _has_kind(value, kind)):
             raise ValueError(
                 f"{path}: model_args.{key} must be a JSON {kind}{' or null' if nullable else ''}, got "
-                f"{value!r}; fix it in the file. {_WRITER_HINT}"
+                f"{_short(value)}; fix it in the file. {_WRITER_HINT}"
             )
 
 
@@ -146,10 +153,10 @@ def check_label_thresholds(thresholds: Any, num_classes: int, where: str) -> lis
         and len(thresholds) == num_classes
         and all(_is_number(t) and 0.0 <= t <= 1.0 for t in thresholds)
     ):
-        got = repr(thresholds) if len(repr(thresholds)) <= 80 else f"{repr(thresholds)[:77]}..."
         raise ValueError(
             f"{where} must be {num_classes} probabilities in [0, 1] in a list (one decision threshold per "
-            f"label, in label order), got {got}; fix it, or delete the entry to use 0.5 for every label."
+            f"label, in label order), got {_short(thresholds)}; fix it, or delete the entry to use 0.5 "
+            f"for every label."
         )
     return [float(t) for t in thresholds]
 
@@ -161,7 +168,7 @@ def _check_size(cfg: Mapping[str, Any], key: str, path: str) -> None:
     ):
         raise ValueError(
             f"{path}: pretrained_cfg.{key} must be [channels, height, width] of positive integers "
-            f"(e.g. [3, 448, 448], sides at most {_MAX_SIDE}), got {size!r}; fix it in the file."
+            f"(e.g. [3, 448, 448], sides at most {_MAX_SIDE}), got {_short(size)}; fix it in the file."
         )
 
 
@@ -177,7 +184,7 @@ def _check_normalisation(cfg: Mapping[str, Any], key: str, channels: int, path: 
         example = "[0.229, 0.224, 0.225]" if positive else "[0.485, 0.456, 0.406]"
         raise ValueError(
             f"{path}: pretrained_cfg.{key} must be {channels} {kind} (one per input channel, e.g. "
-            f"ImageNet's {example}), got {values!r}; fix it in the file."
+            f"ImageNet's {example}), got {_short(values)}; fix it in the file."
         )
 
 
@@ -197,19 +204,19 @@ def _check_pretrained_cfg(cfg: Mapping[str, Any], num_classes: int, path: str) -
         except (KeyError, TypeError):
             raise ValueError(
                 f"{path}: pretrained_cfg.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
-                f"got {interpolation!r}; fix it in the file."
+                f"got {_short(interpolation)}; fix it in the file."
             ) from None
     crop_pct = cfg.get("crop_pct")
     if crop_pct is not None and not (_is_number(crop_pct) and 0.0 < crop_pct <= 1.0):
         raise ValueError(
             f"{path}: pretrained_cfg.crop_pct must be a number in (0, 1] (the share of the resized image "
-            f"kept by the test crop; 1.0 keeps it whole), got {crop_pct!r}; fix it in the file."
+            f"kept by the test crop; 1.0 keeps it whole), got {_short(crop_pct)}; fix it in the file."
         )
     crop_mode = cfg.get("crop_mode")
     if crop_mode is not None and crop_mode not in CROP_MODES:
         raise ValueError(
-            f"{path}: pretrained_cfg.crop_mode must be one of {', '.join(CROP_MODES)}, got {crop_mode!r}; "
-            f"fix it in the file."
+            f"{path}: pretrained_cfg.crop_mode must be one of {', '.join(CROP_MODES)}, got "
+            f"{_short(crop_mode)}; fix it in the file."
         )
     if "label_thresholds" in cfg and cfg["label_thresholds"] is not None:
         check_label_thresholds(
@@ -229,8 +236,8 @@ def _check_label_names(names: Any, num_classes: int, path: str) -> None:
     for index, name in enumerate(names):
         if name in seen:
             raise ValueError(
-                f"{path}: label_names holds {name!r} twice (labels {seen[name]} and {index}); every label "
-                f"needs its own name: fix it in the file."
+                f"{path}: label_names holds {_short(name)} twice (labels {seen[name]} and {index}); every "
+                f"label needs its own name: fix it in the file."
             )
         seen[name] = index
 
@@ -238,7 +245,7 @@ def _check_label_names(names: Any, num_classes: int, path: str) -> None:
 def _check_architecture(architecture: Any, path: str) -> None:
     if isinstance(architecture, str) and not architecture.startswith("msrn_") and timm.is_model(architecture):
         raise ValueError(
-            f"{path} names the architecture {architecture!r}, a timm model, not an MSRN model; load it "
+            f"{path} names the architecture {_short(architecture)}, a timm model, not an MSRN model; load it "
             f"with timm.create_model, or give a folder written by msrn.save_pretrained."
         )
     if not (
@@ -246,8 +253,9 @@ def _check_architecture(architecture: Any, path: str) -> None:
     ):
         known = ", ".join(timm.list_models("msrn*"))
         raise ValueError(
-            f"{path} names the architecture {architecture!r}, which is not a registered MSRN architecture "
-            f"(known: {known}). Is the file from an MSRN model, and was `import msrn` run? {_WRITER_HINT}"
+            f"{path} names the architecture {_short(architecture)}, which is not a registered MSRN "
+            f"architecture (known: {known}). Is the file from an MSRN model, and was `import msrn` run? "
+            f"{_WRITER_HINT}"
         )
 
 
@@ -273,7 +281,7 @@ def validate_config(config: Any, path: str) -> dict[str, Any]:
     num_classes = config["num_classes"]
     if not _is_count(num_classes) or num_classes < 1:
         raise ValueError(
-            f"{path}: num_classes must be an integer >= 1 (one output per label), got {num_classes!r}."
+            f"{path}: num_classes must be an integer >= 1 (one output per label), got {_short(num_classes)}."
         )
     for key in ("model_args", "pretrained_cfg"):
         if not isinstance(config[key], dict):
@@ -293,7 +301,7 @@ def validate_config(config: Any, path: str) -> dict[str, Any]:
     version = section.get("format_version")
     if not _is_count(version) or version < 1:
         raise ValueError(
-            f"{path}: msrn.format_version must be an integer >= 1, got {version!r}. {_WRITER_HINT}"
+            f"{path}: msrn.format_version must be an integer >= 1, got {_short(version)}. {_WRITER_HINT}"
         )
     if version > FORMAT_VERSION:
         raise ValueError(
