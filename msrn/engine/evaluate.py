@@ -116,8 +116,8 @@ def evaluate_checkpoint(
         sampler=EvalShardSampler(len(test_set)),
         pin_memory=context.device.type == "cuda",
     )
-    scores, targets, difficult = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
-    class_ap = average_precision(scores, targets, difficult)
+    scores, targets = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
+    class_ap = average_precision(scores, targets)
     missing = [name for name, ap in zip(test_set.classes, class_ap, strict=True) if not np.isfinite(ap)]
     if missing:
         _logger.warning(
@@ -126,5 +126,5 @@ def evaluate_checkpoint(
             ", ".join(missing),
         )
     _logger.info("CP, CR, F1 at the %s thresholds", thresholds.source)
-    metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=thresholds.values, top_k=3)
+    metrics = multilabel_metrics(scores, targets, threshold=thresholds.values, top_k=3)
     return Evaluation(metrics, class_ap, list(test_set.classes), thresholds)
