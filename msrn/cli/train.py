@@ -16,7 +16,7 @@ from typing import Any
 
 from ..engine import NonFiniteLossError, TrainConfig, cpu_config, format_metrics_table, paper_config, train
 from ..engine.trainer import PretrainedWeightsUnavailable, StoppedWithMainProcess, resume_config
-from . import OneLineErrorParser, one_line
+from . import OneLineErrorParser, one_line, warnings_in_the_log
 
 __all__ = ["register", "add_train_arguments", "config_from_args", "run", "build_parser", "main"]
 
@@ -175,4 +175,5 @@ def main(argv: list[str] | None = None, prog: str | None = None, description: st
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     args.error_prefix = parser.prog.removesuffix(".py")
-    return run(args)
+    with warnings_in_the_log():
+        return run(args)

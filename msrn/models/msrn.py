@@ -22,6 +22,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
 from .. import labels as label_sets
+from .._warn import warn
 from ..layers import LabelGroupEmbedding, MultiBranchBackbone, SemanticGuidedAttention, SemanticHead
 from ..layers.diffpool import compactness_loss
 from ._weights import (
@@ -274,12 +275,12 @@ class MSRN(nn.Module):
             self.register_buffer("label_features", _as_label_features(label_features, self.num_labels))
         self.register_buffer("label_graph", _as_label_graph(label_graph, self.num_labels))
         if label_graph is None and self.embeddings_mode != "none" and self.num_labels > 1:
-            _logger.warning(
-                "MSRN with %d labels and no label graph: the graph attention of the label embeddings sees "
-                "no edges (self-loops only). Pass labels=%s for a built-in label set, or "
-                "label_graph=msrn.graph.label_graph_from_targets(train_targets).",
-                self.num_labels,
-                "|".join(repr(name) for name in label_sets.available()),
+            warn(
+                _logger,
+                f"MSRN with {self.num_labels} labels and no label graph: the graph attention of the label "
+                f"embeddings sees no edges (self-loops only). Pass labels="
+                f"{'|'.join(repr(name) for name in label_sets.available())} for a built-in label set, or "
+                f"label_graph=msrn.graph.label_graph_from_targets(train_targets).",
             )
 
     @property
@@ -696,7 +697,13 @@ def _create_msrn(
         if isinstance(thresholds, list) and len(thresholds) == model.num_classes:
             model.pretrained_cfg["label_thresholds"] = thresholds
         else:  # fitted for other labels (e.g. loaded with another num_classes)
-            _logger.info("Dropping the saved label_thresholds: they do not fit the model's labels.")
+            count = len(thresholds) if isinstance(thresholds, list) else "?"
+            warn(
+                _logger,
+                f"The saved per-label thresholds ({count}) do not fit the model's {model.num_classes} labels "
+                f"and are not applied: predictions use 0.5 (or a threshold you give); fit new ones on a "
+                f"validation split (msrn train --val-fraction).",
+            )
     return model
 
 
