@@ -14,6 +14,7 @@ import timm
 import torch
 from safetensors import safe_open
 
+from .._state_dict import key_mismatch, shorten
 from ._weights import CONFIG_NAME, WEIGHTS_NAME, check_model_source, read_safetensors
 from .msrn import MSRN
 
@@ -90,11 +91,17 @@ def _read_state_dict(path: pathlib.Path) -> dict[str, torch.Tensor]:
 
 
 def _load_state_dict(model: torch.nn.Module, path: pathlib.Path, state_dict: dict[str, torch.Tensor]) -> None:
+    mismatch = key_mismatch(model.state_dict(), state_dict)
+    if mismatch:
+        architecture = model.pretrained_cfg.get("architecture", type(model).__name__)
+        raise ValueError(
+            f"checkpoint {path} does not fit the model ({architecture}): {mismatch}. Was it saved from "
+            f"another architecture? Name that one, or load the run's folder with local-dir:DIR."
+        )
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
-        first_lines = str(error).strip().splitlines()[:3]
-        raise ValueError(f"checkpoint {path} does not fit the model: {' '.join(first_lines)}") from None
+        raise ValueError(f"checkpoint {path} does not fit the model: {shorten(str(error))}") from None
 
 
 def _from_saved(spec: str) -> torch.nn.Module:

@@ -30,6 +30,7 @@ from .._hub_network import (
     offline_options,
     unreachable_error,
 )
+from .._state_dict import key_mismatch, shorten, summarize_names
 
 __all__ = [
     "CONFIG_NAME",
@@ -45,7 +46,6 @@ __all__ = [
     "read_backbone_file",
     "check_model_source",
     "registry_cfg",
-    "summarize_names",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -73,8 +73,6 @@ _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 _WRITER_HINT = "Write MSRN folders with msrn.save_pretrained(model, directory)."
 # Tensors every MSRN state dict holds, whatever its variant and embeddings.
 _MSRN_TENSORS = ("label_features", "label_graph", "head.fc1.weight", "head.fc2.weight")
-# How many names a message lists before it only counts.
-_NAMES_SHOWN = 5
 # What else to do without the Hub, in the messages of a failed download.
 _CHECKPOINT_ALTERNATIVES = "load a local copy of the repository's folder with 'local-dir:DIR'."
 _BACKBONE_ALTERNATIVES = (
@@ -227,16 +225,6 @@ def _read_json(path: PathLike) -> Any:
     return config
 
 
-def summarize_names(names: Sequence[str], noun: str = "tensor", limit: int = _NAMES_SHOWN) -> str:
-    """``"2 tensors (a, b)"`` or ``"120 tensors (first: a, b, c, d, e)"``: a count and the first names,
-    so that a message stays short however many names there are."""
-    names = list(names)
-    counted = f"{len(names)} {noun}{'' if len(names) == 1 else 's'}"
-    if len(names) <= limit:
-        return f"{counted} ({', '.join(names)})"
-    return f"{counted} (first: {', '.join(names[:limit])})"
-
-
 def read_safetensors(path: PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file (never a pickle), on the CPU; NaN or infinite values are refused."""
     path = str(path)
@@ -361,24 +349,11 @@ def load_checkpoint_into(
     for key in keep:
         state_dict.pop(key, None)
         expected.pop(key, None)
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [
-        f"{key}: file {list(state_dict[key].shape)}, model {list(expected[key].shape)}"
-        for key in sorted(set(state_dict) & set(expected))
-        if state_dict[key].shape != expected[key].shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing from the file: {summarize_names(missing)}")
-        if unexpected:
-            problems.append(f"not in the model: {summarize_names(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatches: {summarize_names(mismatched, limit=3)}")
+    mismatch = key_mismatch(expected, state_dict)
+    if mismatch:
         raise ValueError(
             f"The weights in {checkpoint.weights_path} ({checkpoint.source}) do not fit the model built from "
-            f"{checkpoint.config_path}: {'; '.join(problems)}. Do not override architecture arguments "
+            f"{checkpoint.config_path}: {mismatch}. Do not override architecture arguments "
             f"(backbone, embed_dim, variant, ...) when loading a checkpoint."
         )
     model.load_state_dict(state_dict, strict=False)
@@ -437,18 +412,16 @@ def _check_backbone_keys(
     classifier = reference.pretrained_cfg.get("classifier") or ()
     classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
     in_classifier = tuple(f"{c}." for c in classifier)
-    missing = sorted(k for k in expected - set(state_dict) if not k.startswith(in_classifier))
-    unexpected = sorted(k for k in set(state_dict) - expected if not k.startswith(in_classifier))
-    if missing or unexpected:
-
-        def listing(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-        problems = ([f"missing {listing(missing)}"] if missing else []) + (
-            [f"not in {base}: {listing(unexpected)}"] if unexpected else []
-        )
+    # Keys only: timm adapts some shapes of its weights (input channels, position embeddings).
+    mismatch = key_mismatch(
+        {k: None for k in expected if not k.startswith(in_classifier)},
+        {k: None for k in state_dict if not k.startswith(in_classifier)},
+        shapes=False,
+        target=base,
+    )
+    if mismatch:
         raise ValueError(
-            f"{path} does not hold the weights of timm's {base} ({'; '.join(problems)}). Use the weights "
+            f"{path} does not hold the weights of timm's {base} ({mismatch}). Use the weights "
             f"of that model in timm's layout, e.g. saved with "
             f"safetensors.torch.save_file(timm.create_model({base!r}, pretrained=True).state_dict(), PATH)."
         )
@@ -539,8 +512,7 @@ def load_backbone_weights(
     except RuntimeError as error:
         if file is None:
             raise
-        first_lines = " ".join(str(error).strip().splitlines()[:2])
-        raise ValueError(f"{file} does not fit backbone {name!r}: {first_lines}") from None
+        raise ValueError(f"{file} does not fit backbone {name!r}: {shorten(str(error))}") from None
     trunk_state = donor.state_dict()
     backbone.trunk.load_state_dict(trunk_state, strict=True)
     initialised = sorted(
