@@ -2,13 +2,17 @@
 user's line) and a log record; the CLI shows it once, in its log."""
 
 import logging
+import subprocess
+import sys
 import warnings
 
 import pytest
 import timm
 import torch
+from tiny_training import TINY_ARGS, subprocess_env
 
 import msrn
+from msrn.data import generate_synthetic_voc
 
 TINY = dict(backbone="test_resnet", embed_dim=16, hidden_dim=32, gat_hidden_dim=12, num_groups=2)
 
@@ -54,3 +58,16 @@ def test_saved_thresholds_that_do_not_fit_warn(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", msrn.MSRNWarning)
         assert timm.create_model(f"local-dir:{tmp_path / 'fitted'}").get_label_thresholds() == [0.3, 0.7]
+
+
+def test_the_train_command_shows_each_warning_once_among_its_info_lines(tmp_path):
+    cache = tmp_path / "cache"
+    generate_synthetic_voc(cache / "synthetic-voc-v2-24-13-s0", 24, 13, 0)
+    command = [sys.executable, "-m", "msrn", "train", *TINY_ARGS, "--epochs", "1", "--cache-dir", str(cache)]
+    command += ["--output-dir", str(tmp_path / "run"), "--label-features", "learnable"]
+    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("best/ is chosen on the test split") == 1, result.stderr
+    assert result.stderr.count("The label features are learnable, not word vectors") == 1, result.stderr
+    assert "MSRNWarning" not in result.stderr and "warnings.warn" not in result.stderr
+    assert "INFO msrn_resnet18: 20 labels" in result.stderr  # INFO still shown by default

@@ -274,13 +274,16 @@ class MSRN(nn.Module):
         else:
             self.register_buffer("label_features", _as_label_features(label_features, self.num_labels))
         self.register_buffer("label_graph", _as_label_graph(label_graph, self.num_labels))
-        if label_graph is None and self.embeddings_mode != "none" and self.num_labels > 1:
+        edges = int(self.label_graph.sum()) - self.num_labels  # off the diagonal: self-loops are always set
+        if edges == 0 and self.embeddings_mode != "none" and self.num_labels > 1:
+            graph = "no label graph" if label_graph is None else "a label graph without edges between labels"
             warn(
                 _logger,
-                f"MSRN with {self.num_labels} labels and no label graph: the graph attention of the label "
+                f"MSRN with {self.num_labels} labels and {graph}: the graph attention of the label "
                 f"embeddings sees no edges (self-loops only). Pass labels="
                 f"{'|'.join(repr(name) for name in label_sets.available())} for a built-in label set, or "
-                f"label_graph=msrn.graph.label_graph_from_targets(train_targets).",
+                f"label_graph=msrn.graph.label_graph_from_targets(train_targets) (a lower threshold t gives "
+                f"more edges; msrn train --graph-threshold).",
             )
 
     @property
