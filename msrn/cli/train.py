@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             # The run's summary (model, label features, graph edges, validation split, resumed
             # settings) belongs to what `msrn train` reports, not to the details behind -v.
             run_logger.setLevel(logging.INFO)
+    if rank != 0:  # rank 0 reports the run, warnings included; the others report only their errors
+        logging.getLogger("msrn").setLevel(logging.ERROR)
     try:
         config = config_from_args(args)
         last = train(config, on_epoch_end=lambda record: _report(config, record))
