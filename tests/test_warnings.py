@@ -71,3 +71,15 @@ def test_the_train_command_shows_each_warning_once_among_its_info_lines(tmp_path
     assert result.stderr.count("The label features are learnable, not word vectors") == 1, result.stderr
     assert "MSRNWarning" not in result.stderr and "warnings.warn" not in result.stderr
     assert "INFO msrn_resnet18: 20 labels" in result.stderr  # INFO still shown by default
+
+
+def test_thresholds_next_to_a_checkpoint_given_with_an_architecture_name_warn(tmp_path):
+    model = timm.create_model("msrn_resnet18", labels="voc2007", embed_dim=16, hidden_dim=32)
+    model.pretrained_cfg = {**model.pretrained_cfg, "label_thresholds": [0.4] * 20}
+    folder = msrn.save_pretrained(model, tmp_path / "best")
+    with pytest.warns(msrn.MSRNWarning, match=r"thresholds fitted for .*not applied.*local-dir:"):
+        loaded = msrn.load_model("msrn_resnet18", checkpoint=str(folder / "model.safetensors"))
+    assert loaded.get_label_thresholds() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", msrn.MSRNWarning)
+        assert msrn.load_model(f"local-dir:{folder}").get_label_thresholds() == [0.4] * 20

@@ -15,6 +15,7 @@ import torch
 from safetensors import safe_open
 
 from .._state_dict import key_mismatch, shorten
+from .._warn import warn
 from ._weights import CONFIG_NAME, WEIGHTS_NAME, check_model_source, read_safetensors
 from .msrn import MSRN
 
@@ -142,7 +143,28 @@ def _from_architecture(spec: str, checkpoint: str | None) -> MSRN:
     _logger.info("%s from %s with %s", name, path, kwargs)
     model = timm.create_model(name, **kwargs)
     _load_state_dict(model, path, state_dict)
+    _warn_unread_thresholds(path)
     return model
+
+
+def _warn_unread_thresholds(path: pathlib.Path) -> None:
+    """The weights file of a saved folder whose ``config.json`` holds fitted thresholds: name and
+    checkpoint read only the weights, so say that the thresholds are not applied."""
+    config_path = path.parent / CONFIG_NAME
+    if path.name != WEIGHTS_NAME or not config_path.is_file():
+        return
+    try:
+        cfg = json.loads(config_path.read_text(encoding="utf-8"))["pretrained_cfg"]
+        fitted = bool(cfg.get("label_thresholds"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a folder msrn wrote
+        return
+    if fitted:
+        warn(
+            _logger,
+            f"{config_path} holds the per-label thresholds fitted for {path}, but an architecture name "
+            f"with a checkpoint reads only the weights: they are not applied (labels are chosen at 0.5). "
+            f"Load the folder with local-dir:{path.parent} to apply them.",
+        )
 
 
 def load_model(spec: str, checkpoint: str | None = None) -> MSRN:
