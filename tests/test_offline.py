@@ -6,6 +6,7 @@ name resolution) or a socket that accepts and never answers (the request times o
 never asked. huggingface_hub reads HF_ENDPOINT and its cache folder at import, so its constants are
 patched here."""
 
+import importlib.util
 import socket
 import time
 
@@ -41,18 +42,17 @@ def unreachable_hub(request, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     constants = huggingface_hub.constants
     monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
-    )
+    template = endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    # huggingface_hub before 1.0 formats download URLs with its own copy of the template
+    monkeypatch.setattr(huggingface_hub.file_download, "HUGGINGFACE_CO_URL_TEMPLATE", template, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     # huggingface_hub 2.x first fetches a registry for its user-agent header (once per process, 3 s
     # timeout, not ours): the test measures msrn's own wait.
-    monkeypatch.setattr(
-        "huggingface_hub.utils._detect_agent._registry",
-        {"standardEnvVars": [], "harnesses": {}},
-        raising=False,
-    )
+    if importlib.util.find_spec("huggingface_hub.utils._detect_agent") is not None:
+        no_agents = {"standardEnvVars": [], "harnesses": {}}
+        monkeypatch.setattr("huggingface_hub.utils._detect_agent._registry", no_agents, raising=False)
     yield endpoint
     listener.close()
 
@@ -69,6 +69,8 @@ def assert_one_quick_line(error: BaseException, seconds: float, *needles: str) -
     assert seconds < BUDGET_S, f"took {seconds:.1f} s: {text}"
     assert isinstance(error, ConnectionError), repr(error)
     assert "\n" not in text and text.startswith("Cannot reach the Hugging Face Hub at http://127.0.0.1:")
+    # the local endpoint was asked, not the real Hub (whose name would not resolve here)
+    assert "huggingface.co" not in text and "Name or service" not in text and "NameResolution" not in text
     for needle in needles:
         assert needle in text, (needle, text)
     return text
