@@ -7,7 +7,7 @@ Importing the package registers the ``msrn_*`` architectures in timm's model reg
 import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from . import hub, labels, layers, models
+from . import hub, labels, layers, models, targets
 from ._warn import MSRNWarning
 from .hub import push_to_hub, save_pretrained
 from .loss import MSRNLoss
@@ -55,6 +55,7 @@ __all__ = [
     "__version__",
     "loss",
     "optim",
+    "targets",
     *_LAZY_SUBMODULES,
 ]
 
