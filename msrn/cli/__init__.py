@@ -10,7 +10,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-from .._warn import MSRNWarning
+from .._warnings import MSRNWarning
 from ..version import __version__
 
 __all__ = ["main", "CommandError", "OneLineErrorParser", "check_threshold", "one_line", "warnings_in_the_log"]

@@ -16,7 +16,7 @@ from safetensors import safe_open
 
 from .._io import read_json_file
 from .._state_dict import key_mismatch, shorten
-from .._warn import warn
+from .._warnings import warn
 from ._folder import MAX_CONFIG_BYTES, check_tensors
 from ._weights import CONFIG_NAME, WEIGHTS_NAME, check_model_source, read_safetensors
 from .msrn import MSRN

@@ -21,7 +21,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
 from .. import labels as label_sets
-from .._warn import warn
+from .._warnings import warn
 from ..layers import LabelGroupEmbedding, MultiBranchBackbone, SemanticGuidedAttention, SemanticHead
 from ..layers.diffpool import compactness_loss
 from ._folder import check_label_thresholds

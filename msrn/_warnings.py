@@ -1,6 +1,10 @@
 """Warnings that change what the user gets (a label graph without edges, learnable label features
-instead of word vectors, ``best/`` chosen on the test split, saved thresholds not applied): each goes
-to the log and through Python's ``warnings`` as an :class:`MSRNWarning`, pointing at the user's line."""
+instead of word vectors, ``best/`` chosen on the test split, saved thresholds not applied, what the
+data and split checks find): each goes to the log and through Python's ``warnings`` as an
+:class:`MSRNWarning`, pointing at the user's line.
+
+``msrn`` commands show the log line and leave the Python warning out (it says the same).
+"""
 
 import logging
 import os
