@@ -1,18 +1,20 @@
 """The ``msrn`` command. Its interface is the command line, documented by ``msrn --help``,
 ``msrn COMMAND --help`` and the guides (training.md, predict.md, export.md, convert.md); from Python,
 only :func:`main` (run a command in-process) and :func:`build_parser` (the parser of every command)
-are API. The other names (``CommandError``, ``OneLineErrorParser``, ``check_threshold``, ``one_line``)
-are what the sub-commands share, not API.
+are API. The other names (``CommandError``, ``OneLineErrorParser``, ``check_threshold``, ``one_line``,
+``warnings_in_the_log``) are what the sub-commands share, not API.
 
 Each sub-command lives in its own module of this package and exposes ``register(subparsers)``; user
 mistakes end with a one-line message and exit code 2, no traceback."""
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 
 from .._warnings import MSRNWarning
 from ..version import __version__
@@ -41,6 +43,15 @@ def check_threshold(value: float) -> None:
         raise CommandError(f"--threshold must be between 0 and 1 (exclusive), got {value}.")
 
 
+@contextlib.contextmanager
+def warnings_in_the_log() -> Iterator[None]:
+    """Within: msrn's warnings are shown by the log only (each :class:`msrn.MSRNWarning` is also
+    logged), not a second time by Python's ``warnings``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MSRNWarning)
+        yield
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``msrn`` parser with every sub-command (``models``, ``train``, ``predict``, ``evaluate``,
     ``export``, ``convert-official``): ``build_parser().parse_args(["train", "--epochs", "3"])``."""
@@ -65,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MSRNWarning)  # each is also a line of the log
+        with warnings_in_the_log():
             code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
         return code
