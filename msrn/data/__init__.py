@@ -23,6 +23,7 @@ from .image import (
     to_rgb_image,
 )
 from .nuswide import NUSWIDEDataset
+from .openimages import OPENIMAGES_LABEL_FILES, OpenImagesDataset
 from .seeded import SeededAugmentation, sample_seed
 from .synthetic import generate_synthetic_voc
 from .transforms import (
@@ -45,6 +46,8 @@ __all__ = [
     "VOC_CLASSES",
     "generate_synthetic_voc",
     "NUSWIDEDataset",
+    "OpenImagesDataset",
+    "OPENIMAGES_LABEL_FILES",
     "ApparelDataset",
     "apparel_authors_split",
     "APPAREL_SPLIT_SEED",
