@@ -196,7 +196,7 @@ def run_worker(case: str, folder: pathlib.Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ main
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=9_000_000)
     parser.add_argument("--labels-per-image", type=float, default=6.4)
@@ -213,11 +213,11 @@ def parse_args(argv=None):
     parser.add_argument("--keep", action="store_true", help="keep the generated temporary folder")
     parser.add_argument("--tmp", default=None, help="parent of the temporary folder (default: the system's)")
     parser.add_argument("--worker", choices=("load", "graph", "reader", "csv_module"), help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.worker:
         result = worker(args.worker, args.folder)
         print(json.dumps(result))

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 import torch
 from PIL import Image
+from test_openimages import CLASSES, TRAINABLE, write_tree
 
 import msrn.labels
 from msrn.cli import build_parser
@@ -53,14 +54,17 @@ def test_python_snippets_run(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     _write_nuswide(tmp_path / "data" / "NUS-WIDE")
     _write_apparel(tmp_path / "data" / "apparel-dataset")
+    write_tree(tmp_path / "data" / "open-images")
     namespace: dict = {}
     for block in _blocks("python"):
         exec(compile(block, "docs/benchmarks.md", "exec"), namespace)
     voc = namespace["voc"]
     assert voc.names[:3] == ("aeroplane", "bicycle", "bird") and voc.features.shape == torch.Size([20, 300])
     assert voc.graph().shape == torch.Size([20, 20]) and voc.num_edges() == 6
-    assert len(namespace["train"]) == 5692 and len(namespace["test"]) == 5692
+    assert len(namespace["test"]) == 5692  # Apparel's; "train" is Open Images' by then
     assert "('177310972ad6bec43a71ba3ac69693278c0e61e2.jpg', ('green', 'shoes'), 'trainval')" in PAGE
+    assert namespace["target"].tolist() == [1, 0, -1, -1, -1] and len(namespace["positives"][0]) == 5
+    assert namespace["train"].classes[:2] == CLASSES[:2] and namespace["train"].label_ids[:2] == TRAINABLE[:2]
     assert apparel_authors_split()[0] == (
         "177310972ad6bec43a71ba3ac69693278c0e61e2.jpg",
         ("green", "shoes"),
@@ -80,7 +84,7 @@ def test_label_set_table_matches_the_package():
 def test_training_commands_parse():
     parser = build_parser()
     commands = [line.strip() for block in _blocks("bash") for line in block.splitlines() if line.strip()]
-    assert len(commands) == 4 and all(command.startswith("msrn train") for command in commands)
+    assert len(commands) == 5 and all(command.startswith("msrn train") for command in commands)
     for command in commands:
         args = parser.parse_args(shlex.split(command)[1:])
         assert args.data and args.data.startswith("~/data/")
