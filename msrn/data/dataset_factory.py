@@ -46,14 +46,21 @@ def create_dataset(
             ``split`` is unused).
         split: default ``trainval`` / ``test`` (VOC, Apparel), ``train`` / ``val`` (COCO) and
             ``train`` / ``test`` (NUS-WIDE, Open Images), by ``is_training``.
-        classes: label names in target order (VOC, NUS-WIDE and CSV; default: the data set's own).
+        classes: label names in target order (VOC, NUS-WIDE and CSV; default: the data set's own;
+            Apparel and Open Images: checked against the set's own).
         skip_missing_images: NUS-WIDE, Apparel and Open Images: leave out listed images that are not
             on disk.
         unknown_as_negative: Open Images: the labels an image's file does not list are absent (0)
             instead of unknown (-1).
+
+    VOC's "difficult" labels follow ``is_training``, whatever the split's name: positive (1) in a
+    training set, unknown (-1, ignored by the metrics) in an evaluation set (``difficult_as`` of
+    :class:`msrn.data.VOCDataset`).
     """
     if kind not in DATASET_KINDS:
         raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {kind!r}.")
+    if unknown_as_negative and kind != "openimages":
+        raise ValueError("unknown_as_negative is an Open Images option (--dataset openimages).")
     options = dict(transform=transform, skip_bad_images=skip_bad_images)
     if kind == "csv":
         return CSVDataset(data, classes=classes, **options)
@@ -61,17 +68,20 @@ def create_dataset(
     if kind == "coco":
         return COCODataset(data, split, **options)
     if kind == "openimages":
-        if classes is not None:
-            raise ValueError("Open Images takes its labels from oidv6-classes-trainable.txt; drop classes=.")
-        return OpenImagesDataset(
+        dataset = OpenImagesDataset(
             data,
             split,
             skip_missing_images=skip_missing_images,
             unknown_as_negative=unknown_as_negative,
             **options,
         )
-    if unknown_as_negative:
-        raise ValueError("unknown_as_negative is an Open Images option (--dataset openimages).")
+        if classes is not None and list(classes) != dataset.classes:
+            raise ValueError(
+                f"The Open Images labels in {data} (oidv6-classes-trainable.txt) are not the "
+                f"{len(classes)} labels given (the model's): {dataset.num_classes} labels, first "
+                f"{dataset.classes[:3]} against {list(classes)[:3]}."
+            )
+        return dataset
     if kind == "apparel":
         dataset = ApparelDataset(data, split, skip_missing_images=skip_missing_images, **options)
         if classes is not None and list(classes) != dataset.classes:
@@ -86,4 +96,4 @@ def create_dataset(
                 csv_file.parent, split, csv_file=csv_file, skip_missing_images=skip_missing_images, **options
             )
         return NUSWIDEDataset(data, split, skip_missing_images=skip_missing_images, **options)
-    return VOCDataset(data, split, **options)
+    return VOCDataset(data, split, difficult_as="positive" if is_training else "unknown", **options)

@@ -86,8 +86,8 @@ def evaluate_checkpoint(
         sampler=EvalShardSampler(len(test_set)),
         pin_memory=context.device.type == "cuda",
     )
-    scores, targets, difficult = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
-    class_ap = average_precision(scores, targets, difficult)
+    scores, targets = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
+    class_ap = average_precision(scores, targets)
     missing = [name for name, ap in zip(test_set.classes, class_ap, strict=True) if not np.isfinite(ap)]
     if missing:
         _logger.warning(
@@ -99,5 +99,5 @@ def evaluate_checkpoint(
     if saved is not None:
         _logger.info("CP, CR, F1 at the model's per-label thresholds")
     thresholds = saved if saved is not None else (0.5 if threshold is None else threshold)
-    metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=thresholds, top_k=3)
+    metrics = multilabel_metrics(scores, targets, threshold=thresholds, top_k=3)
     return metrics, class_ap, list(test_set.classes)
