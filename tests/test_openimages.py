@@ -2,6 +2,7 @@
 the label-file reader, missing images, the errors a user can cause, and `msrn train --dataset
 openimages` end to end."""
 
+import json
 import logging
 import pathlib
 
@@ -9,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_training import TINY_ARGS, one_thread
 
+from msrn.cli import main as cli_main
 from msrn.data import OpenImagesDataset, create_dataset
 from msrn.data import openimages as openimages_module
 from msrn.data._oid_labels import read_image_labels
+from msrn.engine import load_trained_model, run_test_data
 
 TRAINABLE = ["/m/0cat", "/m/0dog", "/m/0bow1", "/m/0bow2", "/m/0zzz"]  # /m/0zzz: on no image
 DESCRIPTIONS = "\n".join(
@@ -206,7 +210,7 @@ def test_descriptions_without_header_and_undescribed_labels(tree):
 def test_dense_views_are_refused_when_too_large(tree, monkeypatch):
     dataset = OpenImagesDataset(tree, "test")
     monkeypatch.setattr(openimages_module, "_DENSE_LIMIT", 9)
-    with pytest.raises(MemoryError, match=r"dense 2 x 5 matrix .*use label_lists\(\)"):
+    with pytest.raises(ValueError, match=r"dense 2 x 5 matrix .*use label_lists\(\).*--val-split FILE"):
         _ = dataset.targets
     assert dataset[1][1].tolist() == [0, 1, -1, 1, -1]  # samples are built from the sparse rows
 
@@ -216,3 +220,48 @@ def test_create_dataset_defaults(tree):
     assert train.split == "train" and len(train) == 4
     assert create_dataset("openimages", tree).split == "test"
     assert create_dataset("openimages", tree, "validation", unknown_as_negative=True).targets.min() == 0
+
+
+@pytest.mark.usefixtures(one_thread.__name__)
+def test_train_command_runs_and_evaluates(tree, tmp_path, capsys, caplog):
+    output = tmp_path / "run"
+    small_model = ["--model", "msrn_resnet18", "--no-pretrained", "--device", "cpu", "--threads", "1"]
+    small_model += ["--backbone-kwargs", json.dumps({"channels": [16, 32, 64, 128], "stem_width": 16})]
+    argv = ["train", "--dataset", "openimages", "--data", str(tree), "--skip-missing-images", "--epochs", "1"]
+    argv += small_model + TINY_ARGS + ["--output-dir", str(output)]
+    with caplog.at_level(logging.INFO):
+        assert cli_main(argv) == 0
+    assert "unknown labels (-1): 15 unknown label entries in 4 train images" in caplog.text
+    assert (
+        "unknown labels (-1): 5 unknown label entries in 2 test images (left out of the metrics)"
+        in caplog.text
+    )
+    assert "left out of the test mAP: Bow (/m/0bow1), Zebra" in caplog.text
+    model, _ = load_trained_model(output / "last")
+    assert model.label_names == CLASSES
+    assert run_test_data(output) == {
+        "data": str(tree),
+        "dataset": "openimages",
+        "split": None,
+        "skip_bad_images": False,
+        "skip_missing_images": True,
+        "unknown_as_negative": False,
+    }
+    capsys.readouterr()
+    assert cli_main(["evaluate", str(output / "last"), "--workers", "0", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["class_ap"]["Zebra"] is None and result["class_ap"]["Bow (/m/0bow1)"] is None
+    assert result["class_ap"]["Cat"] in (50.0, 100.0)  # one positive and one verified negative
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="msrn.data"):
+        assert cli_main(["evaluate", str(output / "last"), "--workers", "0", "--unknown-as-negative"]) == 0
+    assert (
+        "Open Images test: 2 images, 5 labels, 3 positive and 2 verified negative labels (the others "
+        in caplog.text
+    )
+    assert "(the others are negative)" in caplog.text
+
+    assert (
+        cli_main(["train", "--unknown-as-negative", "--output-dir", str(tmp_path / "voc")] + TINY_ARGS) == 2
+    )
+    assert "--unknown-as-negative is an Open Images option" in capsys.readouterr().err

@@ -77,9 +77,8 @@ def create_dataset(
         )
         if classes is not None and list(classes) != dataset.classes:
             raise ValueError(
-                f"The Open Images labels in {data} (oidv6-classes-trainable.txt) are not the "
-                f"{len(classes)} labels given (the model's): {dataset.num_classes} labels, first "
-                f"{dataset.classes[:3]} against {list(classes)[:3]}."
+                f"The {dataset.num_classes} Open Images labels of {data} differ from the {len(classes)} "
+                f"labels given (a model trained with another oidv6-classes-trainable.txt?)."
             )
         return dataset
     if kind == "apparel":

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ..targets import NEGATIVE, POSITIVE, UNKNOWN
 from ._base import read_utf8_text
 from ._missing import report_missing_images
 from ._oid_labels import read_image_labels
@@ -43,9 +44,6 @@ from .image import BadImageError, load_rgb_image
 __all__ = ["OpenImagesDataset", "OPENIMAGES_LABEL_FILES"]
 
 _logger = logging.getLogger(__name__)
-
-# TODO(conv): msrn.targets
-_POSITIVE, _NEGATIVE, _UNKNOWN = 1, 0, -1
 
 OPENIMAGES_LABEL_FILES = {
     "train": "oidv6-train-annotations-human-imagelabels.csv",
@@ -311,7 +309,7 @@ class OpenImagesDataset(torch.utils.data.Dataset):
 
     def target(self, index: int) -> torch.Tensor:
         """The float32 ``[n]`` target of image ``index`` (1 / 0 / -1), built from its sparse row."""
-        target = torch.full((self.num_classes,), float(_NEGATIVE if self.unknown_as_negative else _UNKNOWN))
+        target = torch.full((self.num_classes,), float(NEGATIVE if self.unknown_as_negative else UNKNOWN))
         begin, end = self.label_indptr[index], self.label_indptr[index + 1]
         target[torch.from_numpy(self.label_indices[begin:end].astype(np.int64))] = torch.from_numpy(
             self.label_states[begin:end].astype(np.float32)
@@ -323,7 +321,7 @@ class OpenImagesDataset(torch.utils.data.Dataset):
         """``(positives, negatives)``, each ``(indptr, indices)`` CSR rows (one per image) of the positive
         and of the verified negative labels, as :func:`msrn.graph` takes them; ``negatives`` is ``None``
         with ``unknown_as_negative`` (every label not positive is then absent)."""
-        positive = self.label_states == _POSITIVE
+        positive = self.label_states == POSITIVE
         positives = self._rows_where(positive)
         return positives, None if self.unknown_as_negative else self._rows_where(~positive)
 
@@ -335,14 +333,15 @@ class OpenImagesDataset(torch.utils.data.Dataset):
     def _dense_shape(self, what: str) -> tuple[int, int]:
         size = len(self) * self.num_classes
         if size > _DENSE_LIMIT:
-            raise MemoryError(
+            raise ValueError(
                 f"OpenImagesDataset.{what} would be a dense {len(self):,} x {self.num_classes:,} matrix "
-                f"({size * 8 / 2**30:.1f} GiB); use label_lists() (the sparse labels), or subset() first."
+                f"({size * 8 / 2**30:.1f} GiB): use label_lists() (the sparse labels) or subset() first; "
+                f"msrn train: a validation split by --val-split FILE instead of --val-fraction."
             )
         return len(self), self.num_classes
 
     def _dense(self, what: str) -> np.ndarray:
-        fill = _NEGATIVE if self.unknown_as_negative else _UNKNOWN
+        fill = NEGATIVE if self.unknown_as_negative else UNKNOWN
         targets = np.full(self._dense_shape(what), fill, dtype=np.int64)
         rows = np.repeat(np.arange(len(self)), np.diff(self.label_indptr))
         targets[rows, self.label_indices] = self.label_states
@@ -350,14 +349,14 @@ class OpenImagesDataset(torch.utils.data.Dataset):
 
     @property
     def targets(self) -> np.ndarray:
-        """int64 ``[N, n]`` matrix of 1 / 0 / -1, for small sets only (a ``MemoryError`` above
+        """int64 ``[N, n]`` matrix of 1 / 0 / -1, for small sets only (a ``ValueError`` above
         ``2**27`` entries: use :meth:`label_lists`)."""
         return self._dense("targets")
 
     @property
     def unknown(self) -> np.ndarray:
         """bool ``[N, n]``: the -1 entries of :attr:`targets` (small sets only)."""
-        return self._dense("unknown") == _UNKNOWN
+        return self._dense("unknown") == UNKNOWN
 
     @property
     def difficult(self) -> np.ndarray:

@@ -10,7 +10,6 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -28,9 +27,9 @@ from ..graph import label_graph_from_targets
 from ..loss import MSRNLoss
 from ..models import create_model
 from ..optim import param_groups
-from ..targets import positive_mask
 from .config import TrainConfig, default_cache_dir
 from .distributed import DistributedContext
+from .label_stats import positive_counts, unknown_counts
 from .loop import check_amp
 from .resume import TRAIN_CONFIG_NAME, config_fields, saved_train_config
 from .validation import hold_out_validation
@@ -68,6 +67,11 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {config.val_fraction}.")
     if config.val_fraction is not None and config.val_split is not None:
         raise ValueError("Give either --val-fraction or --val-split, not both.")
+    if config.unknown_as_negative and config.dataset != "openimages":
+        raise ValueError(
+            f"--unknown-as-negative is an Open Images option (--dataset openimages), not one of "
+            f"--dataset {config.dataset}."
+        )
     if config.ema is not None and not 0.0 < config.ema < 1.0:
         raise ValueError(
             f"ema (the decay) must be between 0 and 1 (exclusive, e.g. 0.9997), got {config.ema}."
@@ -84,6 +88,8 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
         raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {config.dataset!r}.")
     data = config.data if config.data is not None else _synthetic_voc(config, context)
     options = dict(skip_bad_images=config.skip_bad_images, skip_missing_images=config.skip_missing_images)
+    if config.dataset == "openimages":
+        options["unknown_as_negative"] = config.unknown_as_negative
     augment = _train_augmentation(config)
     train_set = create_dataset(
         config.dataset, data, config.train_split, is_training=True, transform=augment, **options
@@ -108,7 +114,8 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
 
 def run_test_data(run_folder: "os.PathLike[str] | str") -> dict[str, Any]:
     """The test split a training run was scored on, as :func:`msrn.engine.evaluate_checkpoint` takes
-    it: ``{"data", "dataset", "split", "skip_bad_images", "skip_missing_images"}``, read from the run's
+    it: ``{"data", "dataset", "split", "skip_bad_images", "skip_missing_images"}`` (and
+    ``"unknown_as_negative"`` for Open Images), read from the run's
     ``train_config.json`` (the generated set is written again if its cache folder is gone).
 
     Raises:
@@ -125,13 +132,16 @@ def run_test_data(run_folder: "os.PathLike[str] | str") -> dict[str, Any]:
     else:
         data = config.data if config.data is not None else _synthetic_voc(config, DistributedContext())
         split = config.test_split
-    return {
+    test_data = {
         "data": data,
         "dataset": config.dataset,
         "split": split,
         "skip_bad_images": config.skip_bad_images,
         "skip_missing_images": config.skip_missing_images,
     }
+    if config.dataset == "openimages":
+        test_data["unknown_as_negative"] = config.unknown_as_negative
+    return test_data
 
 
 def _train_augmentation(config: TrainConfig):
@@ -183,7 +193,7 @@ def check_eval_sets(test_set, val_set, skip_bad_images: bool) -> None:
         if not skip_bad_images:  # with skip_bad_images, the data set has decoded every image already
             for path in dataset.image_paths:
                 check_image_header(path)
-        positives = positive_mask(np.asarray(dataset.targets)).sum(axis=0)  # difficult test labels are -1
+        positives = positive_counts(dataset)  # difficult test labels are -1
         missing = [label for label, count in zip(dataset.classes, positives, strict=True) if count == 0]
         if len(missing) == len(dataset.classes):
             raise ValueError(
@@ -249,13 +259,12 @@ def build_model(config: TrainConfig, context: DistributedContext, train_set, tes
     for name, data_set in (("train", train_set), ("validation", val_set), ("test", test_set)):
         if data_set is None:
             continue
-        unknown = np.asarray(data_set.unknown)
-        if unknown.any():
-            difficult = int((unknown & np.asarray(data_set.difficult)).sum())
+        entries, images, difficult = unknown_counts(data_set)
+        if entries:
             _logger.info(
                 "unknown labels (-1): %d unknown label entries in %d %s images (left out of the %s)%s",
-                int(unknown.sum()),
-                int(unknown.any(axis=1).sum()),
+                entries,
+                images,
                 name,
                 "loss and the label graph" if name == "train" else "metrics",
                 f"; {difficult} of them VOC difficult labels" if difficult else "",
