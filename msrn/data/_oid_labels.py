@@ -268,4 +268,4 @@ def _csr(keys: np.ndarray, num_images: int, n: int) -> tuple[np.ndarray, np.ndar
         part = keys[begin : begin + _STEP]
         indices[begin : begin + len(part)] = (part >> 1) % n
         states[begin : begin + len(part)] = part & 1
-    return indptr.astype(np.int64), indices, states
+    return indptr.astype(np.int64, copy=False), indices, states
