@@ -184,7 +184,9 @@ def test_bad_label_files_name_the_line(tree, text, message):
 
 
 def test_layout_errors(tree):
-    with pytest.raises(ValueError, match=r"split must be one of \('train', 'validation', 'test'\)"):
+    with pytest.raises(
+        ValueError, match=r"Open Images split must be one of \('train', 'validation', 'test'\)"
+    ):
         OpenImagesDataset(tree, "val")
     (tree / "test").rename(tree / "elsewhere")
     with pytest.raises(FileNotFoundError, match="no image folder .*test; put the images there"):
@@ -195,9 +197,15 @@ def test_layout_errors(tree):
     (tree / "oidv6-classes-trainable.txt").write_text(DESCRIPTIONS)
     with pytest.raises(ValueError, match="line 1: expected one LabelName a line"):
         OpenImagesDataset(tree, "validation")
-    (tree / "oidv6-classes-trainable.txt").unlink()
-    with pytest.raises(FileNotFoundError, match="must hold oidv6-classes-trainable.txt"):
+    (tree / "oidv6-classes-trainable.txt").rename(tree / "classes-trainable.txt")  # an older release's name
+    with pytest.raises(
+        FileNotFoundError, match=r"has no oidv6-classes-trainable.txt: .*; it holds classes-t"
+    ):
         OpenImagesDataset(tree, "validation")
+    with pytest.raises(
+        FileNotFoundError, match=r"No Open Images folder .*\.csv \(it is a file\): pass the folder"
+    ):
+        OpenImagesDataset(tree / "test-annotations-human-imagelabels.csv", "test")
 
 
 def test_descriptions_without_header_and_undescribed_labels(tree):

@@ -206,20 +206,26 @@ class OpenImagesDataset(torch.utils.data.Dataset):
         check_images: bool = True,
     ) -> None:
         if split not in OPENIMAGES_LABEL_FILES:
-            raise ValueError(f"split must be one of {tuple(OPENIMAGES_LABEL_FILES)}, got {split!r}.")
+            raise ValueError(
+                f"Open Images split must be one of {tuple(OPENIMAGES_LABEL_FILES)}, got {split!r}."
+            )
         self.root = pathlib.Path(root).expanduser()
         self.split = split
         self.transform = transform
         self.unknown_as_negative = bool(unknown_as_negative)
-        files = [
-            self.root / name for name in (TRAINABLE_FILE, DESCRIPTIONS_FILE, OPENIMAGES_LABEL_FILES[split])
-        ]
+        names = (TRAINABLE_FILE, DESCRIPTIONS_FILE, OPENIMAGES_LABEL_FILES[split])
+        files = [self.root / name for name in names]
+        expected = f"{', '.join(names[:2])} and {names[2]} (the V6 file names), with the images in {split}/"
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"No Open Images folder {self.root}{' (it is a file)' if self.root.exists() else ''}: pass "
+                f"the folder that holds {expected}."
+            )
         for path in files:
             if not path.is_file():
-                raise FileNotFoundError(
-                    f"No Open Images file {path}: {root} must hold {TRAINABLE_FILE}, {DESCRIPTIONS_FILE} and "
-                    f"{OPENIMAGES_LABEL_FILES[split]} (the V6 file names), with the images in {split}/."
-                )
+                others = sorted(p.name for p in self.root.iterdir() if p.suffix in (".csv", ".txt"))
+                found = f"; it holds {', '.join(others[:6])}" if others else ""
+                raise FileNotFoundError(f"{self.root} has no {path.name}: it must hold {expected}{found}.")
         self.label_ids = _read_trainable(files[0])
         self.classes = _class_names(self.label_ids, _read_descriptions(files[1]), files[1])
         labels = read_image_labels(files[2], self.label_ids)
