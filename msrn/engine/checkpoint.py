@@ -13,7 +13,6 @@ A crash in the middle of a write leaves the previous file untouched; ``last/`` a
 replaced as whole folders, so their weights and ``checkpoint.json`` always belong to the same epoch.
 """
 
-import json
 import os
 import pathlib
 import random
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .._io import atomic_write, replace_folder, to_json
+from .._io import atomic_write, read_json_file, replace_folder, to_json
 from ..hub import save_pretrained
 from ..models import load_model
 
@@ -37,6 +36,11 @@ __all__ = [
     "set_rng_state",
     "write_checkpoint_info",
 ]
+
+
+CHECKPOINT_INFO_NAME = "checkpoint.json"
+# checkpoint.json holds a few numbers; anything larger is not the trainer's file.
+_MAX_INFO_BYTES = 2**20
 
 
 def save_model(
@@ -69,7 +73,7 @@ def write_checkpoint_info(directory: "os.PathLike[str] | str", info: dict[str, A
     """Replace ``directory/checkpoint.json`` (epoch, test mAP, image size; strict JSON)."""
     text = to_json(info, indent=2) + "\n"
     atomic_write(
-        pathlib.Path(directory) / "checkpoint.json", lambda path: pathlib.Path(path).write_text(text)
+        pathlib.Path(directory) / CHECKPOINT_INFO_NAME, lambda path: pathlib.Path(path).write_text(text)
     )
 
 
@@ -85,11 +89,23 @@ def load_trained_model(directory: "os.PathLike[str] | str") -> tuple[nn.Module, 
             f"No saved model in {directory}: expected a folder with config.json and model.safetensors "
             f"(the best/ or last/ folder of a training run)."
         )
+    info_file = directory / CHECKPOINT_INFO_NAME
+    info = read_json_file(info_file, limit=_MAX_INFO_BYTES) if os.path.lexists(info_file) else {}
+    image_size = info.get("image_size") if isinstance(info, dict) else None
+    if not isinstance(info, dict) or not (image_size is None or _is_positive_int(image_size)):
+        raise ValueError(
+            f"{info_file} must be a JSON object whose image_size is a positive integer (as the trainer "
+            f"writes it), got {image_size!r}; fix or delete the file."
+            if isinstance(info, dict)
+            else f"{info_file} must be a JSON object (as the trainer writes it); fix or delete the file."
+        )
     model = load_model(f"local-dir:{directory}")
-    info_file = directory / "checkpoint.json"
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     info.setdefault("image_size", int(model.pretrained_cfg.get("input_size", (3, 448, 448))[-1]))
     return model, info
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def rng_state() -> dict[str, Any]:

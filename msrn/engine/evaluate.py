@@ -1,20 +1,45 @@
 """Evaluate a saved model on a test set (what ``msrn evaluate`` runs)."""
 
+import dataclasses
 import logging
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..data import create_dataset, eval_transform
 from ..metrics import average_precision, multilabel_metrics
+from ..thresholds import DecisionThresholds, decision_thresholds
 from .checkpoint import load_trained_model
 from .distributed import DistributedContext, EvalShardSampler, resolve_device
 from .loop import check_amp, predict
 
-__all__ = ["evaluate_checkpoint"]
+__all__ = ["evaluate_checkpoint", "Evaluation"]
 
 _logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate_checkpoint` measured; unpacks as ``metrics, class_ap, classes``.
+
+    Attributes:
+        metrics: as :func:`msrn.metrics.multilabel_metrics` with ``top_k=3``, in percent.
+        class_ap: ``[n]`` AP per class in percent (NaN for a class without a positive test label).
+        classes: the class names, in label order.
+        thresholds: the decision thresholds CP, CR, CF1, OP, OR, OF1 were computed at, and their source
+            (``"override"``, ``"model"`` or ``"default"``; :func:`msrn.thresholds.decision_thresholds`).
+    """
+
+    metrics: dict[str, float]
+    class_ap: np.ndarray
+    classes: list
+    thresholds: DecisionThresholds
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.metrics, self.class_ap, self.classes))
 
 
 def evaluate_checkpoint(
@@ -32,7 +57,7 @@ def evaluate_checkpoint(
     skip_missing_images: bool = False,
     unknown_as_negative: bool = False,
     progress: bool = False,
-) -> tuple[dict[str, float], np.ndarray, list]:
+) -> Evaluation:
     """Load ``checkpoint`` (a ``best/`` or ``last/`` folder of the trainer, or any
     :func:`msrn.save_pretrained` folder) and score it on a test set.
 
@@ -49,9 +74,13 @@ def evaluate_checkpoint(
             split by the trainer) when it has them, else 0.5. mAP does not depend on it.
 
     Returns:
-        ``(metrics, per_class_ap [n], classes)``; metrics as :func:`msrn.metrics.multilabel_metrics`
-        with ``top_k=3``, all in percent. A class without a positive test label has AP NaN and is
-        left out of the mAP, with a warning naming it.
+        An :class:`Evaluation`, which unpacks as ``(metrics, per_class_ap [n], classes)`` and says in
+        ``.thresholds`` which thresholds were used. A class without a positive test label has AP NaN
+        and is left out of the mAP, with a warning naming it.
+
+    Raises:
+        ValueError: among others, when the model's saved thresholds are malformed (they are used as
+            saved or refused, never replaced by 0.5).
     """
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
@@ -62,6 +91,7 @@ def evaluate_checkpoint(
     torch_device = resolve_device(device)
     check_amp(amp, torch_device)
     model, info = load_trained_model(checkpoint)
+    thresholds = decision_thresholds(model, threshold)  # before the test set is read: a bad one fails fast
     classes = list(model.label_names or [])
     transform = eval_transform(image_size or info["image_size"])
     test_set = create_dataset(
@@ -100,9 +130,6 @@ def evaluate_checkpoint(
             len(missing),
             ", ".join(missing),
         )
-    saved = model.get_label_thresholds() if threshold is None else None
-    if saved is not None:
-        _logger.info("CP, CR, F1 at the model's per-label thresholds")
-    thresholds = saved if saved is not None else (0.5 if threshold is None else threshold)
-    metrics = multilabel_metrics(scores, targets, threshold=thresholds, top_k=3)
-    return metrics, class_ap, list(test_set.classes)
+    _logger.info("CP, CR, F1 at the %s thresholds", thresholds.source)
+    metrics = multilabel_metrics(scores, targets, threshold=thresholds.values, top_k=3)
+    return Evaluation(metrics, class_ap, list(test_set.classes), thresholds)
