@@ -219,7 +219,8 @@ def test_dense_views_are_refused_when_too_large(tree, monkeypatch):
     dataset = OpenImagesDataset(tree, "test")
     monkeypatch.setattr(openimages_module, "_DENSE_LIMIT", 9)
     with pytest.raises(
-        ValueError, match=r"dense 2 x 5 matrix .*use label_lists\(\).*--val-fraction needs it"
+        ValueError,
+        match=r"dense 2 x 5 matrix .*use label_lists\(\).*for --val-fraction and for the label graph",
     ):
         _ = dataset.targets
     assert dataset[1][1].tolist() == [0, 1, -1, 1, -1]  # samples are built from the sparse rows

@@ -341,8 +341,8 @@ class OpenImagesDataset(torch.utils.data.Dataset):
         if size > _DENSE_LIMIT:
             raise ValueError(
                 f"OpenImagesDataset.{what} would be a dense {len(self):,} x {self.num_classes:,} matrix "
-                f"({size * 8 / 2**30:.1f} GiB): use label_lists() (the sparse labels) or subset() first "
-                f"(msrn train: --val-fraction needs it; leave it out for a set this large)."
+                f"({size * 8 / 2**30:.1f} GiB), too large: use label_lists() (the sparse labels) or "
+                f"subset() first (msrn train needs it for --val-fraction and for the label graph)."
             )
         return len(self), self.num_classes
 
