@@ -1,6 +1,7 @@
 """``msrn evaluate``: score a trained checkpoint on a test set; print the metrics and per-class AP."""
 
 import argparse
+import logging
 import os
 import pathlib
 from typing import Any
@@ -102,8 +103,14 @@ def _test_data(args: argparse.Namespace) -> dict[str, Any]:
             f"{args.checkpoint} is not in the folder of a training run (no train_config.json in "
             f"{run_folder}); pass the test data with --data (and --dataset)."
         ) from None
-    if args.split is not None:
-        test_data["split"] = args.split
+    if args.split is not None and args.split != test_data["split"]:
+        test_data["split"], test_data["fingerprint"] = args.split, None  # another split than the run's
+    elif test_data["fingerprint"] is None:
+        logging.getLogger(__name__).warning(
+            "%s records no fingerprint of its test split (made before msrn recorded them): the test data "
+            "are not checked to be the ones the run was scored on",
+            run_folder,
+        )
     test_data["skip_bad_images"] |= args.skip_bad_images
     test_data["skip_missing_images"] |= args.skip_missing_images
     if args.unknown_as_negative:

@@ -13,9 +13,12 @@ A crash in the middle of a write leaves the previous file untouched; ``last/`` a
 replaced as whole folders, so their weights and ``checkpoint.json`` always belong to the same epoch.
 """
 
+import io
 import os
 import pathlib
+import pickle
 import random
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -142,12 +145,61 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((state["python"]["version"], tuple(state["python"]["state"]), None))
 
 
+class _WriteErrors(io.RawIOBase):
+    """A binary file that remembers the ``OSError`` of a failed write. ``torch.save`` reports a failed
+    write (a full disk) only as a ``RuntimeError`` ("unexpected pos ..."); this keeps the real one."""
+
+    def __init__(self, file) -> None:
+        super().__init__()
+        self._file, self.error = file, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self._file.flush()
+
+
+def _torch_save(state: dict[str, Any], path: str) -> None:
+    try:
+        torch.save(state, path)
+    except RuntimeError:
+        # torch.save reports a failed write (a full disk) only as "unexpected pos ...": write once
+        # more through a Python file, whose error says why (or which succeeds, if space was freed).
+        with open(path, "wb") as file:
+            recorder = _WriteErrors(file)
+            try:
+                torch.save(state, recorder)
+            except RuntimeError:
+                if recorder.error is not None:
+                    raise recorder.error from None
+                raise
+
+
 def save_training_state(path: "os.PathLike[str] | str", state: dict[str, Any]) -> None:
-    """Write the resumable training state (tensors and plain values only)."""
-    atomic_write(path, lambda temporary: torch.save(state, temporary))
+    """Write the resumable training state (tensors and plain values only). A failed write (a full
+    disk) raises an ``OSError`` naming ``path``; the previous file stays."""
+    atomic_write(path, lambda temporary: _torch_save(state, temporary))
+
+
+# What train_state.pt always holds (written by msrn.engine.epoch.save_epoch).
+_STATE_KEYS = ("epoch", "model", "optimizer", "rng", "model_config", "train_config")
 
 
 def load_training_state(path: "os.PathLike[str] | str", map_location: str = "cpu") -> dict[str, Any]:
+    """The state :func:`save_training_state` wrote to ``path`` (or to ``path/train_state.pt``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file, when it is empty, cut short, damaged or not a training state.
+    """
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / "train_state.pt"
@@ -156,4 +208,16 @@ def load_training_state(path: "os.PathLike[str] | str", map_location: str = "cpu
             f"No training state at {path}: --resume takes the output folder of an earlier run "
             f"(the one with train_state.pt) or the train_state.pt file itself."
         )
-    return torch.load(path, map_location=map_location, weights_only=True)
+    advice = "restore it, or start the run again with --overwrite"
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        reason = "it is empty" if path.stat().st_size == 0 else f"{type(error).__name__}: {error}"
+        raise ValueError(
+            f"{path} is not a readable training state ({' '.join(reason.split())[:200]}): it was cut "
+            f"short or damaged; {advice}."
+        ) from None
+    missing = [key for key in _STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"{path} is not a training state of msrn (it lacks {', '.join(missing)}); {advice}.")
+    return state

@@ -9,12 +9,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._warnings import warn
 from ..data import create_dataset, eval_transform
+from ..data.fingerprint import fingerprint_changes, split_fingerprint
 from ..metrics import average_precision, multilabel_metrics
 from ..thresholds import DecisionThresholds, decision_thresholds
 from .checkpoint import load_trained_model
 from .distributed import DistributedContext, EvalShardSampler, resolve_device
 from .loop import check_amp, predict
+from .validation import top_k_for
 
 __all__ = ["evaluate_checkpoint", "Evaluation"]
 
@@ -57,6 +60,7 @@ def evaluate_checkpoint(
     skip_missing_images: bool = False,
     unknown_as_negative: bool = False,
     progress: bool = False,
+    fingerprint: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Load ``checkpoint`` (a ``best/`` or ``last/`` folder of the trainer, or any
     :func:`msrn.save_pretrained` folder) and score it on a test set.
@@ -72,11 +76,14 @@ def evaluate_checkpoint(
         threshold: the decision threshold of CP, CR, CF1, OP, OR, OF1 for every class; default: the
             model's per-label thresholds (``pretrained_cfg["label_thresholds"]``, fitted on a validation
             split by the trainer) when it has them, else 0.5. mAP does not depend on it.
+        fingerprint: what the test set must be (:func:`msrn.data.fingerprint.split_fingerprint`, as a
+            run records it in ``splits.json``); a test set that differs is refused.
 
     Returns:
         An :class:`Evaluation`, which unpacks as ``(metrics, per_class_ap [n], classes)`` and says in
         ``.thresholds`` which thresholds were used. A class without a positive test label has AP NaN
-        and is left out of the mAP, with a warning naming it.
+        and is left out of the mAP, with a warning naming it. The top-3 metrics are left out for
+        3 classes or fewer.
 
     Raises:
         ValueError: among others, when the model's saved thresholds are malformed (they are used as
@@ -104,6 +111,14 @@ def evaluate_checkpoint(
         skip_missing_images=skip_missing_images,
         unknown_as_negative=unknown_as_negative,
     )
+    if fingerprint:
+        changes = fingerprint_changes(fingerprint, split_fingerprint(test_set))
+        if changes:
+            raise ValueError(
+                f"The test split in {data} has changed since the run was trained: {'; '.join(changes)}. "
+                f"Its scores would not be the run's; to score the data as they are now, name them with "
+                f"--data (and --dataset)."
+            )
     if classes and list(test_set.classes) != classes:
         raise ValueError(
             f"The checkpoint's labels {classes} differ from the data set's {list(test_set.classes)}."
@@ -131,5 +146,11 @@ def evaluate_checkpoint(
             ", ".join(missing),
         )
     _logger.info("CP, CR, F1 at the %s thresholds", thresholds.source)
-    metrics = multilabel_metrics(scores, targets, threshold=thresholds.values, top_k=3)
+    top_k = top_k_for(test_set.num_classes)
+    if top_k is None:
+        warn(
+            _logger,
+            f"top-3 metrics are left out: with {test_set.num_classes} classes every label is in the top 3",
+        )
+    metrics = multilabel_metrics(scores, targets, threshold=thresholds.values, top_k=top_k)
     return Evaluation(metrics, class_ap, list(test_set.classes), thresholds)

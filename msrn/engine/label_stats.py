@@ -8,11 +8,29 @@ import numpy as np
 
 from ..targets import positive_mask
 
-__all__ = ["positive_counts", "unknown_counts"]
+__all__ = ["label_state_counts", "positive_counts", "unknown_counts"]
 
 
 def _sparse(dataset: Any):
     return dataset.label_lists() if hasattr(dataset, "label_lists") else None
+
+
+def label_state_counts(dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """int64 ``[n]`` each: the images of ``dataset`` where each label is present (target 1), absent
+    (0) and unknown (-1)."""
+    sparse = _sparse(dataset)
+    images = len(dataset)
+    if sparse is None:
+        targets = np.asarray(dataset.targets)
+        positive = positive_mask(targets).sum(axis=0)
+        unknown = np.asarray(dataset.unknown, dtype=bool).sum(axis=0)
+        return positive, images - positive - unknown, unknown
+    (_, labels), negatives = sparse
+    positive = np.bincount(labels, minlength=dataset.num_classes).astype(np.int64)
+    if negatives is None:  # every label not listed as positive is absent
+        return positive, images - positive, np.zeros_like(positive)
+    negative = np.bincount(negatives[1], minlength=dataset.num_classes).astype(np.int64)
+    return positive, negative, images - positive - negative
 
 
 def positive_counts(dataset: Any) -> np.ndarray:
