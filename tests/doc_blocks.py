@@ -242,7 +242,8 @@ def own_photos(docs_workdir):
 @pytest.fixture(scope="module")
 def benchmark_data(docs_workdir):
     """``~/data/NUS-WIDE`` (its label files, one listed image missing) and ``~/data/apparel-dataset``
-    (every image of the authors' split, as empty files: only names are read), in their real layouts."""
+    (every image of the authors' split, as empty files: only names are read) and ``~/data/open-images``
+    (tests/test_openimages.py's tree, one train image missing), in their real layouts."""
     import msrn.labels
     from msrn.data import apparel_authors_split
 
@@ -264,4 +265,7 @@ def benchmark_data(docs_workdir):
         folder = apparel / "_".join(labels)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / image).touch()
+    from tests.test_openimages import write_tree  # the small Open Images tree, official file formats
+
+    write_tree(docs_workdir / "data" / "open-images")
     return os.fspath(docs_workdir / "data")

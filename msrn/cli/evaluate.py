@@ -27,11 +27,16 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     )
     parser.add_argument(
         "--data",
-        help="VOCdevkit folder, COCO root, NUS-WIDE folder, Apparel folder, or test CSV file (default: the "
-        "test split the checkpoint's training run was scored on, from the run's train_config.json)",
+        help="VOCdevkit folder, COCO root, NUS-WIDE folder, Apparel folder, Open Images folder, or test CSV "
+        "file (default: the test split the checkpoint's training run was scored on, from the run's "
+        "train_config.json)",
     )
     parser.add_argument("--dataset", choices=DATASET_KINDS, help="format of --data (default: voc)")
-    parser.add_argument("--split", help="voc, nuswide, apparel: test (default); coco: val (default)")
+    parser.add_argument(
+        "--split",
+        help="voc, nuswide, apparel, openimages: test (default); coco: val (default); openimages also "
+        "validation",
+    )
     parser.add_argument(
         "--image-size",
         type=int,
@@ -53,7 +58,13 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument(
         "--skip-missing-images",
         action="store_true",
-        help="nuswide, apparel: leave out listed images that are not on disk",
+        help="nuswide, apparel, openimages: leave out listed images that are not on disk",
+    )
+    parser.add_argument(
+        "--unknown-as-negative",
+        action="store_true",
+        help="openimages: the labels an image's file does not list count as absent instead of being left "
+        "out of the metrics (default: the training run's setting)",
     )
     parser.add_argument(
         "--json",
@@ -80,6 +91,7 @@ def _test_data(args: argparse.Namespace) -> dict[str, Any]:
             "split": args.split,
             "skip_bad_images": args.skip_bad_images,
             "skip_missing_images": args.skip_missing_images,
+            **({"unknown_as_negative": True} if args.unknown_as_negative else {}),
         }
     if args.dataset is not None:
         raise CommandError(f"--dataset {args.dataset} describes --data: pass --data too.")
@@ -101,6 +113,8 @@ def _test_data(args: argparse.Namespace) -> dict[str, Any]:
         )
     test_data["skip_bad_images"] |= args.skip_bad_images
     test_data["skip_missing_images"] |= args.skip_missing_images
+    if args.unknown_as_negative:
+        test_data["unknown_as_negative"] = True
     return test_data
 
 

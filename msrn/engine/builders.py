@@ -29,9 +29,9 @@ from ..graph import label_graph_from_targets
 from ..loss import MSRNLoss
 from ..models import create_model
 from ..optim import param_groups
-from ..targets import positive_mask
 from .config import TrainConfig, default_cache_dir, saved_config
 from .distributed import DistributedContext
+from .label_stats import label_state_counts, positive_counts, unknown_counts
 from .loop import check_amp
 from .options import check_option_ranges
 from .resume import TRAIN_CONFIG_NAME, settings_file
@@ -53,6 +53,11 @@ def check_config(config: TrainConfig) -> None:
     check_option_ranges(config)
     if config.val_fraction is not None and config.val_split is not None:
         raise ValueError("Give either --val-fraction or --val-split, not both.")
+    if config.unknown_as_negative and config.dataset != "openimages":
+        raise ValueError(
+            f"--unknown-as-negative is an Open Images option (--dataset openimages), not one of "
+            f"--dataset {config.dataset}."
+        )
     _train_augmentation(config)  # a bad --randaugment, --cutout or --crop-scales, before any work
     check_amp(config.amp)
     build_criterion(config, None)  # refuses bad loss parameters before any data is read
@@ -66,6 +71,8 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
         raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {config.dataset!r}.")
     data = config.data if config.data is not None else _synthetic_voc(config, context)
     options = dict(skip_bad_images=config.skip_bad_images, skip_missing_images=config.skip_missing_images)
+    if config.dataset == "openimages":
+        options["unknown_as_negative"] = config.unknown_as_negative
     augment = _train_augmentation(config)
     train_set = create_dataset(
         config.dataset, data, config.train_split, is_training=True, transform=augment, **options
@@ -90,10 +97,11 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
 
 def run_test_data(run_folder: "os.PathLike[str] | str") -> dict[str, Any]:
     """The test split a training run was scored on, as :func:`msrn.engine.evaluate_checkpoint` takes
-    it: ``{"data", "dataset", "split", "skip_bad_images", "skip_missing_images", "fingerprint"}``, read
-    from the run's ``train_config.json`` (the generated set is written again if its cache folder is
-    gone). ``fingerprint`` is the one the run recorded in ``splits.json`` (None for a run made before
-    runs recorded it); without file times when the generated set was written again.
+    it: ``{"data", "dataset", "split", "skip_bad_images", "skip_missing_images", "fingerprint"}`` (and
+    ``"unknown_as_negative"`` for Open Images), read from the run's ``train_config.json`` (the generated
+    set is written again if its cache folder is gone). ``fingerprint`` is the one the run recorded in
+    ``splits.json`` (None for a run made before runs recorded it); without file times when the
+    generated set was written again.
 
     Raises:
         FileNotFoundError: ``run_folder`` holds no ``train_config.json`` (nor ``train_state.pt``).
@@ -114,7 +122,7 @@ def run_test_data(run_folder: "os.PathLike[str] | str") -> dict[str, Any]:
         split = config.test_split
         if generated and fingerprint:  # the same files, written again just now
             fingerprint = {key: value for key, value in fingerprint.items() if key != "times"}
-    return {
+    test_data = {
         "data": data,
         "dataset": config.dataset,
         "split": split,
@@ -122,6 +130,9 @@ def run_test_data(run_folder: "os.PathLike[str] | str") -> dict[str, Any]:
         "skip_missing_images": config.skip_missing_images,
         "fingerprint": fingerprint,
     }
+    if config.dataset == "openimages":
+        test_data["unknown_as_negative"] = config.unknown_as_negative
+    return test_data
 
 
 def _train_augmentation(config: TrainConfig):
@@ -179,18 +190,16 @@ def build_validation_split(config: TrainConfig, train_set) -> tuple[Any, Any]:
 def check_training_labels(train_set, source: str) -> None:
     """Refuse a training set in which every label is unknown (nothing to learn); warn, naming each
     class with its counts, about the classes without a positive training label."""
-    positive = np.asarray(train_set.targets) == 1
-    unknown = np.asarray(train_set.unknown, dtype=bool)
-    if unknown.all():
+    positive, absent, unknown = label_state_counts(train_set)
+    if not (positive.any() or absent.any()):
         raise ValueError(
             f"The training set ({source}) has no known label: every entry is unknown, so there is "
             f"nothing to learn. In a CSV list layout every label not named is absent and -name marks it "
             f"unknown; in the one-hot layout 1 is present, 0 absent, ? or an empty cell unknown."
         )
     lacking = []
-    for index in np.flatnonzero(~positive.any(axis=0)):
-        counts = [(int((~positive[:, index] & ~unknown[:, index]).sum()), "absent")]
-        counts.append((int(unknown[:, index].sum()), "unknown"))
+    for index in np.flatnonzero(positive == 0):
+        counts = [(int(absent[index]), "absent"), (int(unknown[index]), "unknown")]
         shown = ", ".join(f"{count} {kind}" for count, kind in counts if count)
         lacking.append(f"{train_set.classes[index]} ({shown})")
     if lacking:
@@ -210,7 +219,7 @@ def check_eval_sets(test_set, val_set, skip_bad_images: bool) -> None:
         if not skip_bad_images:  # with skip_bad_images, the data set has decoded every image already
             for path in dataset.image_paths:
                 check_image_header(path)
-        positives = positive_mask(np.asarray(dataset.targets)).sum(axis=0)  # difficult test labels are -1
+        positives = positive_counts(dataset)  # difficult test labels are -1
         missing = [label for label, count in zip(dataset.classes, positives, strict=True) if count == 0]
         if len(missing) == len(dataset.classes):
             raise ValueError(
@@ -285,13 +294,12 @@ def build_model(config: TrainConfig, context: DistributedContext, train_set, tes
     for name, data_set in (("train", train_set), ("validation", val_set), ("test", test_set)):
         if data_set is None:
             continue
-        unknown = np.asarray(data_set.unknown)
-        if unknown.any():
-            difficult = int((unknown & np.asarray(data_set.difficult)).sum())
+        entries, images, difficult = unknown_counts(data_set)
+        if entries:
             _logger.info(
                 "unknown labels (-1): %d unknown label entries in %d %s images (left out of the %s)%s",
-                int(unknown.sum()),
-                int(unknown.any(axis=1).sum()),
+                entries,
+                images,
                 name,
                 "loss and the label graph" if name == "train" else "metrics",
                 f"; {difficult} of them VOC difficult labels" if difficult else "",

@@ -83,13 +83,14 @@ class TrainConfig:
     """
 
     data: str | None = _data(
-        help="VOCdevkit folder (COCO root, NUS-WIDE folder, Apparel folder or train "
-        "CSV with --dataset); omit to use the generated VOC-format set"
+        help="VOCdevkit folder (COCO root, NUS-WIDE folder, Apparel folder, Open Images folder or "
+        "train CSV with --dataset); omit to use the generated VOC-format set"
     )
     dataset: str = _data("voc", "format of --data (default: voc)", choices=DATASET_KINDS)
-    train_split: str | None = _data(help="voc, apparel: trainval (default); coco, nuswide: train")
+    train_split: str | None = _data(help="voc, apparel: trainval (default); coco, nuswide, openimages: train")
     test_split: str | None = _data(
-        help="voc, apparel, nuswide: test (default); coco: val; csv: path of the test CSV"
+        help="voc, apparel, nuswide, openimages: test (default); coco: val; openimages also "
+        "validation; csv: path of the test CSV"
     )
     cache_dir: str | None = _data(
         help="where the generated set is written (default: $MSRN_CACHE or ~/.cache/msrn)"
@@ -102,8 +103,14 @@ class TrainConfig:
     )
     skip_missing_images: bool = _data(
         False,
-        "nuswide, apparel: leave out listed images that are not on "
+        "nuswide, apparel, openimages: leave out listed images that are not on "
         "disk (and report how many) instead of stopping",
+    )
+    unknown_as_negative: bool = _data(
+        False,
+        "openimages: the labels an image's file does not list count as absent (0), as most Open Images "
+        "baselines train, in the loss, the metrics and the label graph; by default they are unknown "
+        "(-1) and left out of all three",
     )
     workers: int = _data(
         default_workers,

@@ -58,6 +58,7 @@ def evaluate_checkpoint(
     threshold: float | None = None,
     skip_bad_images: bool = False,
     skip_missing_images: bool = False,
+    unknown_as_negative: bool = False,
     progress: bool = False,
     fingerprint: dict[str, Any] | None = None,
 ) -> Evaluation:
@@ -67,8 +68,11 @@ def evaluate_checkpoint(
     Args:
         image_size: test resize; default: the size the model was trained at.
         data: VOCdevkit folder (``dataset="voc"``, split default ``test``), COCO root (``"coco"``,
-            split default ``val``), NUS-WIDE or Apparel folder (``"nuswide"``, ``"apparel"``, split
-            default ``test``) or a CSV file (``"csv"``; ``split`` unused).
+            split default ``val``), NUS-WIDE, Apparel or Open Images folder (``"nuswide"``,
+            ``"apparel"``, ``"openimages"``, split default ``test``) or a CSV file (``"csv"``; ``split``
+            unused).
+        unknown_as_negative: Open Images: the labels an image's file does not list count as absent
+            instead of being left out of the metrics.
         threshold: the decision threshold of CP, CR, CF1, OP, OR, OF1 for every class; default: the
             model's per-label thresholds (``pretrained_cfg["label_thresholds"]``, fitted on a validation
             split by the trainer) when it has them, else 0.5. mAP does not depend on it.
@@ -105,6 +109,7 @@ def evaluate_checkpoint(
         classes=classes or None,
         skip_bad_images=skip_bad_images,
         skip_missing_images=skip_missing_images,
+        unknown_as_negative=unknown_as_negative,
     )
     if fingerprint:
         changes = fingerprint_changes(fingerprint, split_fingerprint(test_set))
