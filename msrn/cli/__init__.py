@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from ..backends import BackendUnavailableError
 from ..version import __version__
 
 __all__ = ["main", "CommandError", "OneLineErrorParser", "check_threshold", "one_line"]
@@ -63,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 1
-    except (CommandError, ValueError, OSError) as error:
+    except (CommandError, ValueError, OSError, BackendUnavailableError) as error:
         # OSError: a full disk or a missing permission while writing; the message names the file.
+        # BackendUnavailableError: --backend onnxruntime without the onnxruntime package.
         print(f"msrn {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
 

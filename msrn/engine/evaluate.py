@@ -2,11 +2,13 @@
 
 import logging
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from ..data import create_dataset, eval_transform
+from ..backends import create_backend, resolve_backend
+from ..data import create_dataset, eval_transform, load_rgb_image
 from ..metrics import average_precision, multilabel_metrics
 from .checkpoint import load_trained_model
 from .distributed import DistributedContext, EvalShardSampler, resolve_device
@@ -31,6 +33,10 @@ def evaluate_checkpoint(
     skip_bad_images: bool = False,
     skip_missing_images: bool = False,
     progress: bool = False,
+    backend: str = "auto",
+    precision: str = "fp32",
+    calibration_images: "Sequence[os.PathLike[str] | str] | None" = None,
+    cache_dir: "os.PathLike[str] | str | None" = None,
 ) -> tuple[dict[str, float], np.ndarray, list]:
     """Load ``checkpoint`` (a ``best/`` or ``last/`` folder of the trainer, or any
     :func:`msrn.save_pretrained` folder) and score it on a test set.
@@ -43,6 +49,10 @@ def evaluate_checkpoint(
         threshold: the decision threshold of CP, CR, CF1, OP, OR, OF1 for every class; default: the
             model's per-label thresholds (``pretrained_cfg["label_thresholds"]``, fitted on a validation
             split by the trainer) when it has them, else 0.5. mAP does not depend on it.
+        backend, precision, cache_dir: what runs the model, as for :class:`msrn.Predictor`
+            (:mod:`msrn.backends`; default ``"auto"``: onnxruntime on the CPU when installed).
+        calibration_images: image files for ``precision="int8"`` (a few dozen like the test images,
+            preferably not the test images themselves), transformed as the test images.
 
     Returns:
         ``(metrics, per_class_ap [n], classes)``; metrics as :func:`msrn.metrics.multilabel_metrics`
@@ -57,9 +67,16 @@ def evaluate_checkpoint(
         raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
     torch_device = resolve_device(device)
     check_amp(amp, torch_device)
+    resolve_backend(backend, torch_device, amp, precision)  # a wrong choice fails before any loading
+    if precision == "int8" and not calibration_images:
+        raise ValueError(
+            "precision int8 needs calibration images (--calibration): a few dozen images like the test "
+            "images, e.g. from the training split."
+        )
     model, info = load_trained_model(checkpoint)
     classes = list(model.label_names or [])
-    transform = eval_transform(image_size or info["image_size"])
+    size = image_size or info["image_size"]
+    transform = eval_transform(size)
     test_set = create_dataset(
         dataset,
         data,
@@ -78,7 +95,20 @@ def evaluate_checkpoint(
             f"The checkpoint has {model.num_classes} labels, the data set {test_set.num_classes}."
         )
     context = DistributedContext(device=torch_device)
-    model.to(context.device)
+    model.to(context.device).eval()
+    calibration = None
+    if precision == "int8":
+        calibration = [transform(load_rgb_image(path)).unsqueeze(0).numpy() for path in calibration_images]
+    runner = create_backend(
+        model,
+        backend,
+        precision,
+        device=context.device,
+        amp=amp,
+        input_size=(model.backbone.in_chans, size, size),
+        cache_dir=cache_dir,
+        calibration=calibration,
+    )
     loader = torch.utils.data.DataLoader(
         test_set,
         batch_size=batch_size,
@@ -86,7 +116,8 @@ def evaluate_checkpoint(
         sampler=EvalShardSampler(len(test_set)),
         pin_memory=context.device.type == "cuda",
     )
-    scores, targets, difficult = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
+    # The backend applies amp itself (the torch backend's autocast).
+    scores, targets, difficult = predict(runner, loader, context, len(test_set), progress=progress)
     class_ap = average_precision(scores, targets, difficult)
     missing = [name for name, ap in zip(test_set.classes, class_ap, strict=True) if not np.isfinite(ap)]
     if missing:

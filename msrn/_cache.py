@@ -1,0 +1,11 @@
+"""Where msrn keeps what it generates for reuse (the generated data set, exported ONNX files)."""
+
+import os
+import pathlib
+
+__all__ = ["default_cache_dir"]
+
+
+def default_cache_dir() -> pathlib.Path:
+    """``$MSRN_CACHE`` or ``~/.cache/msrn``."""
+    return pathlib.Path(os.environ.get("MSRN_CACHE", pathlib.Path.home() / ".cache" / "msrn")).expanduser()
