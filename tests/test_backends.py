@@ -19,7 +19,7 @@ from msrn.backends import (
     OnnxRuntimeBackend,
     TorchBackend,
     create_backend,
-    fuse_batchnorm,
+    inference_copy,
     onnx_cache,
     resolve_backend,
 )
@@ -89,20 +89,26 @@ def test_torch_and_onnxruntime_agree_on_probabilities_and_labels(images, tmp_pat
     assert Predictor(model, amp="bf16", cache_dir=tmp_path).backend.name == "torch"
 
 
-def test_torch_backend_folds_batchnorm_and_uses_channels_last_without_changing_results():
+def test_torch_backend_folds_batchnorm_and_uses_channels_last_on_a_copy():
     model = _tiny_model()
     x = torch.randn(3, 3, SIZE, SIZE)
     with torch.inference_mode():
         expected = model(x)
-    fused = fuse_batchnorm(model)
+    fused = inference_copy(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.backbone.trunk.modules())
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.trunk.modules())  # untouched
-    assert fused.head is model.head
+    assert fused.head is model.head and fused.backbone is not model.backbone
     backend = TorchBackend(model, CPU, channels_last=True, fold_batchnorm=True)
     torch.testing.assert_close(backend(x), expected, rtol=1e-4, atol=1e-5)
+    conv = next(
+        m.weight for m in backend.network.backbone.modules() if getattr(m, "kernel_size", (1, 1)) != (1, 1)
+    )
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    # The caller's model is left as it was: BatchNorm in place, NCHW weights.
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.trunk.modules())
+    assert all(p.is_contiguous() for p in model.parameters())
     plain = TorchBackend(model, CPU, channels_last=False, fold_batchnorm=False)
     assert plain.network is model
-    torch.testing.assert_close(plain(x), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(plain(x), expected, rtol=0, atol=0)
 
 
 def test_torch_backend_bf16_autocast_on_cpu():
@@ -116,15 +122,19 @@ def test_torch_backend_bf16_autocast_on_cpu():
     assert (torch.sigmoid(logits.float()) - expected).abs().max() < 0.05
 
 
-def test_a_trunk_torch_fx_cannot_trace_is_kept(monkeypatch):
+def test_a_trunk_torch_fx_cannot_trace_is_kept_unfolded(monkeypatch):
     import torch.fx.experimental.optimization as optimization
 
-    def refuse(module):
+    def refuse(module, inplace=False):
         raise torch.fx.proxy.TraceError("cannot trace")
 
     monkeypatch.setattr(optimization, "fuse", refuse)
     model = _tiny_model()
-    assert fuse_batchnorm(model) is model
+    kept = inference_copy(model, fold_batchnorm=True)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in kept.backbone.trunk.modules())
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.inference_mode():
+        torch.testing.assert_close(kept(x), model(x))
 
 
 def test_the_onnx_file_is_reused_and_a_weight_change_invalidates_it(tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from .onnxruntime_backend import (
     import_onnxruntime,
     onnxruntime_available,
 )
-from .torch_backend import TorchBackend, fuse_batchnorm
+from .torch_backend import TorchBackend, inference_copy
 
 __all__ = [
     "BACKENDS",
@@ -44,7 +44,7 @@ __all__ = [
     "cached_onnx",
     "onnx_cache_dir",
     "model_digest",
-    "fuse_batchnorm",
+    "inference_copy",
     "onnxruntime_available",
 ]
 

@@ -8,37 +8,39 @@ import torch.nn as nn
 
 from .._amp import autocast_context, check_amp
 
-__all__ = ["TorchBackend", "fuse_batchnorm"]
+__all__ = ["TorchBackend", "inference_copy"]
 
 _logger = logging.getLogger(__name__)
 
 
-def fuse_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of an eval-mode ``model`` whose backbone trunk has every ``Conv2d -> BatchNorm2d`` pair
-    folded into one convolution (``torch.fx``), sharing all other modules with ``model``.
+def inference_copy(model: nn.Module, fold_batchnorm: bool = True, channels_last: bool = False) -> nn.Module:
+    """``model`` prepared for inference without touching it: a copy whose backbone is its own (the
+    trunk with every ``Conv2d -> BatchNorm2d`` pair folded into one convolution by ``torch.fx``, the
+    weights in channels-last format, as asked), sharing every other module (embeddings, attention,
+    head) with ``model``. ``model`` itself when neither is asked or it has no ``backbone``.
 
-    The folded convolution computes the same function (to float rounding, about 1e-7 relative) in
-    one pass instead of two. Only the trunk is traced, as timm builds it; a trunk that ``torch.fx``
-    cannot trace is kept as it is (logged), so the result is always correct.
+    A folded convolution computes the same function (to float rounding, about 1e-7 relative) in one
+    pass instead of two. Only the trunk is traced, as timm builds it; a trunk that ``torch.fx`` cannot
+    trace is kept unfolded (logged), so the result is always correct. The copy costs the memory of
+    the backbone (180 MB for ResNet-101).
     """
-    from torch.fx.experimental.optimization import fuse
-
     backbone = getattr(model, "backbone", None)
-    trunk = getattr(backbone, "trunk", None)
-    if trunk is None:
+    if not (fold_batchnorm or channels_last) or backbone is None or model.training:
         return model
-    try:
-        fused_trunk = fuse(trunk)  # traces and folds a deep copy; ``trunk`` is left untouched
-    except Exception as error:  # torch.fx raises many types for code it cannot trace
-        _logger.info("BatchNorm not folded: the trunk cannot be traced by torch.fx (%s)", error)
-        return model
-    fused_backbone = copy.copy(backbone)  # a shallow copy: same branch convolutions, new trunk
-    fused_backbone._modules = dict(backbone._modules)
-    fused_backbone._modules["trunk"] = fused_trunk
-    fused = copy.copy(model)
-    fused._modules = dict(model._modules)
-    fused._modules["backbone"] = fused_backbone
-    return fused
+    backbone = copy.deepcopy(backbone)
+    if fold_batchnorm and hasattr(backbone, "trunk"):
+        from torch.fx.experimental.optimization import fuse
+
+        try:
+            backbone.trunk = fuse(backbone.trunk, inplace=True)
+        except Exception as error:  # torch.fx raises many types for code it cannot trace
+            _logger.info("BatchNorm not folded: the trunk cannot be traced by torch.fx (%s)", error)
+    if channels_last:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    prepared = copy.copy(model)  # shallow: the same embeddings, attention and head
+    prepared._modules = dict(model._modules)
+    prepared._modules["backbone"] = backbone
+    return prepared
 
 
 class TorchBackend:
@@ -46,12 +48,13 @@ class TorchBackend:
 
     Runs under ``torch.inference_mode()`` and the ``amp`` autocast. With ``channels_last`` the
     model's weights and each batch use the channels-last memory format (oneDNN's preferred layout on
-    CPU, and the tensor cores' on CUDA); with ``fold_batchnorm`` a copy of the trunk with BatchNorm
-    folded into the convolutions runs (:func:`fuse_batchnorm`). Neither changes the results beyond
-    float rounding (|Δp| about 1e-7); benchmarks/bench_predict.py measures each.
+    CPU, and the tensor cores' on CUDA); with ``fold_batchnorm`` BatchNorm is folded into the
+    trunk's convolutions. Both apply to a copy of the backbone (:func:`inference_copy`), so ``model``
+    is left as it is. Neither changes the results beyond float rounding (|Δp| about 1e-7);
+    benchmarks/bench_predict.py measures each.
 
     Args:
-        model: an eval-mode MSRN on ``device``; converted to channels-last in place when asked.
+        model: an eval-mode MSRN on ``device``.
         device: where the model is.
         amp: ``None``/``"none"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
         channels_last: channels-last memory format.
@@ -73,10 +76,7 @@ class TorchBackend:
         self.device = device
         self.amp = amp
         self.channels_last = channels_last
-        network = fuse_batchnorm(model) if fold_batchnorm and not model.training else model
-        if channels_last:
-            network = network.to(memory_format=torch.channels_last)
-        self.network = network
+        self.network = inference_copy(model, fold_batchnorm, channels_last)
         self.dtype = next(model.parameters()).dtype
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
