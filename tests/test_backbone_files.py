@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from msrn.cli.train import build_parser as build_train_parser
-from msrn.engine.trainer import TrainConfig, _create_model
+from msrn.engine.builders import _create_model
+from msrn.engine.config import TrainConfig
 
 TINY = dict(embed_dim=16, hidden_dim=32, gat_hidden_dim=12, num_groups=2)
 

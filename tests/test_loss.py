@@ -139,24 +139,24 @@ def test_bad_loss_parameters_are_refused():
 def test_trainer_options_reach_the_loss_and_cannot_change_on_resume(tmp_path):
     from msrn.cli import build_parser
     from msrn.cli.train import config_from_args
-    from msrn.engine.trainer import _build_criterion, _check_config
+    from msrn.engine.builders import build_criterion, check_config
 
     args = build_parser().parse_args(
         ["train", "--loss", "asl", "--asl-gamma-neg", "3", "--asl-gamma-pos", "0", "--asl-clip", "0.1"]
     )
     config = config_from_args(args)
-    criterion = _build_criterion(config, None)
+    criterion = build_criterion(config, None)
     assert (criterion.loss, criterion.asl_gamma_neg, criterion.asl_gamma_pos, criterion.asl_clip) == (
         "asl",
         3.0,
         0.0,
         0.1,
     )
-    focal = _build_criterion(TrainConfig(loss="focal", focal_gamma=1.5, focal_alpha=0.25), None)
+    focal = build_criterion(TrainConfig(loss="focal", focal_gamma=1.5, focal_alpha=0.25), None)
     assert (focal.loss, focal.focal_gamma, focal.focal_alpha) == ("focal", 1.5, 0.25)
     assert TrainConfig().loss == "bce"
     with pytest.raises(ValueError, match="asl_clip"):
-        _check_config(TrainConfig(loss="asl", asl_clip=2.0))
+        check_config(TrainConfig(loss="asl", asl_clip=2.0))
     saved = TrainConfig().to_dict()
     for change in ({"loss": "asl"}, {"asl_gamma_neg": 2.0}, {"focal_alpha": 0.25}):
         with pytest.raises(ValueError, match="cannot change in the middle of a run: --(loss|asl|focal)"):

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from tiny_training import TINY_ARGS, one_thread, subprocess_env, torchrun
 from tiny_training import tiny_config as _config
 
-import msrn.engine.trainer as trainer
+import msrn.engine.epoch as epoch_steps
 from msrn._io import atomic_write, remove_partial_writes, replace_folder
 from msrn.cli import main as cli_main
 from msrn.data import BadImageError, generate_synthetic_voc
@@ -199,7 +199,7 @@ def test_non_finite_loss_advice_works(cache_dir, tmp_path, monkeypatch, capsys):
             )
         return train_one_epoch(model, criterion, loader, optimizer, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "train_one_epoch", diverging_above_1e3)
+    monkeypatch.setattr(epoch_steps, "train_one_epoch", diverging_above_1e3)
     assert cli_main(["train", "--resume", str(output)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "The checkpoints of epoch 1 stay" in err
@@ -327,7 +327,7 @@ def test_unreadable_test_image_is_found_before_training(cache_dir, tmp_path, mon
     def no_training(*args, **kwargs):
         raise AssertionError("training started before the test images were checked")
 
-    monkeypatch.setattr(trainer, "train_one_epoch", no_training)
+    monkeypatch.setattr(epoch_steps, "train_one_epoch", no_training)
     with pytest.raises(BadImageError, match=re.escape(str(broken))):
         train(_config(cache_dir, tmp_path / "run", data=str(devkit)))
     assert not (tmp_path / "run" / "train_state.pt").exists()

@@ -149,13 +149,13 @@ def test_resume_reproduces_an_uninterrupted_run_and_survives_a_non_finite_loss(
 
 
 def test_pretrained_failure_offline_names_the_fix(cache_dir, tmp_path, monkeypatch):
-    import msrn.engine.trainer as trainer
+    import msrn.engine.builders as builders
 
     def offline(*args, **kwargs):
         raise OSError("cannot reach huggingface.co")
 
-    monkeypatch.setattr(trainer, "create_model", offline)
-    with pytest.raises(trainer.PretrainedWeightsUnavailable, match="--no-pretrained"):
+    monkeypatch.setattr(builders, "create_model", offline)
+    with pytest.raises(builders.PretrainedWeightsUnavailable, match="--no-pretrained"):
         train(_config(cache_dir, tmp_path / "run", pretrained=True))
 
 

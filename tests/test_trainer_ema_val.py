@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from tiny_training import TINY_ARGS, one_thread, torchrun
 from tiny_training import tiny_config as _config
 
-import msrn.engine.trainer as trainer
+import msrn.engine.epoch as epoch_steps
 from msrn.cli import main as cli_main
 from msrn.data import VOCDataset, generate_synthetic_voc, stratified_holdout
 from msrn.engine import train
@@ -89,7 +89,7 @@ def test_ema_and_validation_resume_exactly_and_best_is_chosen_on_validation(cach
 
 def test_best_follows_validation_not_test(cache_dir, tmp_path, monkeypatch):
     """Validation mAP falling while test mAP rises: best/ stays at epoch 1."""
-    real = trainer.epoch_metrics
+    real = epoch_steps.epoch_metrics
     epochs = iter(range(1, 10))
 
     def rigged(test_predictions, val_predictions):
@@ -97,7 +97,7 @@ def test_best_follows_validation_not_test(cache_dir, tmp_path, monkeypatch):
         epoch = next(epochs)
         return {**metrics, "val_mAP": 90.0 - epoch, "mAP": 50.0 + epoch}, thresholds
 
-    monkeypatch.setattr(trainer, "epoch_metrics", rigged)
+    monkeypatch.setattr(epoch_steps, "epoch_metrics", rigged)
     output = tmp_path / "run"
     train(_config(cache_dir, output, epochs=3, max_steps_per_epoch=1, val_fraction=0.25))
     records = _records(output)

@@ -14,7 +14,7 @@ import msrn.labels
 from msrn.cli import main as cli_main
 from msrn.data import apparel_authors_split, create_dataset
 from msrn.engine import cpu_config, load_trained_model, train
-from msrn.engine.trainer import _label_features, build_datasets
+from msrn.engine.builders import _label_features, build_datasets
 
 TINY = {**TINY_RUN, "epochs": 1, "max_steps_per_epoch": 1}
 

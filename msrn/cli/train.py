@@ -14,8 +14,17 @@ import types
 import typing
 from typing import Any
 
-from ..engine import NonFiniteLossError, TrainConfig, cpu_config, format_metrics_table, paper_config, train
-from ..engine.trainer import PretrainedWeightsUnavailable, StoppedWithMainProcess, resume_config
+from ..engine import (
+    NonFiniteLossError,
+    StoppedWithMainProcess,
+    TrainConfig,
+    cpu_config,
+    format_metrics_table,
+    paper_config,
+    resume_config,
+    train,
+)
+from ..engine.builders import PretrainedWeightsUnavailable
 from . import OneLineErrorParser, one_line
 
 __all__ = ["register", "add_train_arguments", "config_from_args", "run", "build_parser", "main"]
@@ -120,11 +129,12 @@ def run(args: argparse.Namespace) -> int:
     Under ``torchrun`` only rank 0 prints; another process prints only an error of its own."""
     prefix = getattr(args, "error_prefix", "msrn train")
     rank = int(os.environ.get("RANK", "0"))
-    trainer_logger = logging.getLogger("msrn.engine.trainer")
-    if rank == 0 and trainer_logger.getEffectiveLevel() > logging.INFO:
-        # The run's summary (model, label features, graph edges, resumed settings) belongs to what
-        # `msrn train` reports, not to the details behind -v.
-        trainer_logger.setLevel(logging.INFO)
+    for name in ("msrn.engine.trainer", "msrn.engine.builders"):
+        run_logger = logging.getLogger(name)
+        if rank == 0 and run_logger.getEffectiveLevel() > logging.INFO:
+            # The run's summary (model, label features, graph edges, validation split, resumed
+            # settings) belongs to what `msrn train` reports, not to the details behind -v.
+            run_logger.setLevel(logging.INFO)
     try:
         config = config_from_args(args)
         last = train(config, on_epoch_end=lambda record: _report(config, record))

@@ -5,7 +5,9 @@ The trainer (:func:`train` with a :class:`TrainConfig`) is what ``msrn train`` a
 :func:`evaluate_checkpoint` is what ``msrn evaluate`` runs.
 """
 
+from .builders import build_datasets, run_test_data
 from .checkpoint import load_trained_model, load_training_state, save_model
+from .config import TrainConfig, cpu_config, default_cache_dir, paper_config, resume_config
 from .distributed import DistributedContext, EvalShardSampler, gather_predictions, init_distributed
 from .evaluate import evaluate_checkpoint
 from .loop import NonFiniteLossError, predict, train_one_epoch
@@ -13,17 +15,7 @@ from .memory import keep_freed_memory
 from .report import format_class_ap_table, format_metrics_table
 from .run_folder import RunFolderError
 from .schedule import LRSchedule
-from .trainer import (
-    StoppedWithMainProcess,
-    TrainConfig,
-    build_datasets,
-    cpu_config,
-    default_cache_dir,
-    paper_config,
-    resume_config,
-    run_test_data,
-    train,
-)
+from .trainer import StoppedWithMainProcess, train
 
 __all__ = [
     "TrainConfig",
