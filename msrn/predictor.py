@@ -12,6 +12,7 @@ transforms and thresholds are this module's whatever the backend.
 """
 
 import dataclasses
+import logging
 import os
 import pathlib
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,8 @@ from .engine.loop import check_amp
 from .models import MSRN, load_model
 
 __all__ = ["Predictor", "PredictedBatch", "select_labels", "DEFAULT_THRESHOLD"]
+
+_logger = logging.getLogger(__name__)
 
 # The decision threshold of a model without thresholds of its own (the paper's CP/CR/F1 use it too).
 DEFAULT_THRESHOLD = 0.5
@@ -253,16 +256,21 @@ class Predictor:
 
     def _calibration_batches(self, images: "Sequence[ImageInput]") -> list[np.ndarray]:
         """The calibration images preprocessed as the images to label, one per batch (what
-        onnxruntime's calibrator takes), unreadable ones refused."""
+        onnxruntime's calibrator takes). Unreadable ones are left out (logged); none readable is an
+        error."""
         items = _as_list(images)
-        batches = []
+        dataset = _Images(items, self.transform)
+        batches, failed = [], []
         for index in range(len(items)):
-            _, image, reason = _Images(items, self.transform)[index]
+            _, image, reason = dataset[index]
             if image is None:
-                raise BadImageError(
-                    f"Bad calibration image {_describe(items[index], index)}: {reason}.", reason=reason
-                )
-            batches.append(image.unsqueeze(0).numpy())
+                failed.append(f"{_describe(items[index], index)}: {reason}")
+            else:
+                batches.append(image.unsqueeze(0).numpy())
+        if failed:
+            _logger.warning("%d calibration image(s) left out: %s", len(failed), "; ".join(failed))
+        if not batches:
+            raise BadImageError(f"None of the calibration images can be read ({'; '.join(failed)}).")
         return batches
 
     def _resolve_thresholds(self, threshold: float | Sequence[float] | None) -> tuple[np.ndarray, str]:

@@ -276,3 +276,16 @@ def test_predict_and_evaluate_cli_agree_across_backends(images, tmp_path, capsys
     assert "--precision int8 needs --calibration" in capsys.readouterr().err
     assert main([*base, "--calibration", str(images[0])]) == 2
     assert "--calibration goes with --precision int8" in capsys.readouterr().err
+
+
+def test_auto_falls_back_to_torch_with_a_warning_when_the_export_fails(tmp_path, monkeypatch):
+    def failing_export(*args, **kwargs):
+        raise RuntimeError("this backbone cannot be traced")
+
+    monkeypatch.setattr(onnx_cache, "export_onnx", failing_export)
+    model = _tiny_model()
+    with pytest.warns(RuntimeWarning, match="running the torch backend instead"):
+        backend = create_backend(model, "auto", cache_dir=tmp_path)
+    assert backend.name == "torch"
+    with pytest.raises(RuntimeError, match="cannot be traced"):
+        create_backend(model, "onnxruntime", cache_dir=tmp_path)

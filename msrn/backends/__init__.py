@@ -11,13 +11,17 @@ identically whatever runs the model:
   ``$MSRN_CACHE/onnx`` by a hash of its weights, and run by onnxruntime on the CPU with all graph
   optimisations (:class:`OnnxRuntimeBackend`). Its probabilities match torch's to about 1e-7.
 - ``"auto"`` (the default): ``"onnxruntime"`` when the onnxruntime package is installed, the
-  device is the CPU, the model is float32 and no ``amp`` is asked for; else ``"torch"``.
+  device is the CPU, the model is float32 and no ``amp`` is asked for; else ``"torch"``. When the
+  export fails (a backbone the exporter cannot trace, a cache folder that cannot be written) it
+  warns and runs torch.
 
 ``precision="int8"`` (onnxruntime only) runs a statically quantized copy of the exported model,
 calibrated on images the caller provides (msrn/backends/quantize.py).
 """
 
+import logging
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,6 +51,8 @@ __all__ = [
     "inference_copy",
     "onnxruntime_available",
 ]
+
+_logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 PRECISIONS = ("fp32", "int8")
@@ -113,12 +119,29 @@ def create_backend(
         return TorchBackend(model, device, amp)
     if input_size is None:
         input_size = tuple((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 448, 448)))
-    path = cached_onnx(model, tuple(input_size), cache_dir, precision, calibration)
+    try:
+        return _onnxruntime_backend(model, tuple(input_size), cache_dir, precision, calibration)
+    except Exception as error:
+        if backend != "auto" or precision != "fp32":
+            raise
+        # auto chose onnxruntime as the faster path; a model it cannot export, or a cache folder that
+        # cannot be written, must not stop a prediction that torch can make.
+        message = (
+            f"backend 'auto': the onnxruntime backend could not be set up ({type(error).__name__}: "
+            f"{error}); running the torch backend instead (backend='torch' skips this attempt)."
+        )
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        _logger.warning(message)
+        return TorchBackend(model, device, amp)
+
+
+def _onnxruntime_backend(model, input_size, cache_dir, precision, calibration) -> OnnxRuntimeBackend:
+    path = cached_onnx(model, input_size, cache_dir, precision, calibration)
     try:
         return OnnxRuntimeBackend(path, precision)
     except BackendUnavailableError:
         raise
     except Exception:  # a damaged cache file (a disk error, an edit): export it again, once
         discard(path)
-        path = cached_onnx(model, tuple(input_size), cache_dir, precision, calibration)
+        path = cached_onnx(model, input_size, cache_dir, precision, calibration)
         return OnnxRuntimeBackend(path, precision)
