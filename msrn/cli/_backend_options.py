@@ -1,6 +1,7 @@
 """The options that ``msrn predict`` and ``msrn evaluate`` share for what runs the model."""
 
 import argparse
+import logging
 import pathlib
 
 from ..backends import BACKENDS, PRECISIONS
@@ -9,6 +10,11 @@ from ..engine.memory import keep_freed_memory
 from . import CommandError
 
 __all__ = ["add_backend_options", "calibration_files", "keep_freed_memory_unless_refused"]
+
+_logger = logging.getLogger(__name__)
+
+# The most calibration images int8 quantization runs (one float forward pass each).
+MAX_CALIBRATION_IMAGES = 256
 
 
 def add_backend_options(parser: argparse.ArgumentParser, default_calibration: str | None) -> None:
@@ -33,7 +39,7 @@ def add_backend_options(parser: argparse.ArgumentParser, default_calibration: st
         nargs="+",
         metavar="IMAGE_OR_FOLDER",
         help=f"images that set the int8 model's activation ranges, a few dozen like the images to label "
-        f"({where})",
+        f"(at most {MAX_CALIBRATION_IMAGES} are used; {where})",
     )
     parser.add_argument(
         "--no-keep-freed-memory",
@@ -74,6 +80,16 @@ def calibration_files(
             files.append(path)
         else:
             raise CommandError(f"--calibration {path} does not exist.")
+    if len(files) > MAX_CALIBRATION_IMAGES:
+        # Each calibration image is one forward pass of the float model: a big folder would take long
+        # and add little. An even spread keeps the mix of a folder sorted by kind.
+        given = len(files)
+        files = [files[k * given // MAX_CALIBRATION_IMAGES] for k in range(MAX_CALIBRATION_IMAGES)]
+        _logger.warning(
+            "--calibration: using %d of the %d images given, spread evenly over them.",
+            MAX_CALIBRATION_IMAGES,
+            given,
+        )
     return files
 
 
