@@ -25,6 +25,7 @@ MODULES = [
     ("msrn.graph", "label co-occurrence graph"),
     ("msrn.features", "label features (GloVe)"),
     ("msrn.labels", "built-in label sets of the paper's benchmarks"),
+    ("msrn.targets", "the label convention of targets: 1 present, 0 absent, -1 unknown"),
     ("msrn.loss", "training objective"),
     ("msrn.optim", "optimizer parameter groups"),
     ("msrn.hub", "weights: save and publish"),

@@ -7,7 +7,7 @@ Importing the package registers the ``msrn_*`` architectures in timm's model reg
 import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from . import hub, labels, layers, models
+from . import hub, labels, layers, models, targets
 from .hub import push_to_hub, save_pretrained
 from .loss import MSRNLoss
 from .models import MSRN, create_model, list_models, load_model
@@ -54,6 +54,7 @@ __all__ = [
     "__version__",
     "loss",
     "optim",
+    "targets",
     *_LAZY_SUBMODULES,
 ]
 

@@ -11,10 +11,10 @@ On the official VOC 2007 statistics at ``threshold = 0.4`` this gives 6 edges: `
 to five labels that usually come with a person, and ``chair`` attends to ``diningtable``.
 A label that never occurs (``count[i] == 0``) has no outgoing edge (no division by zero).
 
-Partial labels. When some entries of the label matrix are unknown (``unknown[s, j]``, e.g. a
-partial-label CSV), only known entries are counted: ``co[i, j]`` counts the images where both labels
-are present (an unknown entry is never present), and the denominator becomes the number of images
-where ``i`` is present *and* ``j`` is known::
+Partial labels. When some entries of the label matrix are unknown (-1 in the targets,
+:mod:`msrn.targets`, e.g. a partial-label CSV; ``unknown[s, j]``), only known entries are counted:
+``co[i, j]`` counts the images where both labels are present (an unknown entry is never present),
+and the denominator becomes the number of images where ``i`` is present *and* ``j`` is known::
 
     known[i, j] = #{s : y[s, i] = 1 and not unknown[s, j]}
     P(j | i)    = co[i, j] / known[i, j]          (0 when known[i, j] = 0)
@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .targets import known_mask, positive_mask
 
 __all__ = [
     "cooccurrence_statistics",
@@ -48,33 +50,41 @@ def _as_numpy(array: Any, name: str) -> np.ndarray:
 
 
 def cooccurrence_statistics(targets: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(cooccurrence [n, n], counts [n])`` of a ``[N, n]`` 0/1 label matrix.
+    """``(cooccurrence [n, n], counts [n])`` of a ``[N, n]`` label matrix (1 / 0 / -1).
 
-    Entries > 0 count as present (so VOC's "difficult" objects, kept as positives for training,
-    count too). ``cooccurrence[i, i]`` equals ``counts[i]``; it is not used by the graph.
+    Entries > 0 count as present (so VOC's "difficult" labels, positives in a training set, count
+    too); unknown (-1) entries are never present. ``cooccurrence[i, i]`` equals ``counts[i]``; it is
+    not used by the graph.
     """
     y = _as_numpy(targets, "targets")
     if y.ndim != 2:
         raise ValueError(f"targets must be an [N, n] label matrix, got shape {list(y.shape)}.")
     if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
         raise ValueError("targets contains NaN or infinite values.")
-    present = (y > 0).astype(np.int64)
+    present = positive_mask(y).astype(np.int64)
     return present.T @ present, present.sum(axis=0)
 
 
-def known_pair_counts(targets: Any, unknown: Any) -> np.ndarray:
+def known_pair_counts(targets: Any, unknown: Any | None = None) -> np.ndarray:
     """``known[i, j]``: the images where label ``i`` is present and label ``j`` is known, ``[n, n]``.
 
-    ``targets`` is the ``[N, n]`` 0/1 label matrix, ``unknown`` a bool ``[N, n]`` of its unknown
-    entries. It is the denominator of ``P(j | i)`` with partial labels (module docstring).
+    ``targets`` is the ``[N, n]`` label matrix; its -1 entries are unknown, and so are the True entries
+    of the optional bool ``[N, n]`` ``unknown``. It is the denominator of ``P(j | i)`` with partial
+    labels (module docstring).
     """
     y = _as_numpy(targets, "targets")
-    missing = _as_numpy(unknown, "unknown").astype(bool)
-    if missing.shape != y.shape:
-        raise ValueError(f"unknown {list(missing.shape)} must have the shape of targets {list(y.shape)}.")
-    if ((y > 0) & missing).any():
-        raise ValueError("An entry is both present (target > 0) and unknown; unknown entries have target 0.")
-    return (y > 0).astype(np.int64).T @ (~missing).astype(np.int64)
+    missing = ~known_mask(y)
+    if unknown is not None:
+        marked = _as_numpy(unknown, "unknown").astype(bool)
+        if marked.shape != y.shape:
+            raise ValueError(f"unknown {list(marked.shape)} must have the shape of targets {list(y.shape)}.")
+        if (positive_mask(y) & marked).any():
+            raise ValueError(
+                "An entry is both present (target > 0) and marked unknown; write -1 in the targets "
+                "for an unknown entry."
+            )
+        missing = missing | marked
+    return positive_mask(y).astype(np.int64).T @ (~missing).astype(np.int64)
 
 
 def conditional_probabilities(cooccurrence: Any, counts: Any) -> np.ndarray:
@@ -131,10 +141,11 @@ def label_graph_from_targets(
 ) -> torch.Tensor:
     """The GAT attention mask from a training label matrix ``[N, n]`` (see the module docstring).
 
-    ``unknown``: optional bool ``[N, n]`` of unknown entries (e.g. ``CSVDataset.unknown``), counted
-    neither as present nor as absent.
+    ``targets``: 1 present, 0 absent, -1 unknown (:mod:`msrn.targets`; e.g. a data set's ``targets``).
+    Unknown entries are counted neither as present nor as absent; ``unknown``, an optional bool
+    ``[N, n]``, marks further entries as unknown.
     """
     cooccurrence, counts = cooccurrence_statistics(targets)
-    if unknown is not None:
+    if unknown is not None or not known_mask(_as_numpy(targets, "targets")).all():
         counts = known_pair_counts(targets, unknown)
     return label_graph_from_statistics(cooccurrence, counts, threshold)

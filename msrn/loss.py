@@ -4,6 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .targets import known_mask
+
 __all__ = ["MSRNLoss", "LOSSES"]
 
 LOSSES = ("bce", "asl", "focal")
@@ -14,18 +16,21 @@ class MSRNLoss(nn.Module):
 
     .. math::
         \mathcal{L} = \frac{1}{|K|}\sum_{(s,i) \in K} \ell(\hat y_{s,i}, y_{s,i}) + \lambda\, \mathcal{L}_2,
-        \qquad K = \{(s, i) : \mathrm{ignore}_{s,i} = \mathrm{False}\}
+        \qquad K = \{(s, i) : y_{s,i} \ge 0 \text{ and not } \mathrm{ignore}_{s,i}\}
 
     The first term is the mean of the element-wise loss ``l`` over the kept entries ``K`` of the
     ``[N, n]`` batch (image ``s``, label ``i``): one sum over all kept entries divided by their count,
-    so an image with more known labels weighs more. Without ``ignore`` every entry is kept and,
-    with ``loss="bce"``, this is the paper's eq. 1 averaged as ``nn.MultiLabelSoftMarginLoss`` does
-    (mean over labels, then over the batch). When every entry is ignored the first term is 0 (and
-    carries no gradient). ``lambda * L2`` comes from :meth:`msrn.models.MSRN.compactness_loss`, with
+    so an image with more known labels weighs more. Targets follow :mod:`msrn.targets`: 1 present,
+    0 absent, -1 unknown; unknown entries (any target < 0) are left out by themselves, so
+    ``criterion(logits, targets)`` is right for every ``msrn.data`` data set. ``ignore`` can leave
+    out more entries. When every entry is known and ``loss="bce"``, this is the paper's eq. 1
+    averaged as ``nn.MultiLabelSoftMarginLoss`` does (mean over labels, then over the batch). When
+    every entry is left out the first term is 0 (and carries no gradient: left-out entries never
+    get one). ``lambda * L2`` comes from :meth:`msrn.models.MSRN.compactness_loss`, with
     the model's ``compactness_weight`` unless ``compactness_weight`` is given here; it is added
     whatever ``loss`` is.
 
-    The element-wise losses, with ``p = sigmoid(logit)`` and target ``y`` in ``{0, 1}``:
+    The element-wise losses, with ``p = sigmoid(logit)`` and a known target ``y`` in ``{0, 1}``:
 
     - ``"bce"`` (the paper): ``-y log p - (1 - y) log(1 - p)``.
     - ``"asl"``, asymmetric loss (Ridnik et al., ICCV 2021): ``-y (1 - p)^gamma_pos log p
@@ -54,8 +59,11 @@ class MSRNLoss(nn.Module):
             use 0.25 for detection).
 
     Shapes:
-        - logits: ``[N, n]``; targets: ``[N, n]`` with values in ``{0, 1}`` (floats or ints or bools)
-        - ignore: optional bool ``[N, n]``, True for the entries left out (e.g. unknown labels)
+        - logits: ``[N, n]`` (any float dtype: bf16 / fp16 logits are upcast to float32)
+        - targets: ``[N, n]`` with values in ``{1, 0, -1}`` (floats or ints or bools; -1: unknown,
+          left out)
+        - ignore: optional bool ``[N, n]``, True for further entries to leave out (targets < 0
+          are left out without it)
         - output: scalar
     """
 
@@ -102,8 +110,9 @@ class MSRNLoss(nn.Module):
         return "loss=bce"
 
     def elementwise(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The classification loss of each entry, float32 ``[N, n]`` (see the class docstring)."""
-        x, y = logits.float(), targets.float()
+        """The classification loss of each entry, float32 ``[N, n]`` (see the class docstring); an
+        unknown target (< 0) is computed as 0 here (:meth:`forward` leaves it out)."""
+        x, y = logits.float(), targets.float().clamp(min=0)
         if self.loss == "bce":
             return F.binary_cross_entropy_with_logits(x, y, reduction="none")
         log_p, log_not_p = F.logsigmoid(x), F.logsigmoid(-x)
@@ -129,21 +138,20 @@ class MSRNLoss(nn.Module):
         if logits.shape != targets.shape:
             raise ValueError(
                 f"MSRNLoss: targets {list(targets.shape)} must have the logits' shape {list(logits.shape)} "
-                f"([batch, num_classes], 1 = label present, 0 = absent)."
+                f"([batch, num_classes], 1 = label present, 0 = absent, -1 = unknown)."
             )
         elements = self.elementwise(logits, targets)
-        if ignore is None:
-            loss = elements.mean()
-        else:
+        keep = known_mask(targets.to(elements.device))
+        if ignore is not None:
             if ignore.shape != logits.shape:
                 raise ValueError(
                     f"MSRNLoss: ignore {list(ignore.shape)} must have the logits' shape "
                     f"{list(logits.shape)} (True = leave the entry out of the loss)."
                 )
-            keep = ~ignore.to(device=elements.device, dtype=torch.bool)
-            # where(), not a product: an inf at an ignored entry must not turn the sum into NaN
-            kept = torch.where(keep, elements, torch.zeros((), dtype=elements.dtype, device=elements.device))
-            loss = kept.sum() / keep.sum().clamp(min=1)
+            keep = keep & ~ignore.to(device=elements.device, dtype=torch.bool)
+        # where(), not a product: an inf at a left-out entry must not turn the sum into NaN
+        kept = torch.where(keep, elements, torch.zeros((), dtype=elements.dtype, device=elements.device))
+        loss = kept.sum() / keep.sum().clamp(min=1)
         model = self.model
         if model is None:
             return loss

@@ -1,7 +1,10 @@
 """Multi-label classification metrics of the paper's tables (ML-GCN definitions, docs/design.md section 7).
 
 All results are in percent. ``scores`` are probabilities (sigmoid of the logits) ``[N, n]``,
-``targets`` 0/1 ``[N, n]``, ``ignore`` an optional bool ``[N, n]`` marking VOC "difficult" entries.
+``targets`` ``[N, n]`` of 1 (present), 0 (absent) and -1 (unknown, :mod:`msrn.targets`): entries below
+0 are *ignored*, with no extra argument, so the targets of any ``msrn.data`` data set (VOC "difficult"
+labels of an evaluation split, partial labels) go in as they are. ``ignore``, an optional bool
+``[N, n]``, ignores further entries (the same as writing -1 there).
 
 - AP of a class (:func:`average_precision`): rank the class's non-ignored examples by score; AP is
   the mean over its positives of the precision at the positive's rank. Equal scores form one
@@ -10,9 +13,10 @@ All results are in percent. ``scores`` are probabilities (sigmoid of the logits)
   (non-ignored) positive has no AP: it is NaN and left out of the mAP.
 - At a threshold (:func:`multilabel_metrics`), a label is predicted when its score is
   ``>= threshold`` (and, with ``top_k``, it is among the image's ``top_k`` best scores); ignored
-  entries count as negatives. Per class: ``Nc`` correct, ``Np`` predicted, ``Ng`` true positives.
-  ``CP = mean(Nc / Np)`` (``Np = 0`` counts as 1), ``CR = mean(Nc / Ng)`` over the classes that have
-  positives, ``CF1 = 2 CP CR / (CP + CR)``; ``OP = sum Nc / sum Np``, ``OR = sum Nc / sum Ng``,
+  entries count as negatives (as ML-GCN counts VOC's difficult labels). Per class: ``Nc`` correct,
+  ``Np`` predicted, ``Ng`` true positives. ``CP = mean(Nc / Np)`` (``Np = 0`` counts as 1),
+  ``CR = mean(Nc / Ng)`` over the classes that have positives, ``CF1 = 2 CP CR / (CP + CR)``;
+  ``OP = sum Nc / sum Np``, ``OR = sum Nc / sum Ng``,
   ``OF1`` likewise. ``threshold`` may be one number or one per class (e.g. :func:`fit_thresholds`).
 - Per-class thresholds (:func:`fit_thresholds`), fitted on validation scores: for each class, the
   threshold that maximises the class's F1 on them, placed halfway between the lowest score it
@@ -25,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .targets import check_targets, known_mask
 
 __all__ = [
     "average_precision",
@@ -49,28 +55,25 @@ def _to_numpy(array: Any, name: str) -> np.ndarray:
 
 def _check_inputs(scores: Any, targets: Any, ignore: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     scores = _to_numpy(scores, "scores").astype(np.float64)
-    targets = _to_numpy(targets, "targets")
+    targets = np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets
     if scores.ndim != 2:
         raise ValueError(
             f"scores must be an [N, n] matrix (images x classes), got shape {list(scores.shape)}."
         )
-    if targets.shape != scores.shape:
+    if tuple(targets.shape) != scores.shape:
         raise ValueError(f"targets {list(targets.shape)} must have the shape of scores {list(scores.shape)}.")
     if not np.isfinite(scores).all():
         raise ValueError("scores contains NaN or infinite values.")
-    if not np.isin(targets, (0, 1)).all():
-        raise ValueError(
-            "targets must hold only 0 and 1 (mark VOC difficult entries with ignore=, not -1 or 0.5)."
-        )
-    if ignore is None:
-        ignore = np.zeros(scores.shape, dtype=bool)
-    else:
+    targets = check_targets(targets, "targets")
+    unknown = ~known_mask(targets)
+    if ignore is not None:
         ignore = _to_numpy(ignore, "ignore").astype(bool)
         if ignore.shape != scores.shape:
             raise ValueError(
                 f"ignore {list(ignore.shape)} must have the shape of scores {list(scores.shape)}."
             )
-    return scores, targets.astype(bool), ignore
+        unknown = unknown | ignore
+    return scores, targets > 0, unknown
 
 
 def _class_ap(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -92,8 +95,8 @@ def average_precision(scores: Any, targets: Any, ignore: Any | None = None) -> n
 
     Args:
         scores: ``[N, n]`` scores (probabilities or logits: only their order matters).
-        targets: ``[N, n]`` 0/1 ground truth.
-        ignore: optional ``[N, n]`` bool; True entries (VOC difficult) are dropped from the ranking.
+        targets: ``[N, n]`` ground truth, 1 / 0 / -1; the -1 entries are dropped from the ranking.
+        ignore: optional ``[N, n]`` bool; True entries are dropped from the ranking too.
     """
     scores, targets, ignore = _check_inputs(scores, targets, ignore)
     keep = ~ignore
@@ -143,8 +146,9 @@ def multilabel_metrics(
 
     Args:
         scores: ``[N, n]`` probabilities (sigmoid of the logits); the threshold applies to them.
-        targets: ``[N, n]`` 0/1 ground truth.
-        ignore: optional ``[N, n]`` bool of difficult entries: left out of AP, negatives at the threshold.
+        targets: ``[N, n]`` ground truth, 1 / 0 / -1; the -1 entries are left out of AP and count as
+            negatives at the threshold (ML-GCN's treatment of VOC's difficult labels).
+        ignore: optional ``[N, n]`` bool of further entries treated as -1.
         threshold: a label is predicted when its score is ``>= threshold``: one value for every class,
             or ``[n]`` values, one per class (e.g. from :func:`fit_thresholds`, or the model's
             ``pretrained_cfg["label_thresholds"]``).
@@ -214,8 +218,8 @@ def fit_thresholds(scores: Any, targets: Any, ignore: Any | None = None, default
 
     Args:
         scores: ``[N, n]`` probabilities.
-        targets: ``[N, n]`` 0/1 ground truth.
-        ignore: optional ``[N, n]`` bool; ignored entries are left out of the fit.
+        targets: ``[N, n]`` ground truth, 1 / 0 / -1; the -1 entries are left out of the fit.
+        ignore: optional ``[N, n]`` bool of further entries left out.
         default: the threshold of the fallback (0.5, that of :func:`multilabel_metrics`).
 
     Returns:

@@ -179,7 +179,7 @@ def test_bad_options_are_refused_in_one_line_before_any_work(argv, expected, tmp
 
 # ------------------------------------------------------------------------------------------ accumulation
 class _Loader:
-    """Batches of ``(images, targets, difficult)`` from fixed tensors, with a length, like a DataLoader."""
+    """Batches of ``(images, targets)`` from fixed tensors, with a length, like a DataLoader."""
 
     def __init__(self, images, targets, batch_size):
         self.images, self.targets, self.batch_size = images, targets, batch_size
@@ -191,7 +191,7 @@ class _Loader:
         for start in range(0, len(self.images), self.batch_size):
             images = self.images[start : start + self.batch_size]
             targets = self.targets[start : start + self.batch_size]
-            yield images, targets, torch.zeros_like(targets, dtype=torch.bool)
+            yield images, targets
 
 
 class _Criterion(nn.Module):

@@ -63,10 +63,10 @@ def test_voc_labels_and_difficult(voc_root):
     test = VOCDataset(
         voc_root / "VOC2007", "test", transform=eval_transform(32)
     )  # the VOC2007 folder works too
-    image, target, difficult = test[0]
+    image, target = test[0]  # an evaluation split: a difficult-only label is unknown (-1)
     assert image.shape == (3, 32, 32) and target.dtype == torch.float32
-    assert target[VOC_CLASSES.index("chair")] == 1 and not difficult[VOC_CLASSES.index("chair")]
-    assert target[VOC_CLASSES.index("sofa")] == 1 and difficult[VOC_CLASSES.index("sofa")]
+    assert target[VOC_CLASSES.index("chair")] == 1 and not test.difficult[0, VOC_CLASSES.index("chair")]
+    assert target[VOC_CLASSES.index("sofa")] == -1 and test.difficult[0, VOC_CLASSES.index("sofa")]
 
 
 def test_voc_missing_or_empty_split_file(voc_root):

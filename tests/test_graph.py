@@ -8,22 +8,22 @@ from msrn.graph import (
     conditional_probabilities,
     cooccurrence_statistics,
     edges_from_statistics,
+    known_pair_counts,
     label_graph_from_statistics,
     label_graph_from_targets,
 )
 
 
 def _reference_mask(targets: np.ndarray, threshold: float) -> np.ndarray:
-    """docs/design.md section 1 written with loops: mask[i, j] = i == j or P(i | j) >= t."""
+    """docs/design.md section 1 written with loops: mask[i, j] = i == j or P(i | j) >= t, where P(i | j)
+    counts only the images that say whether i is there (target >= 0)."""
     n = targets.shape[1]
-    present = targets > 0
+    present, known = targets > 0, targets >= 0
     mask = np.eye(n, dtype=bool)
     for j in range(n):
-        count_j = present[:, j].sum()
-        if count_j == 0:
-            continue
         for i in range(n):
-            if i != j and (present[:, i] & present[:, j]).sum() / count_j >= threshold:
+            count_j = (present[:, j] & known[:, i]).sum()
+            if i != j and count_j and (present[:, i] & present[:, j]).sum() / count_j >= threshold:
                 mask[i, j] = True
     return mask
 
@@ -77,12 +77,19 @@ def test_from_targets_matches_statistics_and_reference():
     rng = np.random.default_rng(0)
     targets = (rng.random((200, 7)) < [0.5, 0.3, 0.1, 0.6, 0.05, 0.4, 0.2]).astype(np.int64)
     targets[:, 4] = targets[:, 4] | targets[:, 0]  # a label that implies another: a sure edge
-    targets[rng.random(200) < 0.2, 2] = -1  # VOC-style "difficult" marks (-1) are not present here
     cooccurrence, counts = cooccurrence_statistics(targets)
     assert counts.tolist() == (targets > 0).sum(axis=0).tolist()
     from_targets = label_graph_from_targets(torch.from_numpy(targets).float(), threshold=0.35)
     from_statistics = label_graph_from_statistics(cooccurrence, counts, threshold=0.35)
     assert torch.equal(from_targets, from_statistics)
+    np.testing.assert_array_equal(from_targets.numpy(), _reference_mask(targets, 0.35))
+    # unknown entries (-1) are neither present nor counted in the denominators
+    targets[rng.random(200) < 0.4, 1] = -1
+    cooccurrence, _ = cooccurrence_statistics(targets)
+    assert cooccurrence[1, 1] == (targets[:, 1] > 0).sum()
+    from_targets = label_graph_from_targets(torch.from_numpy(targets).float(), threshold=0.35)
+    with_pairs = label_graph_from_statistics(cooccurrence, known_pair_counts(targets), threshold=0.35)
+    assert torch.equal(from_targets, with_pairs)
     np.testing.assert_array_equal(from_targets.numpy(), _reference_mask(targets, 0.35))
 
 

@@ -128,8 +128,10 @@ def test_class_never_predicted_counts_as_precision_zero():
 def test_bad_inputs_are_rejected():
     with pytest.raises(ValueError, match="same shape|shape of scores"):
         average_precision(np.zeros((3, 2)), np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="only 0 and 1"):
-        average_precision(np.zeros((2, 2)), np.array([[1, -1], [0, 1]]))
+    with pytest.raises(ValueError, match=r"only 1 \(present\), 0 \(absent\) and -1 \(unknown"):
+        average_precision(np.zeros((2, 2)), np.array([[1, 0.5], [0, 1]]))
+    with pytest.raises(ValueError, match="got 2"):
+        average_precision(np.zeros((2, 2)), np.array([[1, 2], [0, 1]]))
     with pytest.raises(ValueError, match="NaN"):
         average_precision(np.array([[np.nan]]), np.array([[1]]))
     with pytest.raises(ValueError, match="top_k"):

@@ -12,12 +12,13 @@ from tiny_training import TINY, one_thread, tiny_config
 
 import msrn
 from msrn.cli import main as cli_main
-from msrn.data import CSVDataset, eval_transform, unknown_entries
+from msrn.data import CSVDataset, eval_transform, known_mask, positive_mask
 from msrn.engine import DistributedContext, load_trained_model, train
 from msrn.engine.evaluate import evaluate_checkpoint
 from msrn.engine.loop import train_one_epoch
 from msrn.graph import known_pair_counts, label_graph_from_targets
 from msrn.metrics import average_precision
+from msrn.targets import UNKNOWN
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
@@ -47,12 +48,12 @@ def test_list_layout_marks_unknown_labels_with_a_minus(tmp_path):
     _write_csv(tmp_path / "set.csv", names, rows)
     dataset = CSVDataset(tmp_path / "set.csv")
     assert dataset.classes == CLASSES  # a name seen only as unknown is a class too
-    np.testing.assert_array_equal(dataset.targets, [[0, 1, 0], [0, 0, 0], [0, 0, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(dataset.targets, [[-1, 1, 0], [0, 0, 0], [0, -1, 1], [-1, 0, -1]])
     unknown = [[1, 0, 0], [0, 0, 0], [0, 1, 0], [1, 0, 1]]
     np.testing.assert_array_equal(dataset.unknown, unknown)
-    np.testing.assert_array_equal(dataset.difficult, unknown)  # the entries evaluation ignores
-    _, target, ignore = dataset[0]
-    assert target.tolist() == [0, 1, 0] and ignore.tolist() == [True, False, False]
+    assert not dataset.difficult.any()  # only VOC has difficult labels
+    _, target = dataset[0]
+    assert target.tolist() == [-1, 1, 0] and target.dtype == torch.float32
 
 
 def test_one_hot_layout_marks_unknown_with_question_mark_or_nothing(tmp_path):
@@ -60,7 +61,7 @@ def test_one_hot_layout_marks_unknown_with_question_mark_or_nothing(tmp_path):
     text = f"image,person,dog,cat\n{names[0]},1,?,\n{names[1]},0, ? ,1\n"
     (tmp_path / "hot.csv").write_text(text)
     dataset = CSVDataset(tmp_path / "hot.csv", classes=CLASSES)
-    np.testing.assert_array_equal(dataset.targets, [[0, 0, 1], [1, 0, 0]])
+    np.testing.assert_array_equal(dataset.targets, [[-1, -1, 1], [1, -1, 0]])
     np.testing.assert_array_equal(dataset.unknown, [[1, 1, 0], [0, 1, 0]])
 
 
@@ -91,27 +92,34 @@ def test_one_hot_minus_one_is_refused_with_the_conversion(tmp_path):
         CSVDataset(tmp_path / "hot.csv")
 
 
-def test_unknown_entries_rule_keeps_voc_difficult_as_positives():
-    targets = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
-    ignore = torch.tensor([[True, True, False], [False, False, False]])  # difficult, unknown, plain
-    assert unknown_entries(targets, ignore).tolist() == [[False, True, False], [False, False, False]]
-    assert unknown_entries(targets.numpy(), ignore.numpy()).tolist() == [[False, True, False]] + [[False] * 3]
+def test_target_helpers_on_tensors_and_arrays():
+    targets = torch.tensor([[1.0, UNKNOWN, 0.0], [1.0, 1.0, 0.0]])
+    assert known_mask(targets).tolist() == [[True, False, True], [True, True, True]]
+    assert positive_mask(targets).tolist() == [[True, False, False], [True, True, False]]
+    assert known_mask(targets.numpy()).tolist() == known_mask(targets).tolist()
+    assert isinstance(positive_mask(targets.numpy()), np.ndarray)
 
 
 # ----------------------------------------------------------------------------------- label graph
 def test_label_graph_counts_only_known_entries():
-    # label a is present in 4 images; b is present in 1, absent in 1, unknown in 2
-    targets = np.array([[1, 1], [1, 0], [1, 0], [1, 0]])
-    unknown = np.array([[0, 0], [0, 0], [0, 1], [0, 1]], dtype=bool)
-    np.testing.assert_array_equal(known_pair_counts(targets, unknown), [[4, 2], [1, 1]])
+    # label a is present in 4 images; b is present in 1, absent in 1, unknown (-1) in 2
+    targets = np.array([[1, 1], [1, 0], [1, -1], [1, -1]])
+    np.testing.assert_array_equal(known_pair_counts(targets), [[4, 2], [1, 1]])
     # P(b | a) = 1/4 counting unknowns as absent (no edge at 0.4), 1/2 over known entries (an edge)
     # (mask[i, j] = P(i | j) >= t: row b gains a; P(a | b) = 1 either way)
-    assert label_graph_from_targets(targets, 0.4).tolist() == [[True, True], [False, True]]
-    assert label_graph_from_targets(targets, 0.4, unknown).tolist() == [[True, True], [True, True]]
+    as_absent = targets.clip(min=0)
+    assert label_graph_from_targets(as_absent, 0.4).tolist() == [[True, True], [False, True]]
+    assert label_graph_from_targets(targets, 0.4).tolist() == [[True, True], [True, True]]
+    # the explicit mask of unknown entries says the same as -1 in the targets
+    unknown = targets < 0
+    np.testing.assert_array_equal(known_pair_counts(as_absent, unknown), [[4, 2], [1, 1]])
+    explicit = label_graph_from_targets(as_absent, 0.4, unknown)
+    assert torch.equal(explicit, label_graph_from_targets(targets, 0.4))
+    targets = as_absent
     assert torch.equal(
         label_graph_from_targets(targets, 0.4, np.zeros_like(unknown)), label_graph_from_targets(targets)
     )
-    with pytest.raises(ValueError, match="both present .* and unknown"):
+    with pytest.raises(ValueError, match="both present .* and marked unknown"):
         label_graph_from_targets(targets, 0.4, np.ones_like(unknown))
 
 
@@ -119,11 +127,11 @@ def test_label_graph_counts_only_known_entries():
 class _Recorder(torch.nn.Module):
     def __init__(self, criterion):
         super().__init__()
-        self.criterion, self.ignores = criterion, []
+        self.criterion, self.targets = criterion, []
 
-    def forward(self, logits, targets, ignore=None):
-        self.ignores.append(ignore.clone())
-        return self.criterion(logits, targets, ignore=ignore)
+    def forward(self, logits, targets):
+        self.targets.append(targets.clone())
+        return self.criterion(logits, targets)
 
 
 def _small_model(num_classes: int = 3):
@@ -149,7 +157,7 @@ def _partial_csv(tmp_path):
 def test_training_loop_leaves_unknown_labels_out_of_the_loss_gradient(tmp_path):
     dataset = _partial_csv(tmp_path)
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=False)
-    images, targets, _ = next(iter(loader))
+    images, targets = next(iter(loader))
     unknown = torch.from_numpy(dataset.unknown)
     assert unknown.any() and not unknown.all()
 
@@ -176,7 +184,7 @@ def test_training_loop_leaves_unknown_labels_out_of_the_loss_gradient(tmp_path):
         optimizer.step()
 
     trained = one_step(through_the_loop)
-    assert torch.equal(recorder.ignores[0], unknown)
+    assert torch.equal(recorder.targets[0] < 0, unknown)  # the loop passes the targets as they are
     expected = one_step(known_entries_only)
     for name, value in trained.items():
         torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6, msg=name)
@@ -189,9 +197,10 @@ def test_metrics_ignore_unknown_entries(tmp_path):
     dataset = _partial_csv(tmp_path)
     scores = np.array([[0.9, 0.1, 0.2], [0.8, 0.3, 0.1], [0.1, 0.2, 0.9], [0.7, 0.9, 0.95]])
     # the high scores of unknown entries (row 3's dog and person, row 0's cat) do not count against AP
-    ap = average_precision(scores, dataset.targets, dataset.difficult)
+    ap = average_precision(scores, dataset.targets)
     assert ap[CLASSES.index("person")] == 100.0
-    assert average_precision(scores, dataset.targets)[CLASSES.index("person")] < 100.0
+    assert average_precision(scores, dataset.targets.clip(min=0))[CLASSES.index("person")] < 100.0
+    np.testing.assert_array_equal(average_precision(scores, dataset.targets.clip(min=0), dataset.unknown), ap)
 
 
 # ---------------------------------------------------------------------------------- end to end
@@ -230,7 +239,7 @@ def test_partial_label_csv_trains_and_evaluates_end_to_end(tmp_path, capsys, cap
     train_set = CSVDataset(data / "train.csv")
     assert train_set.unknown.sum() == 4
     model, _ = load_trained_model(output / "best")
-    expected_graph = label_graph_from_targets(train_set.targets, 0.4, train_set.unknown)
+    expected_graph = label_graph_from_targets(train_set.targets, 0.4)
     assert torch.equal(model.label_graph, expected_graph | torch.eye(3, dtype=torch.bool))
 
     assert (
@@ -245,7 +254,7 @@ def test_partial_label_csv_trains_and_evaluates_end_to_end(tmp_path, capsys, cap
     model.eval()
     with torch.no_grad():
         scores = torch.sigmoid(model(torch.stack([test_set[i][0] for i in range(len(test_set))]))).numpy()
-    by_hand = average_precision(scores, test_set.targets, test_set.unknown)
+    by_hand = average_precision(scores, test_set.targets)
     np.testing.assert_allclose([printed["class_ap"][name] for name in test_set.classes], by_hand, rtol=1e-6)
     metrics, _, _ = evaluate_checkpoint(output / "best", str(data / "test.csv"), dataset="csv")
     assert metrics["mAP"] == pytest.approx(printed["metrics"]["mAP"])

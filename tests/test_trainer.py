@@ -84,7 +84,8 @@ def test_example_trains_logs_and_checkpoints_end_to_end(cache_dir, tmp_path, cap
     with torch.no_grad():
         batch = torch.stack([test_set[i][0] for i in range(len(test_set))])
         scores = torch.sigmoid(model(batch)).numpy()
-    expected = multilabel_metrics(scores, test_set.targets, ignore=test_set.difficult)["mAP"]
+    assert (test_set.targets[test_set.difficult] == -1).all() and test_set.difficult.any()
+    expected = multilabel_metrics(scores, test_set.targets)["mAP"]  # difficult test labels ignored
     assert records[-1]["mAP"] == pytest.approx(expected, abs=1e-3)
     # The label graph is the training split's (difficult labels counted as positive).
     train_set = VOCDataset(cache_dir / "synthetic-voc-v2-24-13-s0" / "VOCdevkit", "trainval")
@@ -165,14 +166,13 @@ def test_eval_shards_cover_each_image_once():
     assert sorted(sum(shards, [])) == list(range(length)) and [len(s) for s in shards] == [5, 4, 4]
     scores = np.random.default_rng(0).random((length, 2))
     indices = np.array(shards[0] + shards[1] + shards[2])
-    gathered, _, _ = gather_predictions(
-        DistributedContext(), indices, scores[indices], scores[indices], scores[indices] > 2, length
+    gathered, targets = gather_predictions(
+        DistributedContext(), indices, scores[indices], -scores[indices], length
     )
     np.testing.assert_array_equal(gathered, scores)
+    np.testing.assert_array_equal(targets, -scores)
     with pytest.raises(RuntimeError, match="exactly once"):
-        gather_predictions(
-            DistributedContext(), indices[:-1], scores[:-1], scores[:-1], scores[:-1] > 2, length
-        )
+        gather_predictions(DistributedContext(), indices[:-1], scores[:-1], scores[:-1], length)
 
 
 def test_bf16_channels_last_run(cache_dir, tmp_path):

@@ -197,12 +197,11 @@ def test_metrics_page_snippets_run():
     text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     generator = torch.Generator().manual_seed(0)
-    targets = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]])
+    targets = torch.tensor([[1, 0, 1], [0, 1, -1], [1, 1, 0], [0, -1, 1]])  # -1: unknown
     namespace = {
         "torch": torch,
         "logits": torch.randn(4, 3, generator=generator),
         "targets": targets,
-        "difficult": torch.zeros(4, 3, dtype=torch.bool),
         "val_scores": torch.rand(4, 3, generator=generator),
         "val_targets": targets,
         "test_scores": torch.rand(4, 3, generator=generator),

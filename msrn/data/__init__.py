@@ -2,13 +2,15 @@
 transforms, and the one image decoder (:func:`load_rgb_image`) that data sets, ``msrn predict`` and
 ``msrn evaluate`` share.
 
-Every data set yields ``(image, target [n] float, difficult [n] bool)`` and exposes ``classes``,
-``targets`` (``[N, n]`` 0/1, e.g. for :func:`msrn.graph.label_graph_from_targets`), ``difficult`` (the
-entries evaluation ignores) and ``unknown`` (the unknown labels of a partial-label CSV, left out of
-the loss: :func:`unknown_entries`).
+Every data set yields ``(image, target)`` pairs: ``target`` is a float ``[n]`` tensor of 1 (present),
+0 (absent) and -1 (unknown; :mod:`msrn.targets`), which :class:`msrn.MSRNLoss`, :mod:`msrn.metrics`
+and the label graph leave out by themselves. A data set also exposes ``classes``, ``targets`` (the
+``[N, n]`` matrix, e.g. for :func:`msrn.graph.label_graph_from_targets`) and ``unknown`` (its -1
+entries); a VOC set also ``difficult`` and ``difficult_as`` (:class:`VOCDataset`).
 """
 
-from ._base import MultiLabelDataset, unknown_entries
+from ..targets import known_mask, positive_mask
+from ._base import DIFFICULT_AS, MultiLabelDataset
 from .apparel import APPAREL_SPLIT_SEED, ApparelDataset, apparel_authors_split
 from .coco import COCODataset
 from .csv_dataset import CSVDataset
@@ -32,17 +34,20 @@ from .transforms import (
     randaugment_transform,
     train_transform,
 )
-from .voc import VOC_CLASSES, VOCDataset
+from .voc import VOC_CLASSES, VOCDataset, voc_difficult_as
 
 __all__ = [
     "MultiLabelDataset",
-    "unknown_entries",
+    "known_mask",
+    "positive_mask",
+    "DIFFICULT_AS",
     "create_dataset",
     "DATASET_KINDS",
     "VOCDataset",
     "COCODataset",
     "CSVDataset",
     "VOC_CLASSES",
+    "voc_difficult_as",
     "generate_synthetic_voc",
     "NUSWIDEDataset",
     "ApparelDataset",

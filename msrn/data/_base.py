@@ -10,11 +10,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ..targets import NEGATIVE, POSITIVE, UNKNOWN, check_targets
 from .image import BadImageError, load_rgb_image
 
-__all__ = ["MultiLabelDataset", "read_utf8_text", "join_inside", "unknown_entries"]
+__all__ = ["MultiLabelDataset", "read_utf8_text", "join_inside", "DIFFICULT_AS"]
 
 _logger = logging.getLogger(__name__)
+
+# What the target of a VOC "difficult" entry is (docs/design.md section 6).
+DIFFICULT_AS = {"positive": POSITIVE, "unknown": UNKNOWN, "negative": NEGATIVE}
 
 
 def read_utf8_text(path: pathlib.Path) -> str:
@@ -51,44 +55,33 @@ def join_inside(folder: pathlib.Path, name: str) -> pathlib.Path | None:
     return folder / relative
 
 
-def unknown_entries(targets, ignore):
-    """Which entries of ``(target, ignore)`` samples are unknown labels, to be left out of the loss.
-
-    A sample's third item marks the entries the metrics ignore. Two kinds share it: a VOC
-    "difficult" label has target 1 and is trained as a positive; an unknown label of a partial-label
-    CSV has target 0 and must not be trained as a negative. So an entry is unknown when it is ignored
-    and its target is 0: ``unknown = ignore & (targets == 0)``.
-
-    Args:
-        targets: ``[..., n]`` 0/1 targets (tensor or array).
-        ignore: bool of the same shape (the third item of a sample, or a data set's ``difficult``).
-
-    Returns:
-        bool of the same shape and kind (tensor or array).
-    """
-    return ignore & (targets == 0)
+def _check_difficult_as(difficult_as: str) -> None:
+    if difficult_as not in DIFFICULT_AS:
+        raise ValueError(
+            f"difficult_as must be one of {', '.join(map(repr, DIFFICULT_AS))}, got {difficult_as!r}."
+        )
 
 
 class MultiLabelDataset(torch.utils.data.Dataset):
     """Images with a fixed list of labels; subclasses parse their annotation format.
 
-    Each sample is ``(image, target, difficult)``:
+    Each sample is an ``(image, target)`` pair, as in any PyTorch classification set:
 
     - ``image``: the RGB PIL image passed through ``transform`` (usually a ``[3, H, W]`` tensor);
-    - ``target``: float32 ``[n]``, 1 where the label is present (VOC "difficult"-only labels
-      included: they count as positive for training, docs/design.md section 6), 0 where it is absent
-      or unknown;
-    - ``difficult``: bool ``[n]``, the entries evaluation ignores (docs/design.md section 7): labels
-      present only through VOC difficult objects (target 1), and unknown labels of a partial-label
-      CSV (target 0; :func:`unknown_entries` tells them apart, and training leaves them out of the
-      loss).
+    - ``target``: float32 ``[n]``, one entry per label: 1 present, 0 absent, -1 unknown
+      (:mod:`msrn.targets`). :class:`msrn.MSRNLoss`, :mod:`msrn.metrics` and the label graph leave
+      the unknown entries out. Unknown are the ``-cat`` / ``?`` entries of a partial-label CSV, and
+      PASCAL VOC's "difficult" labels where ``difficult_as="unknown"`` (the default of its
+      evaluation splits; see :class:`msrn.data.VOCDataset`).
 
     Attributes:
         classes: the ``n`` label names, in target order.
         image_paths: one path per sample.
-        targets: int64 ``[N, n]`` 0/1 matrix (what ``target`` holds), e.g. for the label graph.
-        difficult: bool ``[N, n]``, the entries evaluation ignores.
-        unknown: bool ``[N, n]``, the unknown entries (``difficult`` where the target is 0).
+        targets: int64 ``[N, n]`` matrix of 1 / 0 / -1 (what ``target`` holds), e.g. for the label graph.
+        difficult: bool ``[N, n]``, the entries whose label comes only from VOC "difficult" objects
+            (all False for the other formats); their value in ``targets`` is set by ``difficult_as``.
+        difficult_as: ``"positive"``, ``"unknown"`` or ``"negative"``.
+        unknown: bool ``[N, n]``, the entries that are -1 in ``targets``.
         skipped_images: ``(path, reason)`` of images left out by ``skip_bad_images``.
     """
 
@@ -96,12 +89,14 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         self,
         image_paths: Sequence[str],
         targets: np.ndarray,
-        difficult: np.ndarray | None,
         classes: Sequence[str],
         transform: Callable | None = None,
         skip_bad_images: bool = False,
+        difficult: np.ndarray | None = None,
+        difficult_as: str = "positive",
     ) -> None:
-        targets = np.asarray(targets, dtype=np.int64)
+        _check_difficult_as(difficult_as)
+        targets = check_targets(np.asarray(targets), "targets").astype(np.int64)
         if difficult is None:
             difficult = np.zeros_like(targets, dtype=bool)
         difficult = np.asarray(difficult, dtype=bool)
@@ -137,12 +132,19 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         self.image_paths: list[str] = [path for path, k in zip(image_paths, keep, strict=True) if k]
         self.targets = targets[keep]
         self.difficult = difficult[keep]
+        self.difficult_as = "positive"
+        self._set_difficult_as(difficult_as)
         if not self.image_paths:
             raise ValueError("The dataset has no usable images (all were skipped as unreadable).")
 
+    def _set_difficult_as(self, difficult_as: str) -> None:
+        _check_difficult_as(difficult_as)
+        self.targets = np.where(self.difficult, DIFFICULT_AS[difficult_as], self.targets)
+        self.difficult_as = difficult_as
+
     @property
     def unknown(self) -> np.ndarray:
-        return unknown_entries(self.targets, self.difficult)
+        return self.targets == UNKNOWN
 
     @property
     def num_classes(self) -> int:
@@ -156,15 +158,18 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         if self.transform is not None:
             image = self.transform(image)
         target = torch.from_numpy(self.targets[index].astype(np.float32))
-        difficult = torch.from_numpy(self.difficult[index].copy())
-        return image, target, difficult
+        return image, target
 
-    def subset(self, indices: Sequence[int], transform: Callable | None = None) -> "MultiLabelDataset":
+    def subset(
+        self, indices: Sequence[int], transform: Callable | None = None, difficult_as: str | None = None
+    ) -> "MultiLabelDataset":
         """The images at ``indices`` (in that order) as a data set of the same kind, read with
         ``transform`` (default: this set's); e.g. a validation split held out of the training set.
 
         The per-image attributes (``image_paths``, ``targets``, ``difficult`` and ``image_ids`` when the
-        set has them) are taken at ``indices``; the original set is left as it is."""
+        set has them) are taken at ``indices``; the original set is left as it is. ``difficult_as``
+        (default: this set's) sets the targets of VOC "difficult" entries: a validation split held out
+        of VOC ``trainval`` takes ``"unknown"``, as the test split does."""
         indices = np.asarray(indices, dtype=np.int64)
         if indices.ndim != 1 or (len(indices) and not 0 <= indices.min() <= indices.max() < len(self)):
             raise IndexError(f"subset indices must be a list of image indices below {len(self)}.")
@@ -176,6 +181,8 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         part.skipped_images = []
         if transform is not None:
             part.transform = transform
+        if difficult_as is not None:
+            part._set_difficult_as(difficult_as)
         return part
 
     def __repr__(self) -> str:

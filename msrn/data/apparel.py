@@ -214,4 +214,4 @@ class ApparelDataset(MultiLabelDataset):
         paths, targets, self.missing_images = drop_missing_images(
             paths, targets, skip_missing_images or skip_bad_images, f"Apparel {split}"
         )
-        super().__init__(paths, targets, None, classes, transform=transform, skip_bad_images=skip_bad_images)
+        super().__init__(paths, targets, classes, transform=transform, skip_bad_images=skip_bad_images)

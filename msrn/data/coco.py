@@ -224,6 +224,4 @@ class COCODataset(MultiLabelDataset):
         paths = [str(_image_path(image_dir, im["file_name"], annotation_file)) for im in kept_images]
         if not paths:
             raise ValueError(f"COCO annotation file {annotation_file} lists no image with annotations.")
-        super().__init__(
-            paths, targets[keep], None, classes, transform=transform, skip_bad_images=skip_bad_images
-        )
+        super().__init__(paths, targets[keep], classes, transform=transform, skip_bad_images=skip_bad_images)

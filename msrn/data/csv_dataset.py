@@ -17,9 +17,9 @@ Two layouts, told apart by the header:
       img/0001.jpg,1,1,0
       img/0003.jpg,0,1,?
 
-Unknown entries have target 0 and are marked in ``difficult`` (the entries evaluation ignores), so
-the metrics leave them out; training leaves them out of the loss, and the label graph counts only
-known entries (:func:`msrn.data.unknown_entries`, :func:`msrn.graph.label_graph_from_targets`). A label
+Unknown entries have target -1 (:data:`msrn.targets.UNKNOWN`): the loss and the metrics leave them
+out, and the label graph counts only known entries (:mod:`msrn.targets`,
+:func:`msrn.graph.label_graph_from_targets`). A label
 both present and unknown in one row (``dog;-dog``), an unknown label that is not a class, a bare ``-``
 and, in the list layout, class names starting with ``-`` are refused. A one-hot cell of ``-1`` is
 refused with the way to convert the 1 / -1 / 0 (present / absent / unknown) convention.
@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..targets import UNKNOWN
 from ._base import MultiLabelDataset, read_utf8_text
 
 __all__ = ["CSVDataset"]
@@ -122,9 +123,8 @@ class CSVDataset(MultiLabelDataset):
                 len(paths),
             )
         paths = [p if os.path.isabs(p) else str(self.root / p) for p in paths]
-        super().__init__(
-            paths, targets, unknown, classes, transform=transform, skip_bad_images=skip_bad_images
-        )
+        targets = np.where(unknown, UNKNOWN, targets)
+        super().__init__(paths, targets, classes, transform=transform, skip_bad_images=skip_bad_images)
 
     @staticmethod
     def _parse_list(csv_file: pathlib.Path, body: list[_Row], classes: Sequence[str] | None):

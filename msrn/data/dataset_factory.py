@@ -44,6 +44,10 @@ def create_dataset(
             ``train`` / ``test`` (NUS-WIDE), by ``is_training``.
         classes: label names in target order (VOC, NUS-WIDE and CSV; default: the data set's own).
         skip_missing_images: NUS-WIDE and Apparel: leave out listed images that are not on disk.
+
+    VOC's "difficult" labels follow ``is_training``, whatever the split's name: positive (1) in a
+    training set, unknown (-1, ignored by the metrics) in an evaluation set (``difficult_as`` of
+    :class:`msrn.data.VOCDataset`).
     """
     if kind not in DATASET_KINDS:
         raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {kind!r}.")
@@ -67,4 +71,4 @@ def create_dataset(
                 csv_file.parent, split, csv_file=csv_file, skip_missing_images=skip_missing_images, **options
             )
         return NUSWIDEDataset(data, split, skip_missing_images=skip_missing_images, **options)
-    return VOCDataset(data, split, **options)
+    return VOCDataset(data, split, difficult_as="positive" if is_training else "unknown", **options)

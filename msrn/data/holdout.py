@@ -30,10 +30,12 @@ def stratified_holdout(
     parts last. The result depends only on ``targets``, ``ignore``, ``fraction`` and ``seed``.
 
     Args:
-        targets: ``[N, n]`` 0/1 training labels.
+        targets: ``[N, n]`` training labels, 1 / 0 / -1 (:mod:`msrn.targets`); only the 1 entries
+            count as positives.
         fraction: in ``(0, 1)``; ``round(fraction * N)`` images are held out (at least 1, at most N - 1).
         seed: seed of the order among equal choices.
-        ignore: optional ``[N, n]`` bool of entries that do not count as positives (VOC difficult).
+        ignore: optional ``[N, n]`` bool of further entries that do not count as positives (e.g. a VOC
+            training set's ``difficult``, positive there but unknown once held out for validation).
     """
     targets = np.asarray(targets) > 0
     if targets.ndim != 2:

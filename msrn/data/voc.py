@@ -7,8 +7,9 @@ Expected tree (``root`` may be the ``VOCdevkit`` folder or the ``VOC2007`` folde
     VOCdevkit/VOC2007/ImageSets/Main/{train,val,trainval,test}.txt
 
 A label is present in an image when the XML has an object of that class. A label whose objects are
-all marked ``<difficult>1</difficult>`` is positive for training but ignored by evaluation
-(docs/design.md sections 6-7).
+all marked ``<difficult>1</difficult>`` is a "difficult" entry: positive (1) in the training splits, as
+in the authors' code, and unknown (-1, ignored) in the evaluation splits, as in the VOC protocol
+(``difficult_as``; docs/design.md sections 6-7).
 
 The image of an annotation is ``JPEGImages/<filename>`` (``<id>.jpg`` when the XML has no
 ``<filename>``); a ``<filename>`` that is absolute or leaves ``JPEGImages`` with ``..`` is refused
@@ -26,7 +27,7 @@ import numpy as np
 
 from ._base import MultiLabelDataset, join_inside, read_utf8_text
 
-__all__ = ["VOC_CLASSES", "VOCDataset", "resolve_voc_root"]
+__all__ = ["VOC_CLASSES", "VOCDataset", "resolve_voc_root", "voc_difficult_as"]
 
 _logger = logging.getLogger(__name__)
 
@@ -64,6 +65,13 @@ def resolve_voc_root(root: "os.PathLike[str] | str", year: str = "2007") -> path
         f"No PASCAL VOC {year} tree under {root}: expected {root / f'VOC{year}' / 'Annotations'} "
         f"(pass the VOCdevkit folder, the one that contains VOC{year}/)."
     )
+
+
+def voc_difficult_as(split: str) -> str:
+    """The default target of a "difficult" entry in ``split``: ``"positive"`` for a training split (a
+    name that starts with ``train``: ``train``, ``trainval``), ``"unknown"`` for any other (``test``,
+    ``val``)."""
+    return "positive" if split.startswith("train") else "unknown"
 
 
 def _read_split(split_file: pathlib.Path) -> list[str]:
@@ -147,8 +155,14 @@ class VOCDataset(MultiLabelDataset):
         classes: label names, in target order (default: the 20 VOC classes in the standard order).
         skip_bad_images: leave out missing or undecodable images (reported in ``skipped_images``)
             instead of raising.
+        difficult_as: the target of a label whose objects are all "difficult": ``"positive"`` (1,
+            trained on as present, as in the authors' code), ``"unknown"`` (-1, left out of the loss and
+            the metrics, the VOC evaluation protocol) or ``"negative"`` (0). Default: ``"positive"`` for
+            ``train`` and ``trainval`` (a split whose name starts with ``train``), ``"unknown"`` for
+            ``test``, ``val`` and any other split (:func:`voc_difficult_as`).
 
-    Each sample is ``(image, target [n], difficult [n])``; see :class:`MultiLabelDataset`.
+    Each sample is ``(image, target [n])`` with 1 / 0 / -1 entries; see :class:`MultiLabelDataset`.
+    ``difficult`` (bool ``[N, n]``) keeps which entries are difficult whatever ``difficult_as`` is.
     """
 
     def __init__(
@@ -159,6 +173,7 @@ class VOCDataset(MultiLabelDataset):
         transform: Callable | None = None,
         classes: Sequence[str] = VOC_CLASSES,
         skip_bad_images: bool = False,
+        difficult_as: str | None = None,
     ) -> None:
         self.root = resolve_voc_root(root, year)
         self.split = split
@@ -177,7 +192,13 @@ class VOCDataset(MultiLabelDataset):
                 easy[row, label] |= not is_difficult
         difficult = (targets == 1) & ~easy
         super().__init__(
-            paths, targets, difficult, classes, transform=transform, skip_bad_images=skip_bad_images
+            paths,
+            targets,
+            classes,
+            transform=transform,
+            skip_bad_images=skip_bad_images,
+            difficult=difficult,
+            difficult_as=voc_difficult_as(split) if difficult_as is None else difficult_as,
         )
         if self.skipped_images:
             kept = set(self.image_paths)

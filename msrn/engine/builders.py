@@ -28,6 +28,7 @@ from ..graph import label_graph_from_targets
 from ..loss import MSRNLoss
 from ..models import create_model
 from ..optim import param_groups
+from ..targets import positive_mask
 from .config import TrainConfig, default_cache_dir
 from .distributed import DistributedContext
 from .loop import check_amp
@@ -182,7 +183,7 @@ def check_eval_sets(test_set, val_set, skip_bad_images: bool) -> None:
         if not skip_bad_images:  # with skip_bad_images, the data set has decoded every image already
             for path in dataset.image_paths:
                 check_image_header(path)
-        positives = ((np.asarray(dataset.targets) > 0) & ~np.asarray(dataset.difficult)).sum(axis=0)
+        positives = positive_mask(np.asarray(dataset.targets)).sum(axis=0)  # difficult test labels are -1
         missing = [label for label, count in zip(dataset.classes, positives, strict=True) if count == 0]
         if len(missing) == len(dataset.classes):
             raise ValueError(
@@ -223,7 +224,7 @@ def data_loader(
 def build_model(config: TrainConfig, context: DistributedContext, train_set, test_set, val_set=None):
     """The model for the training labels (their graph, and GloVe features when given), on its device."""
     classes = train_set.classes
-    label_graph = label_graph_from_targets(train_set.targets, config.graph_threshold, train_set.unknown)
+    label_graph = label_graph_from_targets(train_set.targets, config.graph_threshold)  # -1: left out
     label_features, features_source = _label_features(config, classes)
     model_config = _model_config(config, classes, fixed_features=label_features is not None)
     model = _create_model(config, model_config, label_features, label_graph).to(context.device)
@@ -250,12 +251,14 @@ def build_model(config: TrainConfig, context: DistributedContext, train_set, tes
             continue
         unknown = np.asarray(data_set.unknown)
         if unknown.any():
+            difficult = int((unknown & np.asarray(data_set.difficult)).sum())
             _logger.info(
-                "partial labels: %d unknown label entries in %d %s images (left out of the %s)",
+                "unknown labels (-1): %d unknown label entries in %d %s images (left out of the %s)%s",
                 int(unknown.sum()),
                 int(unknown.any(axis=1).sum()),
                 name,
                 "loss and the label graph" if name == "train" else "metrics",
+                f"; {difficult} of them VOC difficult labels" if difficult else "",
             )
     _logger.log(
         logging.WARNING if label_features is None else logging.INFO,

@@ -160,18 +160,17 @@ def gather_predictions(
     indices: np.ndarray,
     scores: np.ndarray,
     targets: np.ndarray,
-    difficult: np.ndarray,
     length: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Collect every process's ``(indices [k], scores [k, n], targets [k, n], difficult [k, n])`` and
-    return the full arrays in dataset order (on every process).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Collect every process's ``(indices [k], scores [k, n], targets [k, n])`` and return the full
+    ``(scores, targets)`` in dataset order (on every process).
 
     Raises ``RuntimeError`` if an index of ``range(length)`` is missing or appears twice.
     """
-    shards = [(indices, scores, targets, difficult)]
+    shards = [(indices, scores, targets)]
     if context.distributed:
         shards = [None] * context.world_size
-        dist.all_gather_object(shards, (indices, scores, targets, difficult))
+        dist.all_gather_object(shards, (indices, scores, targets))
     all_indices = np.concatenate([s[0] for s in shards])
     counts = np.bincount(all_indices, minlength=length)
     if len(counts) != length or not (counts == 1).all():
@@ -180,4 +179,4 @@ def gather_predictions(
             f"{int((counts == 0).sum())} missing, {int((counts > 1).sum())} repeated."
         )
     order = np.argsort(all_indices)
-    return tuple(np.concatenate([s[i] for s in shards])[order] for i in (1, 2, 3))
+    return tuple(np.concatenate([s[i] for s in shards])[order] for i in (1, 2))

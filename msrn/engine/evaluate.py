@@ -117,8 +117,8 @@ def evaluate_checkpoint(
         pin_memory=context.device.type == "cuda",
     )
     # The backend applies amp itself (the torch backend's autocast).
-    scores, targets, difficult = predict(runner, loader, context, len(test_set), progress=progress)
-    class_ap = average_precision(scores, targets, difficult)
+    scores, targets = predict(runner, loader, context, len(test_set), progress=progress)
+    class_ap = average_precision(scores, targets)
     missing = [name for name, ap in zip(test_set.classes, class_ap, strict=True) if not np.isfinite(ap)]
     if missing:
         _logger.warning(
@@ -130,5 +130,5 @@ def evaluate_checkpoint(
     if saved is not None:
         _logger.info("CP, CR, F1 at the model's per-label thresholds")
     thresholds = saved if saved is not None else (0.5 if threshold is None else threshold)
-    metrics = multilabel_metrics(scores, targets, ignore=difficult, threshold=thresholds, top_k=3)
+    metrics = multilabel_metrics(scores, targets, threshold=thresholds, top_k=3)
     return metrics, class_ap, list(test_set.classes)

@@ -12,7 +12,6 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from .._amp import AMP_MODES, autocast_context, check_amp
-from ..data import unknown_entries
 from .distributed import DistributedContext, gather_predictions
 
 __all__ = ["NonFiniteLossError", "AMP_MODES", "check_amp", "autocast_context", "train_one_epoch", "predict"]
@@ -50,10 +49,10 @@ def train_one_epoch(
     ``loss`` is the mean over batches and processes. A NaN or infinite loss on any process raises
     :class:`NonFiniteLossError` on every process before the weights are touched.
 
-    The loader yields ``(images, targets, ignore_in_metrics)``; ``criterion`` is called as
-    ``criterion(logits, targets, ignore=unknown)`` with ``unknown = ignore_in_metrics & (targets == 0)``
-    (:func:`msrn.data.unknown_entries`), so unknown labels are left out of the loss and VOC
-    difficult labels are trained as positives.
+    The loader yields ``(images, targets)`` pairs with targets of 1 / 0 / -1 (:mod:`msrn.targets`);
+    ``criterion`` is called as ``criterion(logits, targets)`` and leaves the unknown (-1) entries out
+    (:class:`msrn.MSRNLoss` does). A VOC training set has its "difficult" labels as 1, so they are
+    trained as positives.
     """
     if accum_steps < 1:
         raise ValueError(f"accum_steps must be >= 1, got {accum_steps}.")
@@ -71,7 +70,7 @@ def train_one_epoch(
         leave=False,
         dynamic_ncols=True,
     )
-    for images_batch, targets, ignore_in_metrics in bar:
+    for images_batch, targets in bar:
         if batches >= num_batches:
             break
         window_start = batches - batches % accum_steps
@@ -81,15 +80,12 @@ def train_one_epoch(
         if channels_last:
             images_batch = images_batch.contiguous(memory_format=torch.channels_last)
         targets = targets.to(context.device, non_blocking=True)
-        # Unknown labels (ignored by the metrics, target 0) are left out of the loss; VOC difficult
-        # labels (ignored by the metrics, target 1) are trained as positives.
-        unknown = unknown_entries(targets, ignore_in_metrics.to(context.device, non_blocking=True))
         # A forward under DDP's no_sync skips the gradient all-reduce of its backward pass: only the
         # window's last batch, which makes the step, all-reduces the summed gradients.
         sync = contextlib.nullcontext() if steps_now or not hasattr(model, "no_sync") else model.no_sync()
         with sync, autocast_context(context.device, amp):
             logits = model(images_batch)
-            loss = criterion(logits.float(), targets, ignore=unknown)
+            loss = criterion(logits.float(), targets)
         value = float(loss.detach())
         if context.all_reduce_max(0.0 if math.isfinite(value) else 1.0) > 0:
             raise NonFiniteLossError(
@@ -140,8 +136,8 @@ def predict(
     amp: str | None = None,
     channels_last: bool = False,
     progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Probabilities, targets and difficult masks ``[length, n]`` of the whole evaluation set.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and targets (1 / 0 / -1) ``[length, n]`` of the whole evaluation set.
 
     ``loader`` must iterate a sampler that yields this process's share of ``range(length)`` without
     repeats (:class:`msrn.engine.EvalShardSampler`); the shards are gathered on every process and
@@ -151,8 +147,8 @@ def predict(
     if isinstance(model, nn.Module):
         model.eval()
     indices = np.asarray(list(iter(loader.sampler)), dtype=np.int64)
-    scores, targets, difficult = [], [], []
-    for images_batch, target, hard in tqdm(
+    scores, targets = [], []
+    for images_batch, target in tqdm(
         loader, desc="eval", disable=not (progress and context.is_main), leave=False, dynamic_ncols=True
     ):
         images_batch = images_batch.to(context.device, non_blocking=True)
@@ -162,12 +158,10 @@ def predict(
             logits = model(images_batch)
         scores.append(torch.sigmoid(logits.float()).cpu().numpy())
         targets.append(target.numpy())
-        difficult.append(hard.numpy())
     num_classes = loader.dataset.num_classes if hasattr(loader.dataset, "num_classes") else 0
     local = (
         np.concatenate(scores) if scores else np.zeros((0, num_classes), np.float32),
         np.concatenate(targets) if targets else np.zeros((0, num_classes), np.float32),
-        np.concatenate(difficult) if difficult else np.zeros((0, num_classes), bool),
     )
     if len(indices) != len(local[0]):
         raise RuntimeError(

@@ -29,7 +29,8 @@ def hold_out_validation(
 
     The validation part is ``val_split`` (a file naming its images, :func:`msrn.data.read_holdout_file`)
     or ``val_fraction`` of the images (:func:`msrn.data.stratified_holdout`, seeded by ``val_seed``);
-    it is read with ``eval_transform``. The training part keeps the other images, in their order.
+    it is read with ``eval_transform`` and, like a test split, has VOC's "difficult" labels unknown
+    (-1). The training part keeps the other images, in their order.
     """
     if val_fraction is not None and val_split is not None:
         raise ValueError("Give either --val-fraction or --val-split, not both.")
@@ -38,29 +39,32 @@ def hold_out_validation(
     if val_split is not None:
         held = read_holdout_file(val_split, train_set.image_paths)
     else:
+        # Difficult labels are not positives of the validation part: leave them out of the strata.
         held = stratified_holdout(train_set.targets, val_fraction, val_seed, ignore=train_set.difficult)
     kept = np.setdiff1d(np.arange(len(train_set)), held)
-    return train_set.subset(kept), train_set.subset(held, transform=eval_transform)
+    return train_set.subset(kept), train_set.subset(held, transform=eval_transform, difficult_as="unknown")
 
 
 def epoch_metrics(
-    test_predictions: tuple[np.ndarray, np.ndarray, np.ndarray],
-    val_predictions: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    test_predictions: tuple[np.ndarray, np.ndarray],
+    val_predictions: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[dict[str, float], np.ndarray | None]:
-    """``(metrics, fitted thresholds or None)`` of one epoch's predictions ``(scores, targets, ignore)``.
+    """``(metrics, fitted thresholds or None)`` of one epoch's predictions ``(scores, targets)``
+    (targets 1 / 0 / -1; the -1 entries are ignored).
 
     The metrics are the test ones of :func:`msrn.metrics.multilabel_metrics` (threshold 0.5, top-3),
     and with validation predictions: ``val_mAP, val_CP, ... val_OF1`` (threshold 0.5), and
     ``fitted_CP, ... fitted_OF1``, the test metrics at the thresholds fitted on the validation scores
     (:func:`msrn.metrics.fit_thresholds`).
     """
-    scores, targets, ignore = test_predictions
-    metrics = multilabel_metrics(scores, targets, ignore=ignore, top_k=3)
+    scores, targets = test_predictions
+    metrics = multilabel_metrics(scores, targets, top_k=3)
     if val_predictions is None:
         return metrics, None
-    val_scores, val_targets, val_ignore = val_predictions
-    metrics.update({f"val_{name}": value for name, value in multilabel_metrics(*val_predictions).items()})
-    thresholds = fit_thresholds(val_scores, val_targets, ignore=val_ignore)
-    fitted = multilabel_metrics(scores, targets, ignore=ignore, threshold=thresholds)
+    val_scores, val_targets = val_predictions
+    val_metrics = multilabel_metrics(val_scores, val_targets)
+    metrics.update({f"val_{name}": value for name, value in val_metrics.items()})
+    thresholds = fit_thresholds(val_scores, val_targets)
+    fitted = multilabel_metrics(scores, targets, threshold=thresholds)
     metrics.update({f"fitted_{name}": fitted[name] for name in THRESHOLD_METRICS})
     return metrics, thresholds
