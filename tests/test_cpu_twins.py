@@ -54,7 +54,5 @@ def test_training_and_evaluation_under_bf16_channels_last_and_a_gradient_scaler(
     assert not torch.equal(model.head.fc2.weight, before)  # the scaler did step the optimizer
     assert scaler.get_scale() > 0
     evaluation = torch.utils.data.DataLoader(_Images(3), batch_size=2, sampler=EvalShardSampler(3))
-    scores, targets, _ = predict(
-        model, evaluation, context, 3, amp="bf16", channels_last=True, progress=False
-    )
+    scores, targets = predict(model, evaluation, context, 3, amp="bf16", channels_last=True, progress=False)
     assert scores.shape == (3, 3) and np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
