@@ -68,3 +68,17 @@ def test_a_preloaded_allocator_is_left_alone():
     env = {**os.environ, "LD_PRELOAD": JEMALLOC}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["jemalloc", "False"]
+
+
+def test_predict_and_evaluate_keep_freed_memory_unless_told_not_to(monkeypatch):
+    from msrn.cli import _backend_options, build_parser
+
+    calls = []
+    monkeypatch.setattr(_backend_options, "keep_freed_memory", lambda: calls.append(True))
+    parser = build_parser()
+    for argv in (["predict", "a.jpg", "--model", "local-dir:m"], ["evaluate", "best"]):
+        _backend_options.keep_freed_memory_unless_refused(parser.parse_args(argv))
+        _backend_options.keep_freed_memory_unless_refused(
+            parser.parse_args([*argv, "--no-keep-freed-memory"])
+        )
+    assert calls == [True, True]
