@@ -591,7 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--architecture", default="msrn_resnet101", help="the MSRN that predict/evaluate load"
     )
     parser.add_argument(
-        "--model", type=pathlib.Path, help="a saved model folder to use instead of a random --architecture"
+        "--model",
+        type=pathlib.Path,
+        help="a saved model folder with the 20 VOC labels (e.g. a run's best/) instead of a random "
+        "--architecture",
     )
     parser.add_argument("--baseline", default="resnet101", help="the timm model of the plain loop")
     parser.add_argument(
