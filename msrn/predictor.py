@@ -28,13 +28,11 @@ from .data import BadImageError, load_rgb_image, to_rgb_image
 from .engine.distributed import resolve_device
 from .engine.loop import check_amp
 from .models import MSRN, load_model
+from .thresholds import DEFAULT_THRESHOLD, decision_thresholds
 
 __all__ = ["Predictor", "PredictedBatch", "select_labels", "DEFAULT_THRESHOLD"]
 
 _logger = logging.getLogger(__name__)
-
-# The decision threshold of a model without thresholds of its own (the paper's CP/CR/F1 use it too).
-DEFAULT_THRESHOLD = 0.5
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 
@@ -151,7 +149,9 @@ class Predictor:
             CUDA when available, else the CPU. The model is moved there (in place, as ``nn.Module.to``)
             and put in eval mode.
         threshold: a probability in (0, 1) for every label, or one per label (in [0, 1]); default: the
-            model's ``pretrained_cfg["label_thresholds"]`` when it has them, else 0.5.
+            model's ``pretrained_cfg["label_thresholds"]`` when it has them (a malformed entry is
+            refused, not replaced), else 0.5. :attr:`thresholds` holds the values in use,
+            :attr:`threshold_source` says which (``"override"``, ``"model"`` or ``"default"``).
         batch_size: images per forward pass.
         workers: ``DataLoader`` processes that decode and resize the next batches while the model runs
             (0: in this process; the default, as for a few images starting processes costs more).
@@ -236,7 +236,9 @@ class Predictor:
             self.data_config["input_size"] = (self.data_config["input_size"][0], img_size, img_size)
         self.transform = create_transform(**self.data_config, is_training=False)
         self.label_names = model.get_label_names()
-        self.thresholds, self.threshold_source = self._resolve_thresholds(threshold)
+        decision = decision_thresholds(model, threshold)
+        self.thresholds: np.ndarray = decision.values  # [n], one per label
+        self.threshold_source: str = decision.source  # "override", "model" or "default"
         if precision == "int8" and not calibration_images:
             raise ValueError(
                 "precision int8 needs calibration_images: a few dozen images like those to label "
@@ -272,25 +274,6 @@ class Predictor:
         if not batches:
             raise BadImageError(f"None of the calibration images can be read ({'; '.join(failed)}).")
         return batches
-
-    def _resolve_thresholds(self, threshold: float | Sequence[float] | None) -> tuple[np.ndarray, str]:
-        n = self.model.num_classes
-        if threshold is None:
-            saved = self.model.get_label_thresholds()
-            if saved is not None:
-                return np.asarray(saved, dtype=np.float64), "model"
-            return np.full(n, DEFAULT_THRESHOLD), "default"
-        if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
-            if not 0.0 < threshold < 1.0:
-                raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
-            return np.full(n, float(threshold)), "override"
-        values = np.asarray(threshold, dtype=np.float64)
-        if values.shape != (n,) or not ((values >= 0.0) & (values <= 1.0)).all():
-            raise ValueError(
-                f"threshold must be one probability, or {n} probabilities in [0, 1] (one per label), got "
-                f"{threshold!r}."
-            )
-        return values, "override"
 
     def iter_batches(self, images: "ImageInput | Sequence[ImageInput]") -> Iterator[PredictedBatch]:
         """Predict batch by batch, skipping inputs that cannot be read (each reported in ``failed``

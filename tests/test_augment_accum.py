@@ -160,8 +160,8 @@ def test_with_augmentation_results_do_not_depend_on_workers_and_resume_is_exact(
     "argv, expected",
     [
         (["--randaugment", "rand-x9"], "unknown section 'x9'. Expected timm's RandAugment syntax"),
-        (["--cutout", "1.5"], "cutout is the probability of erasing a rectangle of each image, in 0-1"),
-        (["--accum-steps", "0"], "accum_steps must be >= 1"),
+        (["--cutout", "1.5"], "--cutout must be a probability in [0, 1]"),
+        (["--accum-steps", "0"], "--accum-steps must be >= 1"),
         (["--accum-steps", "two"], "invalid int value: 'two'"),
     ],
 )

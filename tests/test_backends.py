@@ -284,7 +284,7 @@ def test_auto_falls_back_to_torch_with_a_warning_when_the_export_fails(tmp_path,
 
     monkeypatch.setattr(onnx_cache, "export_onnx", failing_export)
     model = _tiny_model()
-    with pytest.warns(RuntimeWarning, match="running the torch backend instead"):
+    with pytest.warns(UserWarning, match="running the torch backend instead"):
         backend = create_backend(model, "auto", cache_dir=tmp_path)
     assert backend.name == "torch"
     with pytest.raises(RuntimeError, match="cannot be traced"):

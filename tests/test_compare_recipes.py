@@ -28,7 +28,7 @@ def test_each_recipe_trains_with_a_validation_split_and_reports_its_best_epoch(t
 
     def tiny_cpu_config(**settings):
         config = real_cpu_config(
-            **{**settings, **TINY, "cache_dir": str(tmp_path / "cache"), "synthetic_trainval": 40}
+            **{**settings, **TINY, "cache_dir": str(tmp_path / "cache"), "synthetic_trainval": 50}
         )
         seen.append(config)
         return config

@@ -184,8 +184,11 @@ def test_label_thresholds_survive_save_pretrained_and_loading(tmp_path):
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     config["pretrained_cfg"] = saved
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"label_thresholds'\] must be 3 probabilities in \[0, 1\]"):
-        timm.create_model(f"local-dir:{tmp_path / 'm'}").get_label_thresholds()
+    # refused at load, naming the file (issue 22: never silently replaced by 0.5)
+    with pytest.raises(
+        ValueError, match=r"config\.json: pretrained_cfg\.label_thresholds must be 3 probabilities"
+    ):
+        timm.create_model(f"local-dir:{tmp_path / 'm'}")
 
 
 def test_metrics_page_snippets_run():

@@ -21,13 +21,13 @@ calibrated on images the caller provides (msrn/backends/quantize.py).
 
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from .._warnings import warn
 from .onnx_cache import cached_onnx, discard, model_digest, onnx_cache_dir
 from .onnxruntime_backend import (
     BackendUnavailableError,
@@ -130,8 +130,7 @@ def create_backend(
             f"backend 'auto': the onnxruntime backend could not be set up ({type(error).__name__}: "
             f"{error}); running the torch backend instead (backend='torch' skips this attempt)."
         )
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
-        _logger.warning(message)
+        warn(_logger, message)
         return TorchBackend(model, device, amp)
 
 

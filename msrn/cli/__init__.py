@@ -6,7 +6,9 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
+from .._warnings import MSRNWarning
 from ..backends import BackendUnavailableError
 from ..version import __version__
 
@@ -54,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        code = int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MSRNWarning)  # each is also a line of the log
+            code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
         return code
     except BrokenPipeError:

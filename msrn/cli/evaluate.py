@@ -1,7 +1,7 @@
 """``msrn evaluate``: score a trained checkpoint on a test set; print the metrics and per-class AP."""
 
 import argparse
-import json
+import logging
 import os
 import pathlib
 from typing import Any
@@ -65,17 +65,6 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.set_defaults(func=run)
 
 
-def _threshold_source(folder: str, threshold: float | None) -> str:
-    """Which thresholds CP/CR/... use: ``override`` (--threshold), ``model`` (the saved per-label
-    thresholds) or ``default`` (0.5)."""
-    if threshold is not None:
-        return "override"
-    with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
-        config = json.load(file)
-    saved = (config.get("pretrained_cfg") or {}).get("label_thresholds") if isinstance(config, dict) else None
-    return "model" if saved is not None else "default"
-
-
 _THRESHOLD_NOTES = {
     "override": "CP, CR, F1 at --threshold {threshold:g}",
     "model": "CP, CR, F1 at the model's per-label thresholds (--threshold T for one threshold)",
@@ -104,8 +93,14 @@ def _test_data(args: argparse.Namespace) -> dict[str, Any]:
             f"{args.checkpoint} is not in the folder of a training run (no train_config.json in "
             f"{run_folder}); pass the test data with --data (and --dataset)."
         ) from None
-    if args.split is not None:
-        test_data["split"] = args.split
+    if args.split is not None and args.split != test_data["split"]:
+        test_data["split"], test_data["fingerprint"] = args.split, None  # another split than the run's
+    elif test_data["fingerprint"] is None:
+        logging.getLogger(__name__).warning(
+            "%s records no fingerprint of its test split (made before msrn recorded them): the test data "
+            "are not checked to be the ones the run was scored on",
+            run_folder,
+        )
     test_data["skip_bad_images"] |= args.skip_bad_images
     test_data["skip_missing_images"] |= args.skip_missing_images
     return test_data
@@ -129,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     test_data = _test_data(args)
     calibration = calibration_files(args, default=None)
     keep_freed_memory_unless_refused(args)
-    metrics, class_ap, classes = evaluate_checkpoint(
+    result = evaluate_checkpoint(
         args.checkpoint,
         image_size=args.image_size,
         batch_size=args.batch_size,
@@ -142,10 +137,16 @@ def run(args: argparse.Namespace) -> int:
         calibration_images=calibration,
         **test_data,
     )
-    source = _threshold_source(args.checkpoint, args.threshold)
+    metrics, class_ap, classes = result
+    source = result.thresholds.source  # what the metrics were computed at, as evaluate_checkpoint decided
     if args.json:
-        class_ap_by_name = dict(zip(classes, class_ap.tolist(), strict=True))
-        print(to_json({"metrics": metrics, "class_ap": class_ap_by_name, "thresholds": source}))
+        record = {
+            "metrics": metrics,
+            "class_ap": dict(zip(classes, class_ap.tolist(), strict=True)),
+            "thresholds": source,
+            "label_thresholds": dict(zip(classes, result.thresholds.values.tolist(), strict=True)),
+        }
+        print(to_json(record))
         return 0
     if args.data is None:
         split = f", split {test_data['split']}" if test_data["split"] else ""

@@ -12,8 +12,10 @@ import os
 import sys
 import types
 import typing
+import warnings
 from typing import Any
 
+from .._warnings import MSRNWarning
 from ..engine import (
     NonFiniteLossError,
     StoppedWithMainProcess,
@@ -185,4 +187,6 @@ def main(argv: list[str] | None = None, prog: str | None = None, description: st
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     args.error_prefix = parser.prog.removesuffix(".py")
-    return run(args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MSRNWarning)  # each is also a line of the log
+        return run(args)

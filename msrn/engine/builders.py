@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .. import labels as label_sets
+from .._warnings import warn
 from ..data import (
     DATASET_KINDS,
     check_image_header,
@@ -29,11 +30,13 @@ from ..loss import MSRNLoss
 from ..models import create_model
 from ..optim import param_groups
 from ..targets import positive_mask
-from .config import TrainConfig, default_cache_dir
+from .config import TrainConfig, default_cache_dir, saved_config
 from .distributed import DistributedContext
 from .loop import check_amp
-from .resume import TRAIN_CONFIG_NAME, config_fields, saved_train_config
-from .validation import hold_out_validation
+from .options import check_option_ranges
+from .resume import TRAIN_CONFIG_NAME, settings_file
+from .splits import recorded_splits
+from .validation import MIN_FIT_POSITIVES, check_split_sizes, hold_out_validation, top_k_for
 
 __all__ = ["PretrainedWeightsUnavailable", "build_datasets", "run_test_data"]
 
@@ -45,33 +48,12 @@ class PretrainedWeightsUnavailable(RuntimeError):
 
 
 def check_config(config: TrainConfig) -> None:
-    """Refuse a bad setting of ``config`` with a one-line ``ValueError``, before any data is read."""
-    if config.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {config.epochs}.")
-    if config.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}.")
-    if config.accum_steps < 1:
-        raise ValueError(
-            f"accum_steps must be >= 1 (batches whose gradients make one optimizer step), "
-            f"got {config.accum_steps}."
-        )
-    if config.lr <= 0:
-        raise ValueError(f"lr must be > 0, got {config.lr}.")
-    _train_augmentation(config)  # a bad --randaugment, --cutout or --crop-scales, before any work
-    if config.threads is not None and config.threads < 1:
-        raise ValueError(f"threads must be >= 1 (torch CPU threads per process), got {config.threads}.")
-    if config.workers < 0:
-        raise ValueError(
-            f"workers must be >= 0 (0 loads data in the training process), got {config.workers}."
-        )
-    if config.val_fraction is not None and not 0.0 < config.val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {config.val_fraction}.")
+    """Refuse a bad setting of ``config`` with a one-line ``ValueError`` naming its option, before any
+    data is read (and before ``--overwrite`` deletes anything)."""
+    check_option_ranges(config)
     if config.val_fraction is not None and config.val_split is not None:
         raise ValueError("Give either --val-fraction or --val-split, not both.")
-    if config.ema is not None and not 0.0 < config.ema < 1.0:
-        raise ValueError(
-            f"ema (the decay) must be between 0 and 1 (exclusive, e.g. 0.9997), got {config.ema}."
-        )
+    _train_augmentation(config)  # a bad --randaugment, --cutout or --crop-scales, before any work
     check_amp(config.amp)
     build_criterion(config, None)  # refuses bad loss parameters before any data is read
 
@@ -108,29 +90,37 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
 
 def run_test_data(run_folder: "os.PathLike[str] | str") -> dict[str, Any]:
     """The test split a training run was scored on, as :func:`msrn.engine.evaluate_checkpoint` takes
-    it: ``{"data", "dataset", "split", "skip_bad_images", "skip_missing_images"}``, read from the run's
-    ``train_config.json`` (the generated set is written again if its cache folder is gone).
+    it: ``{"data", "dataset", "split", "skip_bad_images", "skip_missing_images", "fingerprint"}``, read
+    from the run's ``train_config.json`` (the generated set is written again if its cache folder is
+    gone). ``fingerprint`` is the one the run recorded in ``splits.json`` (None for a run made before
+    runs recorded it); without file times when the generated set was written again.
 
     Raises:
-        FileNotFoundError: ``run_folder`` holds no ``train_config.json``.
+        FileNotFoundError: ``run_folder`` holds no ``train_config.json`` (nor ``train_state.pt``).
+        ValueError: those files are damaged (the message names the file).
     """
     folder = pathlib.Path(run_folder)
-    if not (folder / TRAIN_CONFIG_NAME).is_file():
+    if not settings_file(folder).is_file():
         raise FileNotFoundError(
             f"{folder} holds no {TRAIN_CONFIG_NAME}: it is not the folder of a training run."
         )
-    config = TrainConfig(**config_fields(TrainConfig, saved_train_config(folder)))
+    config = saved_config(folder)
+    fingerprint = recorded_splits(folder).get("test")
     if config.dataset == "csv":
         data, split = config.test_split, None
     else:
+        generated = config.data is None and not _synthetic_folder(config).is_dir()
         data = config.data if config.data is not None else _synthetic_voc(config, DistributedContext())
         split = config.test_split
+        if generated and fingerprint:  # the same files, written again just now
+            fingerprint = {key: value for key, value in fingerprint.items() if key != "times"}
     return {
         "data": data,
         "dataset": config.dataset,
         "split": split,
         "skip_bad_images": config.skip_bad_images,
         "skip_missing_images": config.skip_missing_images,
+        "fingerprint": fingerprint,
     }
 
 
@@ -140,13 +130,18 @@ def _train_augmentation(config: TrainConfig):
     )
 
 
+def _synthetic_folder(config: TrainConfig) -> pathlib.Path:
+    cache = pathlib.Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    sizes = (config.synthetic_trainval, config.synthetic_test, config.synthetic_seed)
+    return cache / "synthetic-voc-v2-{}-{}-s{}".format(*sizes)
+
+
 def _synthetic_voc(config: TrainConfig, context: DistributedContext) -> str:
     """The generated VOC-format set of ``config`` (written once, by the main process)."""
     if config.dataset != "voc":
         raise ValueError("Without --data only the generated VOC-format set is available; pass --data.")
-    cache = pathlib.Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    folder = _synthetic_folder(config)
     sizes = (config.synthetic_trainval, config.synthetic_test, config.synthetic_seed)
-    folder = cache / "synthetic-voc-v2-{}-{}-s{}".format(*sizes)
     if context.is_main:  # one process writes; the others wait and then reuse it
         generate_synthetic_voc(folder, *sizes)
     context.barrier()
@@ -164,6 +159,12 @@ def build_validation_split(config: TrainConfig, train_set) -> tuple[Any, Any]:
             "the paper's protocol, so its test figures are optimistic."
         )
     else:
+        option = (
+            f"--val-split {config.val_split}"
+            if config.val_split
+            else f"--val-fraction {config.val_fraction:g}"
+        )
+        check_split_sizes(train_part, val_part, option)
         source = config.val_split or f"{config.val_fraction:g} of the training images, seed {config.val_seed}"
         _logger.info(
             "Validation split: %d images (%s), not trained on; best/ is chosen on its mAP and per-class "
@@ -172,6 +173,31 @@ def build_validation_split(config: TrainConfig, train_set) -> tuple[Any, Any]:
             source,
         )
     return train_part, val_part
+
+
+def check_training_labels(train_set, source: str) -> None:
+    """Refuse a training set in which every label is unknown (nothing to learn); warn, naming each
+    class with its counts, about the classes without a positive training label."""
+    positive = np.asarray(train_set.targets) == 1
+    unknown = np.asarray(train_set.unknown, dtype=bool)
+    if unknown.all():
+        raise ValueError(
+            f"The training set ({source}) has no known label: every entry is unknown, so there is "
+            f"nothing to learn. In a CSV list layout every label not named is absent and -name marks it "
+            f"unknown; in the one-hot layout 1 is present, 0 absent, ? or an empty cell unknown."
+        )
+    lacking = []
+    for index in np.flatnonzero(~positive.any(axis=0)):
+        counts = [(int((~positive[:, index] & ~unknown[:, index]).sum()), "absent")]
+        counts.append((int(unknown[:, index].sum()), "unknown"))
+        shown = ", ".join(f"{count} {kind}" for count, kind in counts if count)
+        lacking.append(f"{train_set.classes[index]} ({shown})")
+    if lacking:
+        warn(
+            _logger,
+            f"{len(lacking)} class(es) have no positive training label, so the model cannot learn to find "
+            f"them: {', '.join(lacking)}",
+        )
 
 
 def check_eval_sets(test_set, val_set, skip_bad_images: bool) -> None:
@@ -199,6 +225,15 @@ def check_eval_sets(test_set, val_set, skip_bad_images: bool) -> None:
                 " (their thresholds stay 0.5)" if name == "validation" else "",
                 ", ".join(missing),
             )
+        if name == "validation":
+            few = [f"{label} ({count})" for label, count in zip(dataset.classes, positives, strict=True)]
+            few = [text for text, count in zip(few, positives, strict=True) if 0 < count < MIN_FIT_POSITIVES]
+            if few:
+                warn(
+                    _logger,
+                    f"{len(few)} class(es) have fewer than {MIN_FIT_POSITIVES} validation positives, too few "
+                    f"to fit a threshold on; their thresholds stay 0.5: {', '.join(few)}",
+                )
 
 
 def data_loader(
@@ -260,6 +295,12 @@ def build_model(config: TrainConfig, context: DistributedContext, train_set, tes
                 "loss and the label graph" if name == "train" else "metrics",
                 f"; {difficult} of them VOC difficult labels" if difficult else "",
             )
+    if top_k_for(len(classes)) is None:
+        warn(
+            _logger,
+            f"top-3 metrics are left out: with {len(classes)} classes every label is among an image's "
+            f"top 3, so they would say nothing",
+        )
     _logger.log(
         logging.WARNING if label_features is None else logging.INFO,
         "label features: %s; label graph: %d edges at t=%g from the training labels",

@@ -18,16 +18,37 @@ from ..data import DATASET_KINDS
 from ..data.transforms import PAPER_CROP_SCALES
 from ..loss import LOSSES
 from .loop import AMP_MODES
-from .resume import check_resume_changes, config_fields, resume_folder, saved_train_config
+from .options import check_option_ranges
+from .resume import (
+    check_resume_changes,
+    config_fields,
+    damaged_advice,
+    resume_folder,
+    saved_train_config,
+    settings_file,
+)
 
-__all__ = ["TrainConfig", "paper_config", "cpu_config", "resume_config", "default_cache_dir"]
+__all__ = ["TrainConfig", "paper_config", "cpu_config", "resume_config", "saved_config", "default_cache_dir"]
+
+
+def default_workers() -> int:
+    """The default number of data-loading processes: 4, or fewer when this process may use fewer CPU
+    cores (``os.sched_getaffinity``; PyTorch warns about more workers than cores)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def _option(default: Any = None, help: str = "", group: str = "", **argparse_kwargs: Any) -> Any:
     """A :class:`TrainConfig` field and its command-line option: ``help``, the ``--help`` ``group``
     and other ``add_argument`` keywords (``choices``). A bool field gets ``--name`` when it has
-    ``help`` and ``--no-name`` when it has ``negation`` (that flag's help)."""
+    ``help`` and ``--no-name`` when it has ``negation`` (that flag's help). A function ``default`` is
+    called for each new config."""
     metadata = dict(help=help, group=group, **argparse_kwargs)
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -80,7 +101,10 @@ class TrainConfig:
         "nuswide, apparel: leave out listed images that are not on "
         "disk (and report how many) instead of stopping",
     )
-    workers: int = _data(4, "data-loading processes per training process")
+    workers: int = _data(
+        default_workers,
+        "data-loading processes per training process (default: 4, at most the CPU cores available)",
+    )
     val_fraction: float | None = _data(
         help="hold out this fraction of the training images for validation (stratified over the labels): "
         "best/ is chosen on it and per-class thresholds are fitted on it (default: none; best/ is then "
@@ -286,6 +310,24 @@ def resume_config(resume: "os.PathLike[str] | str", **changes: Any) -> TrainConf
             "--overwrite starts a new one in its place."
         )
     saved = saved_train_config(folder)
+    config = saved_config(folder, saved)
     check_resume_changes(TrainConfig, saved, changes, folder)
-    values = {**config_fields(TrainConfig, saved), **changes}
-    return TrainConfig(**{**values, "output_dir": str(folder), "resume": str(folder)})
+    return dataclasses.replace(config, **changes, output_dir=str(folder), resume=str(folder))
+
+
+def saved_config(folder: "os.PathLike[str] | str", saved: dict[str, Any] | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` a run folder was trained with (its ``train_config.json``, else the copy
+    in ``train_state.pt``; ``saved``: that file's contents when already read).
+
+    Raises:
+        ValueError: naming the file, when it is damaged: not JSON, not an object, a value of the wrong
+            type or out of its range.
+    """
+    folder = pathlib.Path(folder)
+    source = settings_file(folder)
+    config = TrainConfig(**config_fields(TrainConfig, saved or saved_train_config(folder), source))
+    try:
+        check_option_ranges(config)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error} {damaged_advice(source).capitalize()}.") from None
+    return config

@@ -14,6 +14,7 @@ import timm
 import torch
 from safetensors import safe_open
 
+from ._folder import check_tensors
 from ._weights import CONFIG_NAME, WEIGHTS_NAME, check_model_source, read_safetensors
 from .msrn import MSRN
 
@@ -86,7 +87,9 @@ def _read_state_dict(path: pathlib.Path) -> dict[str, torch.Tensor]:
             f"checkpoint {path} is not a .safetensors file; only safetensors weights are read "
             f"(save them with safetensors.torch.save_file(model.state_dict(), 'model.safetensors'))."
         )
-    return read_safetensors(path)
+    state_dict = read_safetensors(path)
+    check_tensors(state_dict, str(path))
+    return state_dict
 
 
 def _load_state_dict(model: torch.nn.Module, path: pathlib.Path, state_dict: dict[str, torch.Tensor]) -> None:
@@ -159,10 +162,10 @@ def load_model(spec: str, checkpoint: str | None = None) -> MSRN:
                 raise FileNotFoundError(
                     f"model {spec}: {folder} has no {name} (write it with msrn.save_pretrained)."
                 )
-        check_model_source(f"local-dir:{folder}", require_msrn=False)  # names a broken config.json
+        check_model_source(f"local-dir:{folder}")  # every field of config.json, before any weights
         model = _from_saved(f"local-dir:{folder}")
     elif spec.startswith("hf-hub:"):
-        check_model_source(spec, require_msrn=False)
+        check_model_source(spec)
         model = _from_saved(spec)
     else:
         return _from_architecture(spec, checkpoint).eval()

@@ -6,7 +6,6 @@ ever read from safetensors files: no weight file is unpickled.
 """
 
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -22,6 +21,8 @@ from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError  # also bef
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.models import PretrainedCfg, get_pretrained_cfg, parse_model_name
+
+from ._folder import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, check_tensors, read_config
 
 __all__ = [
     "CONFIG_NAME",
@@ -42,11 +43,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-# Version of the "msrn" section of config.json; a reader refuses newer versions it does not know.
-FORMAT_VERSION = 1
-LABEL_FEATURE_KINDS = ("fixed", "learnable")
 # Entries of the state dict whose shape depends on the number of labels. fc1 is sized by the rows of
 # M = [O || Q] (labels + groups), so it goes with the labels as a whole, bias included.
 _LABEL_SIZED_PREFIXES = ("label_features", "label_graph", "head.fc1.", "head.fc2.")
@@ -164,81 +160,6 @@ def _hub_file(hub_id: str, filename: str, cache_dir: PathLike | None = None) -> 
         ) from error
 
 
-def _validate_config(config: Any, path: str) -> dict[str, Any]:
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}.")
-    hint = _WRITER_HINT
-    required = ("architecture", "num_classes", "model_args", "pretrained_cfg")
-    missing = [key for key in required if key not in config]
-    if missing:
-        raise ValueError(f"{path} is missing the key(s) {missing}. {hint}")
-    architecture = config["architecture"]
-    if not (
-        isinstance(architecture, str) and architecture.startswith("msrn_") and timm.is_model(architecture)
-    ):
-        known = ", ".join(timm.list_models("msrn*"))
-        raise ValueError(
-            f"{path} names the architecture {architecture!r}, which is not a registered MSRN architecture "
-            f"(known: {known}). Is the file from an MSRN model, and was `import msrn` run? {hint}"
-        )
-    num_classes = config["num_classes"]
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"{path}: num_classes must be an integer >= 1, got {num_classes!r}.")
-    for key in ("model_args", "pretrained_cfg"):
-        if not isinstance(config[key], dict):
-            raise ValueError(f"{path}: {key!r} must be a JSON object, got {type(config[key]).__name__}.")
-    if "msrn" not in config:
-        # A timm-layout config from another writer: the label features in the weights are taken as
-        # fixed inputs (as GloVe vectors are); the values, and so the logits, are the same either way.
-        _logger.info("%s has no 'msrn' section; its label features load as a fixed buffer.", path)
-        config["msrn"] = {"format_version": FORMAT_VERSION, "label_features": "fixed"}
-    if not isinstance(config["msrn"], dict):
-        raise ValueError(f"{path}: 'msrn' must be a JSON object, got {type(config['msrn']).__name__}.")
-    section = config["msrn"]
-    version = section.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"{path}: msrn.format_version must be an integer >= 1, got {version!r}. {hint}")
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} was written in MSRN format version {version}, newer than this msrn package reads "
-            f"({FORMAT_VERSION}); upgrade msrn."
-        )
-    if section.get("label_features") not in LABEL_FEATURE_KINDS:
-        raise ValueError(
-            f"{path}: msrn.label_features must be one of {list(LABEL_FEATURE_KINDS)}, "
-            f"got {section.get('label_features')!r}. {hint}"
-        )
-    label_names = config.get("label_names")
-    if label_names is not None and (
-        not isinstance(label_names, list)
-        or len(label_names) != num_classes
-        or not all(isinstance(name, str) for name in label_names)
-    ):
-        raise ValueError(f"{path}: label_names must be a list of {num_classes} strings (one per label).")
-    return config
-
-
-def read_config(path: PathLike) -> dict[str, Any]:
-    """The checked contents of an MSRN ``config.json``."""
-    return _validate_config(_read_json(path), str(path))
-
-
-def _read_json(path: PathLike) -> Any:
-    path = str(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"No {CONFIG_NAME} at {path}: an MSRN folder holds {CONFIG_NAME} and {WEIGHTS_NAME}."
-        ) from None
-    except IsADirectoryError:
-        raise ValueError(f"{path} is a folder, not a JSON file. {_WRITER_HINT}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}). {_WRITER_HINT}") from error
-    return config
-
-
 def summarize_names(names: Sequence[str], noun: str = "tensor", limit: int = _NAMES_SHOWN) -> str:
     """``"2 tensors (a, b)"`` or ``"120 tensors (first: a, b, c, d, e)"``: a count and the first names,
     so that a message stays short however many names there are."""
@@ -321,6 +242,7 @@ def read_checkpoint(kind: str, location: str, cache_dir: PathLike | None = None)
         config = read_config(config_path)
     state_dict = read_safetensors(weights_path)
     _check_msrn_tensors(state_dict, str(weights_path))
+    check_tensors(state_dict, str(weights_path))
     fc2 = state_dict["head.fc2.weight"]
     if fc2.shape[0] != config["num_classes"]:
         raise ValueError(
@@ -552,10 +474,10 @@ def load_backbone_weights(
     )
 
 
-def check_model_source(model_name: str, cache_dir: PathLike | None = None, require_msrn: bool = True) -> None:
-    """Validate the config.json behind an ``hf-hub:`` / ``local-dir:`` name before timm parses it,
-    so a bad file or an unreachable id fails with a message that names it. With
-    ``require_msrn=False`` only its being a JSON object is checked (any timm model passes)."""
+def check_model_source(model_name: str, cache_dir: PathLike | None = None) -> None:
+    """Check the config.json behind an ``hf-hub:`` / ``local-dir:`` name (:func:`read_config`: a
+    bounded read, then every field) before timm parses it, so that a bad file or an unreachable id
+    fails with one line that names it. Other names pass."""
     source, location = parse_model_name(model_name)
     if source == "local-dir":
         path = pathlib.Path(location) / CONFIG_NAME
@@ -563,11 +485,7 @@ def check_model_source(model_name: str, cache_dir: PathLike | None = None, requi
         path = pathlib.Path(_hub_file(location, CONFIG_NAME, cache_dir))
     else:
         return
-    config = _read_json(path)
-    if require_msrn:
-        _validate_config(config, str(path))
-    elif not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}.")
+    read_config(path)
 
 
 def registry_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:

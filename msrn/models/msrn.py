@@ -11,7 +11,6 @@ Registered architectures sit at the bottom of this file (timm's layout).
 """
 
 import functools
-import inspect
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +23,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from .. import labels as label_sets
 from ..layers import LabelGroupEmbedding, MultiBranchBackbone, SemanticGuidedAttention, SemanticHead
 from ..layers.diffpool import compactness_loss
+from ._folder import check_label_thresholds
 from ._weights import (
     Checkpoint,
     checkpoint_location,
@@ -281,6 +281,13 @@ class MSRN(nn.Module):
                 self.num_labels,
                 "|".join(repr(name) for name in label_sets.available()),
             )
+        elif label_graph is not None and self.num_labels > 2 and bool(self.label_graph.all()):
+            _logger.warning(
+                "The label graph links each of the %d labels to every other (a complete graph): the graph "
+                "attention then mixes all labels alike, without co-occurrence structure. If that is not "
+                "meant, build it with msrn.graph.label_graph_from_targets(train_targets).",
+                self.num_labels,
+            )
 
     @property
     def uses_label_rows(self) -> bool:
@@ -423,16 +430,7 @@ class MSRN(nn.Module):
         thresholds = cfg.get("label_thresholds")
         if thresholds is None:
             return None
-        try:
-            values = [float(t) for t in thresholds]
-        except (TypeError, ValueError):
-            values = []
-        if len(values) != self.num_classes or not all(0.0 <= t <= 1.0 for t in values):
-            raise ValueError(
-                f"pretrained_cfg['label_thresholds'] must be {self.num_classes} probabilities in [0, 1], one "
-                f"per label, got {thresholds!r}; fix or delete that entry of the model's config.json."
-            )
-        return values
+        return check_label_thresholds(thresholds, self.num_classes, "pretrained_cfg['label_thresholds']")
 
     def get_classifier(self) -> nn.Module:
         return self.head.fc2 if self.head is not None else nn.Identity()
@@ -563,16 +561,6 @@ default_cfgs = generate_default_cfgs(
     }
 )
 
-# Constructor arguments that a checkpoint may set: everything except the label inputs (read from
-# the checkpoint's tensors) and the switch for ImageNet weights (the builder loads those itself).
-_CHECKPOINT_ARGS = frozenset(inspect.signature(MSRN.__init__).parameters) - {
-    "self",
-    "label_features",
-    "label_graph",
-    "pretrained_backbone",
-}
-
-
 # pretrained_cfg entries of MSRN's own, beyond timm's PretrainedCfg fields, kept through save and load:
 # label_thresholds, one decision threshold per label (see MSRN.get_label_thresholds).
 MSRN_CFG_KEYS = ("label_thresholds",)
@@ -581,19 +569,9 @@ MSRN_CFG_KEYS = ("label_thresholds",)
 _LABEL_ARGS = ("num_labels", "label_features", "label_names")
 
 
-def _check_checkpoint_args(checkpoint: Checkpoint) -> None:
-    unknown = sorted(set(checkpoint.model_args) - _CHECKPOINT_ARGS)
-    if unknown:
-        raise ValueError(
-            f"{checkpoint.config_path}: model_args holds {unknown}, which are not MSRN constructor arguments "
-            f"(written by a newer msrn, or edited by hand?)."
-        )
-
-
 def _apply_checkpoint(checkpoint: Checkpoint, cfg: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
     """Fill the unset constructor arguments from ``checkpoint`` (its model_args, label features, graph
     and names); returns the label inputs the caller set, which the checkpoint must not overwrite."""
-    _check_checkpoint_args(checkpoint)
     for key, value in checkpoint.model_args.items():
         kwargs.setdefault(key, value)
     num_classes = kwargs.get("num_classes", checkpoint.num_classes)
@@ -693,10 +671,14 @@ def _create_msrn(
     model._record_labels_in_cfg()
     thresholds = msrn_cfg.get("label_thresholds")
     if thresholds is not None:
-        if isinstance(thresholds, list) and len(thresholds) == model.num_classes:
-            model.pretrained_cfg["label_thresholds"] = thresholds
-        else:  # fitted for other labels (e.g. loaded with another num_classes)
-            _logger.info("Dropping the saved label_thresholds: they do not fit the model's labels.")
+        if checkpoint is not None and model.num_classes != checkpoint.num_classes:
+            # Fitted for the checkpoint's labels, which the caller replaced (num_classes=...).
+            _logger.info("Dropping the saved label_thresholds: they were fitted for the checkpoint's labels.")
+        else:  # used as saved, or refused: never silently replaced by 0.5
+            where = f"{checkpoint.config_path}: " if checkpoint is not None else ""
+            model.pretrained_cfg["label_thresholds"] = check_label_thresholds(
+                thresholds, model.num_classes, f"{where}pretrained_cfg['label_thresholds']"
+            )
     return model
 
 
