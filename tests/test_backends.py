@@ -266,7 +266,7 @@ def test_predict_and_evaluate_cli_agree_across_backends(images, tmp_path, capsys
     scores = {
         backend: evaluate_checkpoint(
             tmp_path / "model", csv, dataset="csv", image_size=SIZE, workers=0, backend=backend
-        )[0]
+        ).metrics
         for backend in ("torch", "onnxruntime")
     }
     assert scores["torch"]["mAP"] == pytest.approx(scores["onnxruntime"]["mAP"], abs=1e-6)
