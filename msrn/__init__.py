@@ -23,6 +23,7 @@ if _TYPE_CHECKING:  # loaded on first use (below); named here for type checkers 
 # The other public modules load on first use (PEP 562), so ``import msrn`` costs what registering the
 # models costs, and ``msrn.data``, ``msrn.metrics``, ... work without an import of their own.
 _LAZY_SUBMODULES = (
+    "backends",
     "cli",
     "convert",
     "data",

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterator
 
 from .._warnings import MSRNWarning
+from ..backends import BackendUnavailableError
 from ..version import __version__
 
 __all__ = ["main", "build_parser"]
@@ -87,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 1
-    except (CommandError, ValueError, OSError) as error:
+    except (CommandError, ValueError, OSError, BackendUnavailableError) as error:
         # OSError: a full disk or a missing permission while writing; the message names the file.
+        # BackendUnavailableError: --backend onnxruntime without the onnxruntime package.
         print(f"msrn {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
 
