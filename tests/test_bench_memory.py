@@ -2,10 +2,12 @@
 figures come from running the script: 500 training steps are too long for the test suite)."""
 
 import importlib.util
+import pathlib
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_bench_memory():

@@ -4,11 +4,12 @@ load, its readers agree, and it cleans up (the figures come from running the scr
 import csv
 import importlib.util
 import json
+import pathlib
 import re
 
-from conftest import REPO_ROOT
-
 from msrn.data import OpenImagesDataset
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_bench():

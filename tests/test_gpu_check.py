@@ -4,12 +4,14 @@ from a GPU run); the GPU commands it would run are checked as built."""
 import importlib.util
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.sh"
 
