@@ -8,6 +8,7 @@ import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from . import hub, labels, layers, models, targets
+from ._warnings import MSRNWarning
 from .hub import push_to_hub, save_pretrained
 from .loss import MSRNLoss
 from .models import MSRN, create_model, list_models, load_model
@@ -40,6 +41,7 @@ _LAZY_ATTRIBUTES = {"Predictor": "predictor"}
 __all__ = [
     "MSRN",
     "MSRNLoss",
+    "MSRNWarning",
     "Predictor",
     "create_model",
     "list_models",
