@@ -250,7 +250,9 @@ def test_train_command_runs_and_evaluates(tree, tmp_path, capsys, caplog):
     assert "left out of the test mAP: Bow (/m/0bow1), Zebra" in caplog.text
     model, _ = load_trained_model(output / "last")
     assert model.label_names == CLASSES
-    assert run_test_data(output) == {
+    test_data = run_test_data(output)
+    assert test_data.pop("fingerprint")["images"] == 2
+    assert test_data == {
         "data": str(tree),
         "dataset": "openimages",
         "split": None,
@@ -271,6 +273,11 @@ def test_train_command_runs_and_evaluates(tree, tmp_path, capsys, caplog):
         in caplog.text
     )
     assert "(the others are negative)" in caplog.text
+    labels_file = tree / "test-annotations-human-imagelabels.csv"
+    labels_file.write_text(labels_file.read_text().replace("/m/0dog,0", "/m/0dog,1"))
+    capsys.readouterr()
+    assert cli_main(["evaluate", str(output / "last"), "--workers", "0"]) == 2  # the test labels changed
+    assert "other labels" in capsys.readouterr().err
 
     assert (
         cli_main(["train", "--unknown-as-negative", "--output-dir", str(tmp_path / "voc")] + TINY_ARGS) == 2

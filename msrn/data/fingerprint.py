@@ -25,18 +25,17 @@ def _digest(*parts: bytes) -> str:
 
 def split_fingerprint(dataset: Any) -> dict[str, Any]:
     """``{"images", "names", "labels", "sizes", "times"}`` of a data set with ``image_paths``,
-    ``classes``, ``targets`` and (optionally) ``difficult``, or instead of the last two the sparse
-    ``label_lists()`` (:class:`msrn.data.OpenImagesDataset`): the number of images and a SHA-256 of
-    each of the other parts (strict JSON)."""
+    ``classes``, ``targets`` and (optionally) ``difficult``, or instead of the last two the sparse rows
+    of :class:`msrn.data.OpenImagesDataset` (``label_indptr``, ``label_indices``, ``label_states``:
+    what its files say, whether unknown labels are scored as -1 or 0): the number of images and a
+    SHA-256 of each of the other parts (strict JSON)."""
     paths = [os.path.abspath(path) for path in dataset.image_paths]
     root = os.path.commonpath([os.path.dirname(path) for path in paths]) if paths else ""
     stats = [os.stat(path) for path in paths]
     labels = ["\n".join(dataset.classes).encode()]
-    if hasattr(dataset, "label_lists"):  # labels kept sparse (Open Images): their per-image rows
-        for rows in dataset.label_lists():
-            for array in rows if rows is not None else ():
-                labels.append(np.ascontiguousarray(array, dtype=np.int64).tobytes())
-            labels.append(b"" if rows is not None else b"none")
+    if hasattr(dataset, "label_indptr"):  # labels kept sparse (Open Images): the rows of its files
+        for array in (dataset.label_indptr, dataset.label_indices, dataset.label_states):
+            labels.append(np.ascontiguousarray(array, dtype=np.int64).tobytes())
     else:
         labels.append(np.ascontiguousarray(dataset.targets, dtype=np.int64).tobytes())
         difficult = getattr(dataset, "difficult", None)
