@@ -93,5 +93,9 @@ def test_the_whole_transform_takes_any_mode_and_returns_rgb(mode, images):
     np.random.seed(0)
     for seed, image in enumerate(images):
         random.seed(seed)
-        out = augment(image.convert(mode))
+        try:
+            converted = image.convert(mode)
+        except ValueError:  # Pillow < 10.1 cannot convert RGB to I;16: nothing to augment
+            pytest.skip(f"this Pillow cannot convert RGB to {mode}")
+        out = augment(converted)
         assert (out.mode, out.size) == ("RGB", image.size)
