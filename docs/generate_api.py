@@ -105,8 +105,13 @@ def generate() -> str:
             if inspect.ismodule(obj):
                 continue
             home = getattr(obj, "__module__", module_name)
-            if (inspect.isclass(obj) or inspect.isfunction(obj)) and _documented_in(home) != module_name:
-                out += [f"- `{module_name}.{name}`: see `{_documented_in(home)}.{name}`", ""]
+            elsewhere = _documented_in(home)
+            if (
+                (inspect.isclass(obj) or inspect.isfunction(obj))
+                and elsewhere != module_name
+                and name in getattr(importlib.import_module(elsewhere), "__all__", ())
+            ):
+                out += [f"- `{module_name}.{name}`: see `{elsewhere}.{name}`", ""]
                 continue
             if inspect.isclass(obj):
                 out += [f"### class `{name}{_signature(obj)}`", ""] + _doc(obj) + _class_methods(obj)
