@@ -34,6 +34,7 @@ MODULES = [
     ("msrn.convert", "converting the authors' checkpoints"),
     ("msrn.predictor", "labelling images from Python (what `msrn predict` runs)"),
     ("msrn.thresholds", "which decision thresholds label an image (predict and evaluate)"),
+    ("msrn.backends", "inference backends: PyTorch, onnxruntime (fp32, int8)"),
     ("msrn.visualize", "attention maps as arrays and pictures"),
     ("msrn.export", "ONNX export"),
 ]

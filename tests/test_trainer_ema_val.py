@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from tiny_training import TINY_ARGS, one_thread, torchrun
 from tiny_training import tiny_config as _config
 
+import msrn
 import msrn.engine.epoch as epoch_steps
 from msrn.cli import main as cli_main
 from msrn.data import VOCDataset, generate_synthetic_voc, stratified_holdout
@@ -134,8 +135,9 @@ def test_val_split_file_and_resume_refusals(cache_dir, tmp_path, capsys):
         assert message in err and err.count("\n") == 1, err
 
 
-def test_without_validation_the_log_says_best_is_chosen_on_test(cache_dir, tmp_path, caplog):
-    with caplog.at_level("INFO", logger="msrn"):
+def test_without_validation_a_warning_says_best_is_chosen_on_test(cache_dir, tmp_path, caplog):
+    warning = pytest.warns(msrn.MSRNWarning, match="best/ is chosen on the test split")
+    with caplog.at_level("INFO", logger="msrn"), warning:
         record = train(_config(cache_dir, tmp_path / "run", epochs=1))
     assert "best/ is chosen on the test split" in caplog.text
     assert "val_mAP" not in record and "fitted_CF1" not in record and record["best_epoch"] == 1

@@ -2,16 +2,19 @@
 ``register(subparsers)``; user mistakes end with a one-line message and exit code 2, no traceback."""
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 
 from .._warnings import MSRNWarning
+from ..backends import BackendUnavailableError
 from ..version import __version__
 
-__all__ = ["main", "CommandError", "OneLineErrorParser", "check_threshold", "one_line"]
+__all__ = ["main", "CommandError", "OneLineErrorParser", "check_threshold", "one_line", "warnings_in_the_log"]
 
 # Modules of msrn.cli that provide sub-commands, in the order `msrn --help` lists them.
 _COMMAND_MODULES = ("models", "train", "predict", "evaluate", "export", "convert")
@@ -35,6 +38,15 @@ def check_threshold(value: float) -> None:
         raise CommandError(f"--threshold must be between 0 and 1 (exclusive), got {value}.")
 
 
+@contextlib.contextmanager
+def warnings_in_the_log() -> Iterator[None]:
+    """Within: msrn's warnings are shown by the log only (each :class:`msrn.MSRNWarning` is also
+    logged), not a second time by Python's ``warnings``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MSRNWarning)
+        yield
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog="msrn", description="MSRN multi-label image classification.")
     parser.add_argument("--version", action="version", version=f"msrn {__version__}")
@@ -55,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MSRNWarning)  # each is also a line of the log
+        with warnings_in_the_log():
             code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
         return code
@@ -67,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 1
-    except (CommandError, ValueError, OSError) as error:
+    except (CommandError, ValueError, OSError, BackendUnavailableError) as error:
         # OSError: a full disk or a missing permission while writing; the message names the file.
+        # BackendUnavailableError: --backend onnxruntime without the onnxruntime package.
         print(f"msrn {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
 

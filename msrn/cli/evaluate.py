@@ -11,6 +11,7 @@ from ..data import DATASET_KINDS
 from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table, run_test_data
 from ..engine.loop import AMP_MODES
 from . import CommandError, check_threshold
+from ._backend_options import add_backend_options, calibration_files, keep_freed_memory_unless_refused
 
 __all__ = ["register"]
 
@@ -47,6 +48,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", default="none", choices=AMP_MODES)
+    add_backend_options(parser, None)
     parser.add_argument(
         "--threshold",
         type=float,
@@ -134,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
             f"no saved model in {args.checkpoint}: pass the best/ or last/ folder of a training run"
         )
     test_data = _test_data(args)
+    calibration = calibration_files(args, default=None)
+    keep_freed_memory_unless_refused(args)
     result = evaluate_checkpoint(
         args.checkpoint,
         image_size=args.image_size,
@@ -142,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         amp=args.amp,
         threshold=args.threshold,
+        backend=args.backend,
+        precision=args.precision,
+        calibration_images=calibration,
         **test_data,
     )
     metrics, class_ap, classes = result

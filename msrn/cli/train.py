@@ -12,10 +12,8 @@ import os
 import sys
 import types
 import typing
-import warnings
 from typing import Any
 
-from .._warnings import MSRNWarning
 from ..engine import (
     NonFiniteLossError,
     StoppedWithMainProcess,
@@ -27,7 +25,7 @@ from ..engine import (
     train,
 )
 from ..engine.builders import PretrainedWeightsUnavailable
-from . import OneLineErrorParser, one_line
+from . import OneLineErrorParser, one_line, warnings_in_the_log
 
 __all__ = ["register", "add_train_arguments", "config_from_args", "run", "build_parser", "main"]
 
@@ -137,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             # The run's summary (model, label features, graph edges, validation split, resumed
             # settings) belongs to what `msrn train` reports, not to the details behind -v.
             run_logger.setLevel(logging.INFO)
+    if rank != 0:  # rank 0 reports the run, warnings included; the others report only their errors
+        logging.getLogger("msrn").setLevel(logging.ERROR)
     try:
         config = config_from_args(args)
         last = train(config, on_epoch_end=lambda record: _report(config, record))
@@ -187,6 +187,5 @@ def main(argv: list[str] | None = None, prog: str | None = None, description: st
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     args.error_prefix = parser.prog.removesuffix(".py")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MSRNWarning)  # each is also a line of the log
+    with warnings_in_the_log():
         return run(args)

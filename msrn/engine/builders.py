@@ -165,9 +165,10 @@ def build_validation_split(config: TrainConfig, train_set) -> tuple[Any, Any]:
         train_set, config.val_fraction, config.val_split, config.val_seed, eval_transform(config.image_size)
     )
     if val_part is None:
-        _logger.info(
+        warn(
+            _logger,
             "No validation split (--val-fraction, --val-split): best/ is chosen on the test split, as in "
-            "the paper's protocol, so its test figures are optimistic."
+            "the paper's protocol, so its test figures are optimistic.",
         )
     else:
         option = (
@@ -309,8 +310,14 @@ def build_model(config: TrainConfig, context: DistributedContext, train_set, tes
             f"top-3 metrics are left out: with {len(classes)} classes every label is among an image's "
             f"top 3, so they would say nothing",
         )
-    _logger.log(
-        logging.WARNING if label_features is None else logging.INFO,
+    if label_features is None:
+        reason = (
+            "--label-features learnable"
+            if config.label_features == "learnable"
+            else "no built-in label set has every label name; --glove FILE gives GloVe vectors"
+        )
+        warn(_logger, f"The label features are learnable, not word vectors as in the paper ({reason}).")
+    _logger.info(
         "label features: %s; label graph: %d edges at t=%g from the training labels",
         features_source,
         int(label_graph.sum()) - len(classes),
@@ -374,6 +381,8 @@ def _create_model(
     except (OSError, RuntimeError, ConnectionError) as error:
         if not config.pretrained or config.backbone_weights:  # a local file's error names the file
             raise
+        if "--backbone-weights" in str(error):  # msrn's own message, with the offline options
+            raise PretrainedWeightsUnavailable(str(error)) from error
         raise PretrainedWeightsUnavailable(
             f"Could not load the ImageNet weights of the backbone of {config.model} ({type(error).__name__}: "
             f"{error}). Connect to the internet (or fill the Hugging Face cache), give a local weight file "

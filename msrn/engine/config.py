@@ -13,6 +13,7 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._cache import default_cache_dir
 from ..data import DATASET_KINDS
 from ..data.transforms import PAPER_CROP_SCALES
 from ..loss import LOSSES
@@ -28,11 +29,6 @@ from .resume import (
 )
 
 __all__ = ["TrainConfig", "paper_config", "cpu_config", "resume_config", "saved_config", "default_cache_dir"]
-
-
-def default_cache_dir() -> pathlib.Path:
-    """``$MSRN_CACHE`` or ``~/.cache/msrn``: where the generated data set is written."""
-    return pathlib.Path(os.environ.get("MSRN_CACHE", pathlib.Path.home() / ".cache" / "msrn")).expanduser()
 
 
 def default_workers() -> int:
@@ -229,9 +225,11 @@ class TrainConfig:
     compile: bool = _execution(False, "torch.compile the model")
     threads: int | None = _execution(help="torch CPU threads per process (CPU profile: 1)")
     keep_freed_memory: bool = _execution(
-        False,
-        "keep freed memory in the process (fewer page faults per CPU step, more resident memory; "
-        "msrn.engine.keep_freed_memory)",
+        True,
+        "keep freed memory in the process, so that each CPU step reuses it without page faults (the "
+        "default; msrn.engine.keep_freed_memory, docs/performance.md)",
+        negation="return freed memory to the system (malloc's defaults: a smaller resident size between "
+        "steps, page faults in every step)",
     )
     seed: int = _execution(0, "seed of the weights' init, the data order and the augmentation")
     output_dir: str = _execution("output/train_voc", "checkpoints and log.jsonl go here")

@@ -3,14 +3,15 @@
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from .._warnings import warn
-from ..data import create_dataset, eval_transform
+from ..backends import create_backend, resolve_backend
+from ..data import create_dataset, eval_transform, load_rgb_image
 from ..data.fingerprint import fingerprint_changes, split_fingerprint
 from ..metrics import average_precision, multilabel_metrics
 from ..thresholds import DecisionThresholds, decision_thresholds
@@ -61,6 +62,10 @@ def evaluate_checkpoint(
     unknown_as_negative: bool = False,
     progress: bool = False,
     fingerprint: dict[str, Any] | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
+    calibration_images: "Sequence[os.PathLike[str] | str] | None" = None,
+    cache_dir: "os.PathLike[str] | str | None" = None,
 ) -> Evaluation:
     """Load ``checkpoint`` (a ``best/`` or ``last/`` folder of the trainer, or any
     :func:`msrn.save_pretrained` folder) and score it on a test set.
@@ -78,6 +83,10 @@ def evaluate_checkpoint(
             split by the trainer) when it has them, else 0.5. mAP does not depend on it.
         fingerprint: what the test set must be (:func:`msrn.data.fingerprint.split_fingerprint`, as a
             run records it in ``splits.json``); a test set that differs is refused.
+        backend, precision, cache_dir: what runs the model, as for :class:`msrn.Predictor`
+            (:mod:`msrn.backends`; default ``"auto"``: onnxruntime on the CPU when installed).
+        calibration_images: image files for ``precision="int8"`` (a few dozen like the test images,
+            preferably not the test images themselves), transformed as the test images.
 
     Returns:
         An :class:`Evaluation`, which unpacks as ``(metrics, per_class_ap [n], classes)`` and says in
@@ -97,10 +106,17 @@ def evaluate_checkpoint(
         raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
     torch_device = resolve_device(device)
     check_amp(amp, torch_device)
+    resolve_backend(backend, torch_device, amp, precision)  # a wrong choice fails before any loading
+    if precision == "int8" and not calibration_images:
+        raise ValueError(
+            "precision int8 needs calibration images (--calibration): a few dozen images like the test "
+            "images, e.g. from the training split."
+        )
     model, info = load_trained_model(checkpoint)
     thresholds = decision_thresholds(model, threshold)  # before the test set is read: a bad one fails fast
     classes = list(model.label_names or [])
-    transform = eval_transform(image_size or info["image_size"])
+    size = image_size or info["image_size"]
+    transform = eval_transform(size)
     test_set = create_dataset(
         dataset,
         data,
@@ -128,7 +144,20 @@ def evaluate_checkpoint(
             f"The checkpoint has {model.num_classes} labels, the data set {test_set.num_classes}."
         )
     context = DistributedContext(device=torch_device)
-    model.to(context.device)
+    model.to(context.device).eval()
+    calibration = None
+    if precision == "int8":
+        calibration = [transform(load_rgb_image(path)).unsqueeze(0).numpy() for path in calibration_images]
+    runner = create_backend(
+        model,
+        backend,
+        precision,
+        device=context.device,
+        amp=amp,
+        input_size=(model.backbone.in_chans, size, size),
+        cache_dir=cache_dir,
+        calibration=calibration,
+    )
     loader = torch.utils.data.DataLoader(
         test_set,
         batch_size=batch_size,
@@ -136,7 +165,8 @@ def evaluate_checkpoint(
         sampler=EvalShardSampler(len(test_set)),
         pin_memory=context.device.type == "cuda",
     )
-    scores, targets = predict(model, loader, context, len(test_set), amp=amp, progress=progress)
+    # The backend applies amp itself (the torch backend's autocast).
+    scores, targets = predict(runner, loader, context, len(test_set), progress=progress)
     class_ap = average_precision(scores, targets)
     missing = [name for name, ap in zip(test_set.classes, class_ap, strict=True) if not np.isfinite(ap)]
     if missing:

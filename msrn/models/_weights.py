@@ -15,13 +15,21 @@ from typing import Any
 
 import timm
 import torch
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import hf_hub_download
+from huggingface_hub import try_to_load_from_cache
 from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError  # also before huggingface_hub.errors
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.models import PretrainedCfg, get_pretrained_cfg, parse_model_name
 
+from .._hub_network import (
+    check_hub_reachable,
+    hub_file,
+    hub_offline,
+    is_network_error,
+    offline_options,
+    unreachable_error,
+)
+from .._state_dict import key_mismatch, shorten, summarize_names
 from ._folder import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, check_tensors, read_config
 
 __all__ = [
@@ -38,7 +46,6 @@ __all__ = [
     "read_backbone_file",
     "check_model_source",
     "registry_cfg",
-    "summarize_names",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -61,8 +68,12 @@ _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 _WRITER_HINT = "Write MSRN folders with msrn.save_pretrained(model, directory)."
 # Tensors every MSRN state dict holds, whatever its variant and embeddings.
 _MSRN_TENSORS = ("label_features", "label_graph", "head.fc1.weight", "head.fc2.weight")
-# How many names a message lists before it only counts.
-_NAMES_SHOWN = 5
+# What else to do without the Hub, in the messages of a failed download.
+_CHECKPOINT_ALTERNATIVES = "load a local copy of the repository's folder with 'local-dir:DIR'."
+_BACKBONE_ALTERNATIVES = (
+    "give a local weight file with pretrained_cfg_overlay=dict(file=PATH) (msrn train --backbone-weights "
+    "PATH), or start from random weights with pretrained=False (msrn train --no-pretrained)."
+)
 
 PathLike = str | os.PathLike
 
@@ -129,45 +140,9 @@ def checkpoint_location(pretrained_cfg: Mapping[str, Any], pretrained: bool) -> 
     return None
 
 
-def _split_hub_id(hub_id: str) -> tuple[str, str | None]:
-    repo_id, _, revision = hub_id.partition("@")
-    if not repo_id or "@" in revision:
-        raise ValueError(f"Hub id {hub_id!r} is not of the form 'owner/name' or 'owner/name@revision'.")
-    return repo_id, revision or None
-
-
-def _hub_offline() -> bool:
-    is_offline_mode = getattr(hub_constants, "is_offline_mode", None)  # huggingface_hub >= 1.0
-    return bool(is_offline_mode() if is_offline_mode is not None else hub_constants.HF_HUB_OFFLINE)
-
-
 def _hub_file(hub_id: str, filename: str, cache_dir: PathLike | None = None) -> str:
-    """Local path of ``filename`` in Hub repository ``hub_id`` (downloaded or from the cache)."""
-    repo_id, revision = _split_hub_id(hub_id)
-    try:
-        return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, library_name="msrn")
-    except (EntryNotFoundError, HfHubHTTPError, OSError) as error:
-        where = cache_dir or hub_constants.HF_HUB_CACHE
-        hint = (
-            f"Hugging Face Hub offline mode is on (HF_HUB_OFFLINE=1) and the file is not in the cache at "
-            f"{where}: download it once with network access, or point HF_HUB_CACHE at a cache that holds it."
-            if _hub_offline()
-            else f"Check the repository id, your network and your access token (cache: {where})."
-        )
-        raise FileNotFoundError(
-            f"Cannot resolve {filename} of Hub repository {hub_id!r} "
-            f"({type(error).__name__}: {error}). {hint}"
-        ) from error
-
-
-def summarize_names(names: Sequence[str], noun: str = "tensor", limit: int = _NAMES_SHOWN) -> str:
-    """``"2 tensors (a, b)"`` or ``"120 tensors (first: a, b, c, d, e)"``: a count and the first names,
-    so that a message stays short however many names there are."""
-    names = list(names)
-    counted = f"{len(names)} {noun}{'' if len(names) == 1 else 's'}"
-    if len(names) <= limit:
-        return f"{counted} ({', '.join(names)})"
-    return f"{counted} (first: {', '.join(names[:limit])})"
+    """Local path of ``filename`` in the MSRN checkpoint repository ``hub_id`` (downloaded or cached)."""
+    return hub_file(hub_id, filename, _CHECKPOINT_ALTERNATIVES, cache_dir)
 
 
 def read_safetensors(path: PathLike) -> dict[str, torch.Tensor]:
@@ -295,24 +270,11 @@ def load_checkpoint_into(
     for key in keep:
         state_dict.pop(key, None)
         expected.pop(key, None)
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [
-        f"{key}: file {list(state_dict[key].shape)}, model {list(expected[key].shape)}"
-        for key in sorted(set(state_dict) & set(expected))
-        if state_dict[key].shape != expected[key].shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing from the file: {summarize_names(missing)}")
-        if unexpected:
-            problems.append(f"not in the model: {summarize_names(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatches: {summarize_names(mismatched, limit=3)}")
+    mismatch = key_mismatch(expected, state_dict)
+    if mismatch:
         raise ValueError(
             f"The weights in {checkpoint.weights_path} ({checkpoint.source}) do not fit the model built from "
-            f"{checkpoint.config_path}: {'; '.join(problems)}. Do not override architecture arguments "
+            f"{checkpoint.config_path}: {mismatch}. Do not override architecture arguments "
             f"(backbone, embed_dim, variant, ...) when loading a checkpoint."
         )
     model.load_state_dict(state_dict, strict=False)
@@ -371,18 +333,16 @@ def _check_backbone_keys(
     classifier = reference.pretrained_cfg.get("classifier") or ()
     classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
     in_classifier = tuple(f"{c}." for c in classifier)
-    missing = sorted(k for k in expected - set(state_dict) if not k.startswith(in_classifier))
-    unexpected = sorted(k for k in set(state_dict) - expected if not k.startswith(in_classifier))
-    if missing or unexpected:
-
-        def listing(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-        problems = ([f"missing {listing(missing)}"] if missing else []) + (
-            [f"not in {base}: {listing(unexpected)}"] if unexpected else []
-        )
+    # Keys only: timm adapts some shapes of its weights (input channels, position embeddings).
+    mismatch = key_mismatch(
+        {k: None for k in expected if not k.startswith(in_classifier)},
+        {k: None for k in state_dict if not k.startswith(in_classifier)},
+        shapes=False,
+        target=base,
+    )
+    if mismatch:
         raise ValueError(
-            f"{path} does not hold the weights of timm's {base} ({'; '.join(problems)}). Use the weights "
+            f"{path} does not hold the weights of timm's {base} ({mismatch}). Use the weights "
             f"of that model in timm's layout, e.g. saved with "
             f"safetensors.torch.save_file(timm.create_model({base!r}, pretrained=True).state_dict(), PATH)."
         )
@@ -421,16 +381,31 @@ def load_backbone_weights(
             )
         weights = f"{name.split('.', 1)[0]}.{cfg.tag}" if cfg.tag else name
         where = f"hf-hub:{cfg.hf_hub_id}" if cfg.hf_hub_id else str(cfg.url or cfg.file)
+        what = f"the ImageNet weights of backbone {weights!r}"
         if cfg.hf_hub_id and not cfg.hf_hub_filename and not cfg.custom_load:
             # The Hub repository's safetensors file, never its pickled alternative: read here and
             # handed to timm as a state dict (timm's own Hub lookup differs between its releases).
-            try:
-                hub_path = _hub_file(cfg.hf_hub_id, WEIGHTS_NAME, cache_dir)
-            except FileNotFoundError as error:
-                raise FileNotFoundError(
-                    f"Cannot load the ImageNet weights of backbone {weights!r} from {where}: {error}"
-                ) from error
+            hub_path = hub_file(
+                cfg.hf_hub_id,
+                WEIGHTS_NAME,
+                _BACKBONE_ALTERNATIVES,
+                cache_dir,
+                what=f"{what} ({WEIGHTS_NAME} of Hub repository {cfg.hf_hub_id!r})",
+            )
             overlay["state_dict"] = read_safetensors(hub_path)
+        elif cfg.hf_hub_id and not hub_offline():
+            # timm downloads another file of the repository itself: fail fast when the Hub is out of reach.
+            repo_id, _, revision = cfg.hf_hub_id.partition("@")
+            filename = cfg.hf_hub_filename or WEIGHTS_NAME
+            if not isinstance(try_to_load_from_cache(repo_id, filename, cache_dir, revision or None), str):
+                check_hub_reachable(
+                    repo_id,
+                    filename,
+                    f"for {what} ({filename} of Hub repository {cfg.hf_hub_id!r})",
+                    offline_options(_BACKBONE_ALTERNATIVES),
+                    revision or None,
+                    cache_dir,
+                )
     try:
         donor = timm.create_model(
             weights,
@@ -446,16 +421,19 @@ def load_backbone_weights(
             f"Cannot load the ImageNet weights of backbone {weights!r} from {where}: {error}"
         ) from error
     except (EntryNotFoundError, HfHubHTTPError, OSError) as error:
+        if is_network_error(error) and not hub_offline():
+            purpose = f"for the ImageNet weights of backbone {weights!r} ({where})"
+            options = offline_options(_BACKBONE_ALTERNATIVES)
+            raise unreachable_error(purpose, error, options, cache_dir) from error
         raise FileNotFoundError(
             f"Cannot load the ImageNet weights of backbone {weights!r} from {where} ({type(error).__name__}: "
             f"{error}). With HF_HUB_OFFLINE=1 the file must already be in the Hugging Face cache, or give "
-            f"a local file with pretrained_cfg_overlay=dict(file=PATH)."
+            f"a local file with pretrained_cfg_overlay=dict(file=PATH) (msrn train --backbone-weights PATH)."
         ) from error
     except RuntimeError as error:
         if file is None:
             raise
-        first_lines = " ".join(str(error).strip().splitlines()[:2])
-        raise ValueError(f"{file} does not fit backbone {name!r}: {first_lines}") from None
+        raise ValueError(f"{file} does not fit backbone {name!r}: {shorten(str(error))}") from None
     trunk_state = donor.state_dict()
     backbone.trunk.load_state_dict(trunk_state, strict=True)
     initialised = sorted(

@@ -21,6 +21,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
 from .. import labels as label_sets
+from .._warnings import warn
 from ..layers import LabelGroupEmbedding, MultiBranchBackbone, SemanticGuidedAttention, SemanticHead
 from ..layers.diffpool import compactness_loss
 from ._folder import check_label_thresholds
@@ -273,13 +274,16 @@ class MSRN(nn.Module):
         else:
             self.register_buffer("label_features", _as_label_features(label_features, self.num_labels))
         self.register_buffer("label_graph", _as_label_graph(label_graph, self.num_labels))
-        if label_graph is None and self.embeddings_mode != "none" and self.num_labels > 1:
-            _logger.warning(
-                "MSRN with %d labels and no label graph: the graph attention of the label embeddings sees "
-                "no edges (self-loops only). Pass labels=%s for a built-in label set, or "
-                "label_graph=msrn.graph.label_graph_from_targets(train_targets).",
-                self.num_labels,
-                "|".join(repr(name) for name in label_sets.available()),
+        edges = int(self.label_graph.sum()) - self.num_labels  # off the diagonal: self-loops are always set
+        if edges == 0 and self.embeddings_mode != "none" and self.num_labels > 1:
+            graph = "no label graph" if label_graph is None else "a label graph without edges between labels"
+            warn(
+                _logger,
+                f"MSRN with {self.num_labels} labels and {graph}: the graph attention of the label "
+                f"embeddings sees no edges (self-loops only). Pass labels="
+                f"{'|'.join(repr(name) for name in label_sets.available())} for a built-in label set, or "
+                f"label_graph=msrn.graph.label_graph_from_targets(train_targets) (a lower threshold t gives "
+                f"more edges; msrn train --graph-threshold).",
             )
         elif label_graph is not None and self.num_labels > 2 and bool(self.label_graph.all()):
             _logger.warning(
@@ -673,7 +677,12 @@ def _create_msrn(
     if thresholds is not None:
         if checkpoint is not None and model.num_classes != checkpoint.num_classes:
             # Fitted for the checkpoint's labels, which the caller replaced (num_classes=...).
-            _logger.info("Dropping the saved label_thresholds: they were fitted for the checkpoint's labels.")
+            warn(
+                _logger,
+                f"The saved per-label thresholds were fitted for the checkpoint's {checkpoint.num_classes} "
+                f"labels and are not applied to the model's {model.num_classes}: predictions use 0.5 (or a "
+                f"threshold you give); fit new ones on a validation split (msrn train --val-fraction).",
+            )
         else:  # used as saved, or refused: never silently replaced by 0.5
             where = f"{checkpoint.config_path}: " if checkpoint is not None else ""
             model.pretrained_cfg["label_thresholds"] = check_label_thresholds(
