@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from tiny_training import TINY_ARGS, one_thread
 
+from msrn import MSRNWarning
 from msrn.cli import main as cli_main
 from msrn.data import OpenImagesDataset, create_dataset
 from msrn.data import openimages as openimages_module
@@ -210,7 +211,7 @@ def test_layout_errors(tree):
 
 def test_descriptions_without_header_and_undescribed_labels(tree):
     (tree / "oidv6-class-descriptions.csv").write_text("/m/0cat,Cat\n/m/0dog,Dog\n")
-    with pytest.warns(UserWarning, match="3 trainable label.s. have no display name"):
+    with pytest.warns(MSRNWarning, match="3 trainable label.s. have no display name"):
         dataset = OpenImagesDataset(tree, "validation")
     assert dataset.classes == ["Cat", "Dog", "/m/0bow1", "/m/0bow2", "/m/0zzz"]
 

@@ -29,12 +29,12 @@ import io
 import logging
 import os
 import pathlib
-import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
+from .._warnings import warn
 from ..targets import NEGATIVE, POSITIVE, UNKNOWN
 from ._base import read_utf8_text
 from ._missing import report_missing_images
@@ -120,8 +120,7 @@ def _class_names(label_ids: Sequence[str], descriptions: dict[str, str], path: p
             f"{len(undescribed)} trainable label(s) have no display name in {path} (first: "
             f"{undescribed[0]}); they are named by their LabelName. Are the two files of one release?"
         )
-        warnings.warn(message, stacklevel=3)
-        _logger.warning(message)
+        warn(_logger, message)
     names = [descriptions.get(label) or label for label in label_ids]
     taken: dict[str, int] = {}
     for name in names:
