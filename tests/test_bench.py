@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -79,6 +80,8 @@ def test_preloaded_allocators_are_found_or_refused_clearly():
 def test_model_worker_on_the_cpu_twin_of_the_gpu_path(capsys):
     """The GPU options on the CPU: bf16 autocast, channels-last, torch.compile (aot_eager: no C++
     compiler), the gradient scaler's code path (disabled), with the trainer's default allocator."""
+    if tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 5):
+        pytest.skip("torch.compile of the attention's autograd function needs torch 2.5 or newer")
     bench = load_bench()
     options = [*TINY, "--image-size", "64", "--backbone", "resnet18", "--warmup", "0", "--repeats", "1"]
     options += ["--amp", "bf16", "--channels-last", "--compile", "aot_eager", "--allocator", "keep-freed"]

@@ -264,6 +264,8 @@ def validate_config(config: Any, path: str) -> dict[str, Any]:
     timm-layout config written by another tool. Raises a one-line ``ValueError`` naming the field."""
     if not isinstance(config, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}. {_WRITER_HINT}")
+    if "architecture" in config:  # a plain timm folder (older timm writes no model_args) is named as such
+        _check_architecture(config["architecture"], path)
     missing = [
         key for key in ("architecture", "num_classes", "model_args", "pretrained_cfg") if key not in config
     ]
