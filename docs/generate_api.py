@@ -33,8 +33,12 @@ MODULES = [
     ("msrn.data", "datasets and transforms"),
     ("msrn.convert", "converting the authors' checkpoints"),
     ("msrn.predictor", "labelling images from Python (what `msrn predict` runs)"),
+    ("msrn.thresholds", "which decision thresholds label an image (predict and evaluate)"),
+    ("msrn.backends", "inference backends: PyTorch, onnxruntime (fp32, int8)"),
     ("msrn.visualize", "attention maps as arrays and pictures"),
     ("msrn.export", "ONNX export"),
+    ("msrn.engine", "the trainer (what `msrn train` and `msrn evaluate` run) and its parts"),
+    ("msrn.cli", "the `msrn` command (its options: `msrn COMMAND --help`)"),
 ]
 
 
@@ -101,8 +105,13 @@ def generate() -> str:
             if inspect.ismodule(obj):
                 continue
             home = getattr(obj, "__module__", module_name)
-            if (inspect.isclass(obj) or inspect.isfunction(obj)) and _documented_in(home) != module_name:
-                out += [f"- `{module_name}.{name}`: see `{_documented_in(home)}.{name}`", ""]
+            elsewhere = _documented_in(home)
+            if (
+                (inspect.isclass(obj) or inspect.isfunction(obj))
+                and elsewhere != module_name
+                and name in getattr(importlib.import_module(elsewhere), "__all__", ())
+            ):
+                out += [f"- `{module_name}.{name}`: see `{elsewhere}.{name}`", ""]
                 continue
             if inspect.isclass(obj):
                 out += [f"### class `{name}{_signature(obj)}`", ""] + _doc(obj) + _class_methods(obj)

@@ -8,6 +8,7 @@ import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from . import hub, labels, layers, models, targets
+from ._warnings import MSRNWarning
 from .hub import push_to_hub, save_pretrained
 from .loss import MSRNLoss
 from .models import MSRN, create_model, list_models, load_model
@@ -22,6 +23,7 @@ if _TYPE_CHECKING:  # loaded on first use (below); named here for type checkers 
 # The other public modules load on first use (PEP 562), so ``import msrn`` costs what registering the
 # models costs, and ``msrn.data``, ``msrn.metrics``, ... work without an import of their own.
 _LAZY_SUBMODULES = (
+    "backends",
     "cli",
     "convert",
     "data",
@@ -39,6 +41,7 @@ _LAZY_ATTRIBUTES = {"Predictor": "predictor"}
 __all__ = [
     "MSRN",
     "MSRNLoss",
+    "MSRNWarning",
     "Predictor",
     "create_model",
     "list_models",

@@ -1,4 +1,5 @@
-"""File writing shared by the hub, the trainer and the converter, and JSON that other programs can read."""
+"""File writing shared by the hub, the trainer and the converter, JSON that other programs can read, and
+JSON files read with a bound on their size."""
 
 import json
 import math
@@ -10,7 +11,14 @@ import stat
 from collections.abc import Callable
 from typing import Any, Union
 
-__all__ = ["atomic_write", "replace_folder", "remove_partial_writes", "to_json", "finite_or_none"]
+__all__ = [
+    "atomic_write",
+    "replace_folder",
+    "remove_partial_writes",
+    "to_json",
+    "finite_or_none",
+    "read_json_file",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -124,3 +132,44 @@ def finite_or_none(value: Any) -> Any:
 def to_json(value: Any, **kwargs: Any) -> str:
     """``json.dumps`` that writes ``null`` for NaN and infinities (which strict JSON readers reject)."""
     return json.dumps(finite_or_none(value), allow_nan=False, **kwargs)
+
+
+def read_json_file(path: PathLike, limit: int) -> Any:
+    """The parsed contents of the JSON file ``path``, read bounded.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a folder, a device, FIFO or socket, a file over ``limit`` bytes, text that is not
+            UTF-8 JSON, or JSON nested too deeply to parse.
+    """
+    path = str(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not a JSON file.")
+    try:
+        # O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused just below).
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist.") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(
+                f"{path} is not a regular file (a device, FIFO or socket, or a link to one); give the "
+                f"JSON file itself."
+            )
+        if info.st_size > limit:
+            raise ValueError(
+                f"{path} is {info.st_size} bytes, more than the {limit} this JSON file may hold; is it the "
+                f"right file?"
+            )
+        data = handle.read(limit + 1)  # bounded even if the file grows meanwhile
+    if len(data) > limit:
+        raise ValueError(f"{path} holds more than the {limit} bytes this JSON file may hold.")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}).") from error
+    except RecursionError:
+        raise ValueError(
+            f"{path} is not a usable JSON file: its lists or objects are nested too deeply to read."
+        ) from None

@@ -34,6 +34,7 @@ import timm
 import torch
 
 from . import labels as label_sets
+from ._state_dict import summarize_names
 from .features import load_label_features, load_label_graph_npz, load_label_statistics
 from .graph import label_graph_from_statistics
 from .hub import save_pretrained
@@ -172,7 +173,9 @@ def official_model_args(
     )
     missing = [key for key in needed if key not in state_dict]
     if missing:
-        raise ValueError(f"Not an MSRN checkpoint of the authors' layout: missing keys {missing}.")
+        raise ValueError(
+            f"Not an MSRN checkpoint of the authors' layout: missing keys {summarize_names(missing, 'key')}."
+        )
     input_proj_dim, feature_dim = _shape(state_dict, "fc_label.weight")
     if input_proj_dim != 256:
         raise ValueError(
@@ -265,11 +268,11 @@ def convert_official_state_dict(
     unexpected = sorted(set(state_dict) - used - set(_DROPPED_KEYS))
     problems = []
     if missing:
-        problems.append(f"missing keys: {missing}")
+        problems.append(f"missing keys: {summarize_names(missing, 'key')}")
     if unexpected:
-        problems.append(f"unexpected keys: {unexpected}")
+        problems.append(f"unexpected keys: {summarize_names(unexpected, 'key')}")
     if wrong_shape:
-        problems.append(f"wrong shapes: {wrong_shape}")
+        problems.append(f"wrong shapes: {summarize_names(wrong_shape, 'key', limit=3)}")
     if problems:
         raise ValueError(
             "The checkpoint does not match the authors' MSRN layout (docs/design.md section 9); "

@@ -27,6 +27,7 @@ from huggingface_hub import HfApi
 from safetensors.torch import save_file
 from timm.models import filter_pretrained_cfg, get_pretrained_cfg
 
+from ._hub_network import check_hub_reachable, hub_offline, is_network_error, unreachable_error
 from ._io import atomic_write
 from .models import MSRN
 from .models._weights import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
@@ -37,6 +38,10 @@ __all__ = ["save_pretrained", "push_to_hub", "model_card", "CONFIG_NAME", "WEIGH
 _logger = logging.getLogger(__name__)
 
 _MODEL_CARD_NAME = "README.md"
+_PUSH_OFFLINE_OPTIONS = (
+    "pushing needs the network; save the model with msrn.save_pretrained(model, DIR) and push it when "
+    "online (push_to_hub again, or huggingface_hub's upload_folder with DIR)."
+)
 # pretrained_cfg entries that describe where weights come from, not the saved model itself.
 _SOURCE_CFG_KEYS = (
     "url",
@@ -273,23 +278,39 @@ def push_to_hub(
 
     Returns:
         The ``CommitInfo`` of the upload (``.commit_url``, ``.oid``).
+
+    Raises:
+        ConnectionError: the Hub cannot be reached (within seconds, without retries), or offline mode is
+            on (``HF_HUB_OFFLINE=1``); the message names the repository.
     """
     if not isinstance(repo_id, str) or not repo_id.strip():
         raise ValueError(f"repo_id must be a Hub repository id such as 'user/msrn-voc', got {repo_id!r}.")
     model = _unwrap(model)
     _config_of(model)  # fail on a wrong model before touching the network
-    api = HfApi(token=token, library_name="msrn", library_version=__version__)
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    write_card = overwrite_model_card or not api.file_exists(repo_id, _MODEL_CARD_NAME, revision=revision)
-    with tempfile.TemporaryDirectory() as folder:
-        save_pretrained(model, folder)
-        if write_card:
-            card = model_card(model, repo_id, dataset=dataset, metrics=metrics, description=description)
-            pathlib.Path(folder, _MODEL_CARD_NAME).write_text(card, encoding="utf-8")
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            revision=revision,
-            create_pr=create_pr,
-            commit_message=commit_message,
+    purpose = f"to push to Hub repository {repo_id!r}"
+    if hub_offline():
+        raise ConnectionError(
+            f"Cannot push to Hub repository {repo_id!r}: Hugging Face Hub offline mode is on "
+            f"(HF_HUB_OFFLINE=1); {_PUSH_OFFLINE_OPTIONS}"
         )
+    check_hub_reachable(repo_id, _MODEL_CARD_NAME, purpose, _PUSH_OFFLINE_OPTIONS, revision, cached=False)
+    try:
+        api = HfApi(token=token, library_name="msrn", library_version=__version__)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        write_card = overwrite_model_card or not api.file_exists(repo_id, _MODEL_CARD_NAME, revision=revision)
+        with tempfile.TemporaryDirectory() as folder:
+            save_pretrained(model, folder)
+            if write_card:
+                card = model_card(model, repo_id, dataset=dataset, metrics=metrics, description=description)
+                pathlib.Path(folder, _MODEL_CARD_NAME).write_text(card, encoding="utf-8")
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                revision=revision,
+                create_pr=create_pr,
+                commit_message=commit_message,
+            )
+    except Exception as error:
+        if is_network_error(error):  # the network went away after the first answer
+            raise unreachable_error(purpose, error, _PUSH_OFFLINE_OPTIONS, cached=False) from error
+        raise

@@ -6,10 +6,13 @@ Preprocessing is the model's own data config (``timm.data.resolve_model_data_con
 and batches are read by a ``DataLoader`` (``workers`` processes decode the next batches while the
 model runs). A label is chosen when its probability reaches its threshold: the model's own per-label
 thresholds (``pretrained_cfg["label_thresholds"]``, fitted on a validation split by ``msrn train``)
-when it has them, else 0.5, unless the predictor is given ``threshold=``.
+when it has them, else 0.5, unless the predictor is given ``threshold=``. What runs the model is an
+inference backend (:mod:`msrn.backends`: PyTorch, or the exported model in onnxruntime); decoding,
+transforms and thresholds are this module's whatever the backend.
 """
 
 import dataclasses
+import logging
 import os
 import pathlib
 from collections.abc import Iterator, Sequence
@@ -20,15 +23,16 @@ import torch
 from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 
+from .backends import create_backend, resolve_backend
 from .data import BadImageError, load_rgb_image, to_rgb_image
 from .engine.distributed import resolve_device
-from .engine.loop import autocast_context, check_amp
+from .engine.loop import check_amp
 from .models import MSRN, load_model
+from .thresholds import DEFAULT_THRESHOLD, decision_thresholds
 
 __all__ = ["Predictor", "PredictedBatch", "select_labels", "DEFAULT_THRESHOLD"]
 
-# The decision threshold of a model without thresholds of its own (the paper's CP/CR/F1 use it too).
-DEFAULT_THRESHOLD = 0.5
+_logger = logging.getLogger(__name__)
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 
@@ -145,7 +149,9 @@ class Predictor:
             CUDA when available, else the CPU. The model is moved there (in place, as ``nn.Module.to``)
             and put in eval mode.
         threshold: a probability in (0, 1) for every label, or one per label (in [0, 1]); default: the
-            model's ``pretrained_cfg["label_thresholds"]`` when it has them, else 0.5.
+            model's ``pretrained_cfg["label_thresholds"]`` when it has them (a malformed entry is
+            refused, not replaced), else 0.5. :attr:`thresholds` holds the values in use,
+            :attr:`threshold_source` says which (``"override"``, ``"model"`` or ``"default"``).
         batch_size: images per forward pass.
         workers: ``DataLoader`` processes that decode and resize the next batches while the model runs
             (0: in this process; the default, as for a few images starting processes costs more).
@@ -153,6 +159,17 @@ class Predictor:
         checkpoint: a safetensors state dict; with an architecture name it gives the weights, with
             ``local-dir:``/``hf-hub:`` it replaces the saved ones.
         img_size: input size in pixels; default the model's ``pretrained_cfg`` (448 for the paper's).
+        backend: what runs the model: ``"torch"``, ``"onnxruntime"`` (the model exported once to ONNX,
+            cached under ``cache_dir`` by a hash of its weights, run on the CPU), or ``"auto"``:
+            onnxruntime when it is installed, the device is the CPU and ``amp`` is off, else torch
+            (:mod:`msrn.backends`). The onnxruntime backend runs the model as it was when the
+            predictor was made: make a new predictor after changing its weights.
+        precision: ``"fp32"``, or ``"int8"`` (onnxruntime; static quantization calibrated on
+            ``calibration_images``).
+        cache_dir: where exported ONNX files are kept (default ``$MSRN_CACHE/onnx``,
+            ``~/.cache/msrn/onnx``).
+        calibration_images: for int8, a few dozen images like those to label (paths, PIL images or
+            arrays, as for :meth:`predict`), preprocessed like them.
 
     Inputs: a file path, a PIL image, a uint8 numpy array (``[H, W, 3]`` RGB, ``[H, W]`` gray or
     ``[H, W, 4]`` RGBA), or a list of them; a single image counts as a list of one, so results are always
@@ -176,6 +193,10 @@ class Predictor:
         *,
         checkpoint: "os.PathLike[str] | str | None" = None,
         img_size: int | None = None,
+        backend: str = "auto",
+        precision: str = "fp32",
+        cache_dir: "os.PathLike[str] | str | None" = None,
+        calibration_images: "Sequence[ImageInput] | None" = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
@@ -184,6 +205,7 @@ class Predictor:
         check_amp(amp)
         if isinstance(model, str):
             target = resolve_device(None if device is None else str(device))  # before the (slow) load
+            resolve_backend(backend, target, amp, precision)
             model = load_model(model, None if checkpoint is None else os.fspath(checkpoint))
         elif isinstance(model, MSRN):
             if checkpoint is not None:
@@ -214,26 +236,44 @@ class Predictor:
             self.data_config["input_size"] = (self.data_config["input_size"][0], img_size, img_size)
         self.transform = create_transform(**self.data_config, is_training=False)
         self.label_names = model.get_label_names()
-        self.thresholds, self.threshold_source = self._resolve_thresholds(threshold)
-
-    def _resolve_thresholds(self, threshold: float | Sequence[float] | None) -> tuple[np.ndarray, str]:
-        n = self.model.num_classes
-        if threshold is None:
-            saved = self.model.get_label_thresholds()
-            if saved is not None:
-                return np.asarray(saved, dtype=np.float64), "model"
-            return np.full(n, DEFAULT_THRESHOLD), "default"
-        if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
-            if not 0.0 < threshold < 1.0:
-                raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
-            return np.full(n, float(threshold)), "override"
-        values = np.asarray(threshold, dtype=np.float64)
-        if values.shape != (n,) or not ((values >= 0.0) & (values <= 1.0)).all():
+        decision = decision_thresholds(model, threshold)
+        self.thresholds: np.ndarray = decision.values  # [n], one per label
+        self.threshold_source: str = decision.source  # "override", "model" or "default"
+        if precision == "int8" and not calibration_images:
             raise ValueError(
-                f"threshold must be one probability, or {n} probabilities in [0, 1] (one per label), got "
-                f"{threshold!r}."
+                "precision int8 needs calibration_images: a few dozen images like those to label "
+                "(msrn predict uses the first 32 of its inputs)."
             )
-        return values, "override"
+        calibration = self._calibration_batches(calibration_images) if precision == "int8" else None
+        self.backend = create_backend(
+            self.model,
+            backend,
+            precision,
+            device=target,
+            amp=amp,
+            input_size=tuple(self.data_config["input_size"]),
+            cache_dir=cache_dir,
+            calibration=calibration,
+        )
+
+    def _calibration_batches(self, images: "Sequence[ImageInput]") -> list[np.ndarray]:
+        """The calibration images preprocessed as the images to label, one per batch (what
+        onnxruntime's calibrator takes). Unreadable ones are left out (logged); none readable is an
+        error."""
+        items = _as_list(images)
+        dataset = _Images(items, self.transform)
+        batches, failed = [], []
+        for index in range(len(items)):
+            _, image, reason = dataset[index]
+            if image is None:
+                failed.append(f"{_describe(items[index], index)}: {reason}")
+            else:
+                batches.append(image.unsqueeze(0).numpy())
+        if failed:
+            _logger.warning("%d calibration image(s) left out: %s", len(failed), "; ".join(failed))
+        if not batches:
+            raise BadImageError(f"None of the calibration images can be read ({'; '.join(failed)}).")
+        return batches
 
     def iter_batches(self, images: "ImageInput | Sequence[ImageInput]") -> Iterator[PredictedBatch]:
         """Predict batch by batch, skipping inputs that cannot be read (each reported in ``failed``
@@ -252,8 +292,7 @@ class Predictor:
                 yield PredictedBatch(indices, None, None, failed)
                 continue
             inputs = inputs.to(self.device, dtype=dtype, non_blocking=True)
-            with torch.inference_mode(), autocast_context(self.device, self.amp):
-                logits = self.model(inputs)
+            logits = self.backend(inputs)
             yield PredictedBatch(indices, inputs, torch.sigmoid(logits.float()).cpu(), failed)
 
     def probabilities(self, images: "ImageInput | Sequence[ImageInput]") -> np.ndarray:

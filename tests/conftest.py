@@ -1,3 +1,4 @@
+import os
 import pathlib
 
 import pytest
@@ -17,3 +18,16 @@ def shared_dir() -> pathlib.Path:
     if not SHARED_DIR.is_dir():
         pytest.skip(f"{SHARED_DIR} is not present")
     return SHARED_DIR
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _msrn_cache(tmp_path_factory):
+    """``$MSRN_CACHE`` in a folder of the test session (the ONNX files of the onnxruntime backend, the
+    generated set), shared by its tests and its subprocesses, never the user's ~/.cache/msrn."""
+    previous = os.environ.get("MSRN_CACHE")
+    os.environ["MSRN_CACHE"] = str(tmp_path_factory.mktemp("msrn-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("MSRN_CACHE", None)
+    else:
+        os.environ["MSRN_CACHE"] = previous

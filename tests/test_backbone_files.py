@@ -1,9 +1,6 @@
 """Backbone ImageNet weights from a local file, offline, the timm way:
 ``pretrained_cfg_overlay=dict(file=PATH)`` (or in ``backbone_kwargs``) and ``--backbone-weights``."""
 
-import pathlib
-import re
-
 import huggingface_hub
 import pytest
 import timm
@@ -152,32 +149,3 @@ def test_trainer_backbone_weights_option(offline, tmp_path):
         )
     args = build_train_parser().parse_args(["--backbone-weights", str(path)])
     assert args.backbone_weights == str(path)
-
-
-def _snippets_with(page: pathlib.Path, marker: str) -> list:
-    return [s for s in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S) if marker in s]
-
-
-def test_documented_local_file_snippets_run(offline, tmp_path, monkeypatch):
-    # The pages use ResNet-101; the same calls run here on ResNet-18 to stay small.
-    root = pathlib.Path(__file__).resolve().parents[1]
-    snippets = _snippets_with(root / "README.md", "pretrained_cfg_overlay") + _snippets_with(
-        root / "docs" / "weights.md", "pretrained_cfg_overlay"
-    )
-    assert len(snippets) == 2
-    weights = imagenet_weights("resnet18")
-    save_file(weights, str(tmp_path / "resnet18.safetensors"))
-    monkeypatch.chdir(tmp_path)
-    for snippet in snippets:
-        namespace = {"timm": timm}
-        exec(snippet.replace("resnet101", "resnet18"), namespace)
-        assert_trunk_holds(namespace["model"], weights)
-
-
-def test_feature_extractor_snippet_runs():
-    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "finetuning.md"
-    (snippet,) = _snippets_with(page, "num_classes=0")
-    namespace = {"timm": timm, "torch": torch}
-    with torch.no_grad():
-        exec(snippet, namespace)
-    assert namespace["pooled"].shape == (1, namespace["features"].num_features)

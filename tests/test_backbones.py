@@ -1,8 +1,5 @@
 """Any timm model with feature maps as the MSRN trunk: CNNs, hierarchical and plain transformers."""
 
-import pathlib
-import re
-
 import pytest
 import timm
 import torch
@@ -120,16 +117,3 @@ def test_a_model_without_feature_maps_is_refused_clearly():
         MultiBranchBackbone("_msrn_test_flat_net")
     with pytest.raises(ValueError, match=r"with backbone_kwargs=\{'no_such_argument': 1\}"):
         MultiBranchBackbone("resnet18", no_such_argument=1)
-
-
-def test_backbones_page_snippets_run():
-    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "backbones.md"
-    snippets = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
-    assert len(snippets) == 3
-    namespace: dict = {}
-    with torch.no_grad():
-        for snippet in snippets:
-            exec(compile(snippet, str(page), "exec"), namespace)
-    assert namespace["logits"].shape == (1, 20)
-    assert tuple(namespace["vit"].backbone.trunk.feature_info.out_indices) == (3, 7, 11)
-    assert namespace["swin"].backbone.fixed_input_size == (448, 448)

@@ -103,8 +103,8 @@ def test_weights_of_another_msrn_are_summarised(saved, tmp_path):
     message = str(caught.value)
     assert "do not fit the model built from" in message and str(folder / "config.json") in message
     assert re.search(r"missing from the file: \d+ tensors? \(", message)
-    assert re.search(r"shape mismatches: \d+ tensors \(first: ", message)
-    assert len(message) < 1000  # counts and the first few keys, not every key
+    assert re.search(r"shape mismatches: \d+ tensors\.", message)  # only counted: names differ too
+    assert len(message) < 700  # counts and the first few keys, not every key
 
 
 def test_weights_file_that_is_a_folder(saved, tmp_path):

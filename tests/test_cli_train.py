@@ -83,6 +83,6 @@ def test_user_errors_are_one_line(capsys):
     args = parser.parse_args(["--epochs", "0"])
     assert train_command.run(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("msrn train: error: epochs must be >= 1") and "Traceback" not in err
+    assert err.startswith("msrn train: error: --epochs must be >= 1") and "Traceback" not in err
     with pytest.raises(SystemExit):
         parser.parse_args(["--amp", "fp8"])

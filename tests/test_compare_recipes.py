@@ -3,12 +3,14 @@ epochs (tiny runs here; the real figures in docs/training.md come from running t
 
 import importlib.util
 import json
+import pathlib
 
 import pytest
-from conftest import REPO_ROOT
 from tiny_training import TINY, one_thread
 
 import msrn.engine
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
@@ -28,7 +30,7 @@ def test_each_recipe_trains_with_a_validation_split_and_reports_its_best_epoch(t
 
     def tiny_cpu_config(**settings):
         config = real_cpu_config(
-            **{**settings, **TINY, "cache_dir": str(tmp_path / "cache"), "synthetic_trainval": 40}
+            **{**settings, **TINY, "cache_dir": str(tmp_path / "cache"), "synthetic_trainval": 50}
         )
         seen.append(config)
         return config

@@ -4,8 +4,11 @@ import importlib
 import importlib.util
 import pathlib
 import re
+import types
 
+import doc_blocks
 import pytest
+from doc_blocks import MARK_REASONS, marked_blocks, parse_shell_block
 
 from msrn.cli import build_parser
 
@@ -48,52 +51,86 @@ def test_documented_options_exist(page, command):
     assert not unknown, f"{page} documents options that `msrn {command}` lacks: {sorted(unknown)}"
 
 
-@pytest.mark.parametrize(
-    "module_name",
-    [
-        "msrn.layers",
-        "msrn.graph",
-        "msrn.loss",
-        "msrn.optim",
-        "msrn.visualize",
-        "msrn.export",
-        "msrn.labels",
-        "msrn.data",
-        "msrn.predictor",
-    ],
-)
+def _generate_api():
+    spec = importlib.util.spec_from_file_location("generate_api", DOCS / "generate_api.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _api_modules() -> list[str]:
+    return [name for name, _ in _generate_api().MODULES]
+
+
+def test_api_reference_is_generated_from_the_current_code():
+    assert (DOCS / "api.md").read_text() == _generate_api().generate(), "run python docs/generate_api.py"
+
+
+def test_api_reference_covers_every_public_module():
+    import pkgutil
+
+    import msrn
+
+    public = {
+        f"msrn.{info.name}"
+        for info in pkgutil.iter_modules(msrn.__path__)
+        if not info.name.startswith("_") and hasattr(importlib.import_module(f"msrn.{info.name}"), "__all__")
+    }
+    assert {"msrn.engine", "msrn.cli"} <= public
+    assert not public - set(_api_modules()), "add the module to MODULES in docs/generate_api.py"
+
+
+@pytest.mark.parametrize("module_name", [m for m in _api_modules() if m != "msrn"])
 def test_api_reference_lists_every_public_name(module_name):
     text = (DOCS / "api.md").read_text()
+    assert f"## `{module_name}`" in text, (
+        f"docs/api.md has no section {module_name}: run docs/generate_api.py"
+    )
     module = importlib.import_module(module_name)
     missing = [name for name in module.__all__ if not re.search(rf"`(class )?{re.escape(name)}[(` ]", text)]
     assert not missing, f"docs/api.md lacks {module_name}.{missing}: run python docs/generate_api.py"
 
 
-def _bash_lines(page: pathlib.Path) -> list:
-    blocks = re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S)
-    return [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+def test_training_page_options_exist():
+    """Options named in training.md's prose (its command lines are parsed by tests/doc_blocks.py)."""
+    known = _options("train") | _options("evaluate") | {"--field-name"}  # the naming rule itself
+    flags = set(re.findall(r"`(--[a-z][a-z-]*)", (DOCS / "training.md").read_text()))
+    assert not flags - known, f"training.md documents unknown options: {sorted(flags - known)}"
 
 
-@pytest.mark.parametrize("page", [REPO_ROOT / "README.md", DOCS / "training.md"], ids=lambda p: p.name)
-def test_training_commands_parse_and_options_exist(page):
-    import shlex
+def test_marked_blocks_say_why_and_mark_a_block():
+    """Each block kept from running names its reason; the list is printed at the end of every run."""
+    marked = marked_blocks()
+    assert marked, "no marked block: the list printed at the end of the run would be empty"
+    for where, reason in marked:
+        assert reason.startswith(MARK_REASONS), f"{where}: the reason must start with one of {MARK_REASONS}"
+        page, line = where.rsplit(":", 1)
+        assert (REPO_ROOT / page).read_text().splitlines()[int(line) - 1].lstrip() == "```python", where
 
-    parser = build_parser()
-    commands = []
-    for line in _bash_lines(page):
-        words = shlex.split(line.replace("~", "/home/user"))
-        if "msrn" in words and words[words.index("msrn") + 1 : words.index("msrn") + 2] == ["train"]:
-            commands.append(words[words.index("msrn") :])
-        elif words[:2] == ["python", "examples/train_voc.py"]:
-            commands.append(["msrn", "train", *words[2:]])
-    assert commands, f"no training command in {page.name}"
-    for words in commands:
-        args = parser.parse_args(words[1:])
-        assert args.command == "train", words
-    if page.name == "training.md":
-        known = _options("train") | _options("evaluate") | {"--field-name"}  # the naming rule itself
-        flags = set(re.findall(r"`(--[a-z][a-z-]*)", page.read_text()))
-        assert not flags - known, f"training.md documents unknown options: {sorted(flags - known)}"
+
+def test_every_page_is_collected_and_names_only_known_fixtures():
+    from doc_blocks import PAGES, page_fixtures
+
+    assert {p.name for p in PAGES} >= {"README.md", "finetuning.md", "weights.md"}
+    for page in PAGES:
+        for name in page_fixtures(page):
+            assert callable(getattr(doc_blocks, name, None)), f"{page.name} names an unknown fixture {name}"
+
+
+@pytest.mark.parametrize(
+    "line, error",
+    [
+        ("msrn train --epoch 3", "does not parse"),  # a misspelt option
+        ("msrn train --loss hinge", "does not parse"),  # a value outside the choices
+        ("torchrun --nproc_per_node=2 -m msrn predict", "does not parse"),  # predict needs its inputs
+        ("python benchmarks/bench.py --no-such-option", "does not parse"),
+    ],
+)
+def test_a_wrong_command_line_in_a_bash_block_fails(line, error):
+    example = types.SimpleNamespace(parsed=f"pip install x && {line}  # comment\n", path="page.md", line=3)
+    with pytest.raises(AssertionError, match=error):
+        parse_shell_block(example)
+    parse_shell_block(types.SimpleNamespace(parsed="msrn train --epochs 3 \\\n  --lr 0.1\nruff check .\n"))
 
 
 def _benchmark_parser(script: str):
@@ -103,7 +140,7 @@ def _benchmark_parser(script: str):
     return module.build_parser()
 
 
-@pytest.mark.parametrize("script", ["bench.py", "bench_predict.py", "bench_labels.py"])
+@pytest.mark.parametrize("script", ["bench.py", "bench_predict.py", "bench_openimages.py", "bench_labels.py"])
 def test_documented_benchmark_options_exist(script):
     text = (DOCS / "performance.md").read_text() + (REPO_ROOT / "README.md").read_text()
     lines = re.findall(rf"python benchmarks/{re.escape(script)}[^\n`#]*", text)
@@ -111,30 +148,3 @@ def test_documented_benchmark_options_exist(script):
     flags = {flag for line in lines for flag in re.findall(r"(--[a-z][a-z-]*)", line)}
     options = {s for action in _benchmark_parser(script)._actions for s in action.option_strings}
     assert not flags - options, f"docs use options that benchmarks/{script} lacks: {sorted(flags - options)}"
-
-
-def test_predict_page_python_predictor_snippet_runs(tmp_path, monkeypatch):
-    import numpy as np
-    import timm
-    from PIL import Image
-
-    import msrn
-
-    text = (DOCS / "predict.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "msrn.Predictor" in b)
-    monkeypatch.chdir(tmp_path)
-    model = timm.create_model(
-        "msrn_resnet18", labels="voc2007", embed_dim=16, hidden_dim=32, gat_hidden_dim=16, num_groups=2
-    )
-    model.pretrained_cfg["input_size"] = (3, 64, 64)
-    model.pretrained_cfg["label_thresholds"] = [0.4] * 20
-    msrn.save_pretrained(model, "out/msrn-voc")
-    (tmp_path / "photos").mkdir()
-    rng = np.random.default_rng(0)
-    for name in ("a.jpg", "b.jpg"):
-        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "photos" / name)
-    namespace: dict = {}
-    exec(compile(block, "<predict.md>", "exec"), namespace)
-    assert namespace["probabilities"].shape == (2, 20)
-    assert list(namespace["scores"][0]) == list(msrn.labels.load("voc2007").names)
-    assert namespace["predictor"].threshold_source == "model"

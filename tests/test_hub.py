@@ -175,7 +175,8 @@ def test_registry_lists_only_real_weights():
 
 
 def test_missing_backbone_weights_offline_is_a_clear_error(offline):
-    with pytest.raises(FileNotFoundError, match=r"resnet50\.tv_in1k.*hf-hub:timm/resnet50\.tv_in1k"):
+    expected = r"'resnet50\.tv_in1k'.*'timm/resnet50\.tv_in1k'.*HF_HUB_OFFLINE=1.*--backbone-weights"
+    with pytest.raises(FileNotFoundError, match=expected):
         timm.create_model("msrn_resnet50", pretrained=True, num_classes=2, **TINY)
 
 
@@ -313,7 +314,18 @@ def checked_against_real(name, fake):
     return method
 
 
-def test_push_to_hub_uploads_safetensors_config_and_model_card(offline, tmp_path, monkeypatch):
+@pytest.fixture
+def hub_answers(monkeypatch):
+    """The Hub answers push_to_hub's first question (whether it can be reached), whose real call is
+    not one of HfApi's methods faked below."""
+    asked = []
+    monkeypatch.setattr("msrn._hub_network.get_hf_file_metadata", lambda url, **kw: asked.append(url))
+    return asked
+
+
+def test_push_to_hub_uploads_safetensors_config_and_model_card(offline, hub_answers, tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # pushing needs the network
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     uploaded = tmp_path / "uploaded"
     calls = {}
 
@@ -345,13 +357,16 @@ def test_push_to_hub_uploads_safetensors_config_and_model_card(offline, tmp_path
     assert "Multi-layered Semantic Representation Network for Multi-label Image Classification" in card
     assert "| mAP | 93.46 |" in card and "| OF1 | 88.00 |" in card
     assert "`person`" in card and 'timm.create_model("hf-hub:tester/msrn-voc")' in card
+    assert len(hub_answers) == 1 and "tester/msrn-voc" in hub_answers[0]
 
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     add_folder_as_repo(offline, "tester/msrn-voc", uploaded)
     loaded = timm.create_model("hf-hub:tester/msrn-voc").eval()
     assert torch.equal(loaded(images()), model(images()))
 
 
-def test_push_to_hub_keeps_an_existing_model_card(monkeypatch, tmp_path):
+def test_push_to_hub_keeps_an_existing_model_card(hub_answers, monkeypatch, tmp_path):
     seen = {}
     fakes = dict(
         create_repo=lambda self, repo_id, **kw: SimpleNamespace(repo_id=repo_id),

@@ -1,8 +1,6 @@
 """The built-in label sets: the authors' names, GloVe vectors and statistics, shipped in the package."""
 
 import csv
-import pathlib
-import re
 
 import numpy as np
 import pytest
@@ -81,12 +79,3 @@ def test_each_load_returns_fresh_tensors():
     first = msrn.labels.load("voc2007")
     first.features.zero_()
     assert msrn.labels.load("voc2007").features.abs().sum() > 0
-
-
-def test_labels_page_snippet_runs():
-    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "labels.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", page, flags=re.S) if "msrn.labels.load" in b)
-    namespace: dict = {}
-    exec(compile(block, "docs/labels.md", "exec"), namespace)
-    coco = namespace["coco"]
-    assert len(coco.names) == 80 and coco.features.shape == (80, 300) and coco.num_edges() == 111

@@ -155,7 +155,7 @@ def test_trainer_options_reach_the_loss_and_cannot_change_on_resume(tmp_path):
     focal = build_criterion(TrainConfig(loss="focal", focal_gamma=1.5, focal_alpha=0.25), None)
     assert (focal.loss, focal.focal_gamma, focal.focal_alpha) == ("focal", 1.5, 0.25)
     assert TrainConfig().loss == "bce"
-    with pytest.raises(ValueError, match="asl_clip"):
+    with pytest.raises(ValueError, match="--asl-clip must be in"):
         check_config(TrainConfig(loss="asl", asl_clip=2.0))
     saved = TrainConfig().to_dict()
     for change in ({"loss": "asl"}, {"asl_gamma_neg": 2.0}, {"focal_alpha": 0.25}):

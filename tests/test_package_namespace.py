@@ -9,6 +9,7 @@ import pytest
 import msrn
 
 PUBLIC_MODULES = [
+    "backends",
     "cli",
     "convert",
     "data",

@@ -220,3 +220,25 @@ def test_sparse_counts_refuse_bad_lists():
         cooccurrence_from_label_lists((np.array([0, 1]), np.array([2])), 3, negatives=(np.array([0]), []))
     with pytest.raises(ValueError, match="threshold"):
         label_edges_from_label_lists((np.array([0, 1]), np.array([2])), 3, threshold=0.0)
+
+
+def test_trainer_builds_a_sparse_sets_graph_from_its_label_lists():
+    from msrn.engine.builders import _edge_count, _label_graph
+
+    targets, unknown = _label_matrix(num_images=80, num_labels=9, seed=2)
+    targets = np.where(unknown, -1, targets).astype(np.int64)  # 1 present, 0 absent, -1 unknown
+
+    class SparseSet:  # what msrn.data.OpenImagesDataset offers: classes and label_lists()
+        classes = [f"c{i}" for i in range(9)]
+
+        def label_lists(self):
+            return _csr(targets == 1), _csr(targets == 0)
+
+    class DenseSet:
+        classes = SparseSet.classes
+
+    DenseSet.targets = targets
+    sparse, dense = _label_graph(SparseSet(), 0.4), _label_graph(DenseSet(), 0.4)
+    assert sparse.dtype == torch.int64 and dense.dtype == torch.bool
+    assert torch.equal(sparse, dense.nonzero().t())
+    assert _edge_count(sparse, 9) == _edge_count(dense, 9) == int(dense.sum()) - 9 > 0

@@ -260,6 +260,7 @@ def test_torchrun_resume_is_exact_and_only_rank_0_reports(cache_dir, tmp_path):
     straight = torchrun(cache_dir, tmp_path / "straight", "--epochs", "2", entry=_EXAMPLE)
     assert straight.returncode == 0, straight.stderr[-3000:]
     assert straight.stdout.count("finished:") == 1 and straight.stdout.count("epoch 2/2") == 1
+    assert straight.stderr.count("best/ is chosen on the test split") == 1  # rank 0's warning only
     # Each test image is scored once (7 + 6 images: no padding duplicate, none dropped), with the
     # model that is saved.
     record = _strict_json((tmp_path / "straight" / "log.jsonl").read_text().splitlines()[-1])

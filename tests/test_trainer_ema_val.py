@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from tiny_training import TINY_ARGS, one_thread, torchrun
 from tiny_training import tiny_config as _config
 
+import msrn
 import msrn.engine.epoch as epoch_steps
 from msrn.cli import main as cli_main
 from msrn.data import VOCDataset, generate_synthetic_voc, stratified_holdout
@@ -108,13 +109,13 @@ def test_best_follows_validation_not_test(cache_dir, tmp_path, monkeypatch):
 
 def test_val_split_file_and_resume_refusals(cache_dir, tmp_path, capsys):
     split_file = tmp_path / "val.txt"
-    split_file.write_text("000000\n000001.jpg\nJPEGImages/000002.jpg\n")
+    split_file.write_text("000000\n000001.jpg\nJPEGImages/000002.jpg\n000003\n000004\n")
     output = tmp_path / "run"
     argv = ["train", "--cache-dir", str(cache_dir), "--output-dir", str(output), "--epochs", "1"]
     assert cli_main(argv + TINY_ARGS + ["--val-split", str(split_file), "--ema", "0.99"]) == 0
     printed = capsys.readouterr().out
     assert "validation mAP" in printed and "fitted on it" in printed and "best/: epoch 1" in printed
-    assert _records(output)[0]["val_images"] == 3
+    assert _records(output)[0]["val_images"] == 5
     # The validation split, the EMA and its warm-up cannot change in the middle of a run.
     resume = ["train", "--resume", str(output), "--epochs", "2"]
     for option in (["--ema", "0.9"], ["--no-ema-warmup"], ["--val-fraction", "0.5"], ["--val-seed", "1"]):
@@ -125,17 +126,18 @@ def test_val_split_file_and_resume_refusals(cache_dir, tmp_path, capsys):
     split_file.write_text("000000\nnot-an-image\n")
     for option, message in [
         (["--val-split", str(split_file)], "line 2: 'not-an-image' is not an image of the training split"),
-        (["--val-fraction", "1.5"], "val_fraction must be between 0 and 1"),
+        (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
         (["--val-fraction", "0.2", "--val-split", str(split_file)], "either --val-fraction or --val-split"),
-        (["--ema", "1"], "ema (the decay) must be between 0 and 1"),
+        (["--ema", "1"], "--ema must be a decay between 0 and 1"),
     ]:
         assert cli_main(bad + option) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
 
 
-def test_without_validation_the_log_says_best_is_chosen_on_test(cache_dir, tmp_path, caplog):
-    with caplog.at_level("INFO", logger="msrn"):
+def test_without_validation_a_warning_says_best_is_chosen_on_test(cache_dir, tmp_path, caplog):
+    warning = pytest.warns(msrn.MSRNWarning, match="best/ is chosen on the test split")
+    with caplog.at_level("INFO", logger="msrn"), warning:
         record = train(_config(cache_dir, tmp_path / "run", epochs=1))
     assert "best/ is chosen on the test split" in caplog.text
     assert "val_mAP" not in record and "fitted_CF1" not in record and record["best_epoch"] == 1

@@ -44,9 +44,11 @@ def test_default_run_uses_the_builtin_glove_vectors_and_logs_them(cache_dir, tmp
 
 
 def test_learnable_features_on_request_with_a_warning(cache_dir, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="msrn.engine"):
+    expected = r"label features are learnable, not word vectors as in the paper \(--label-features learnable"
+    with caplog.at_level(logging.INFO, logger="msrn.engine"), pytest.warns(msrn.MSRNWarning, match=expected):
         train(_config(cache_dir, tmp_path / "run", label_features="learnable"))
     assert "label features: learnable (--label-features learnable)" in caplog.text
+    assert "The label features are learnable" in caplog.text  # the warning is logged too
     model, _ = load_trained_model(tmp_path / "run" / "last")
     assert isinstance(model.label_features, torch.nn.Parameter) and model.label_features.shape == (20, 32)
 

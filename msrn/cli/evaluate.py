@@ -1,7 +1,7 @@
 """``msrn evaluate``: score a trained checkpoint on a test set; print the metrics and per-class AP."""
 
 import argparse
-import json
+import logging
 import os
 import pathlib
 from typing import Any
@@ -11,6 +11,7 @@ from ..data import DATASET_KINDS
 from ..engine import evaluate_checkpoint, format_class_ap_table, format_metrics_table, run_test_data
 from ..engine.loop import AMP_MODES
 from . import CommandError, check_threshold
+from ._backend_options import add_backend_options, calibration_files, keep_freed_memory_unless_refused
 
 __all__ = ["register"]
 
@@ -27,11 +28,16 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     )
     parser.add_argument(
         "--data",
-        help="VOCdevkit folder, COCO root, NUS-WIDE folder, Apparel folder, or test CSV file (default: the "
-        "test split the checkpoint's training run was scored on, from the run's train_config.json)",
+        help="VOCdevkit folder, COCO root, NUS-WIDE folder, Apparel folder, Open Images folder, or test CSV "
+        "file (default: the test split the checkpoint's training run was scored on, from the run's "
+        "train_config.json)",
     )
     parser.add_argument("--dataset", choices=DATASET_KINDS, help="format of --data (default: voc)")
-    parser.add_argument("--split", help="voc, nuswide, apparel: test (default); coco: val (default)")
+    parser.add_argument(
+        "--split",
+        help="voc, nuswide, apparel, openimages: test (default); coco: val (default); openimages also "
+        "validation",
+    )
     parser.add_argument(
         "--image-size",
         type=int,
@@ -42,6 +48,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", default="none", choices=AMP_MODES)
+    add_backend_options(parser, None)
     parser.add_argument(
         "--threshold",
         type=float,
@@ -53,7 +60,13 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument(
         "--skip-missing-images",
         action="store_true",
-        help="nuswide, apparel: leave out listed images that are not on disk",
+        help="nuswide, apparel, openimages: leave out listed images that are not on disk",
+    )
+    parser.add_argument(
+        "--unknown-as-negative",
+        action="store_true",
+        help="openimages: the labels an image's file does not list count as absent instead of being left "
+        "out of the metrics (default: the training run's setting)",
     )
     parser.add_argument(
         "--json",
@@ -61,17 +74,6 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         help="print one JSON object instead of tables (null for the AP of a class without positives)",
     )
     parser.set_defaults(func=run)
-
-
-def _threshold_source(folder: str, threshold: float | None) -> str:
-    """Which thresholds CP/CR/... use: ``override`` (--threshold), ``model`` (the saved per-label
-    thresholds) or ``default`` (0.5)."""
-    if threshold is not None:
-        return "override"
-    with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
-        config = json.load(file)
-    saved = (config.get("pretrained_cfg") or {}).get("label_thresholds") if isinstance(config, dict) else None
-    return "model" if saved is not None else "default"
 
 
 _THRESHOLD_NOTES = {
@@ -91,6 +93,7 @@ def _test_data(args: argparse.Namespace) -> dict[str, Any]:
             "split": args.split,
             "skip_bad_images": args.skip_bad_images,
             "skip_missing_images": args.skip_missing_images,
+            **({"unknown_as_negative": True} if args.unknown_as_negative else {}),
         }
     if args.dataset is not None:
         raise CommandError(f"--dataset {args.dataset} describes --data: pass --data too.")
@@ -102,10 +105,18 @@ def _test_data(args: argparse.Namespace) -> dict[str, Any]:
             f"{args.checkpoint} is not in the folder of a training run (no train_config.json in "
             f"{run_folder}); pass the test data with --data (and --dataset)."
         ) from None
-    if args.split is not None:
-        test_data["split"] = args.split
+    if args.split is not None and args.split != test_data["split"]:
+        test_data["split"], test_data["fingerprint"] = args.split, None  # another split than the run's
+    elif test_data["fingerprint"] is None:
+        logging.getLogger(__name__).warning(
+            "%s records no fingerprint of its test split (made before msrn recorded them): the test data "
+            "are not checked to be the ones the run was scored on",
+            run_folder,
+        )
     test_data["skip_bad_images"] |= args.skip_bad_images
     test_data["skip_missing_images"] |= args.skip_missing_images
+    if args.unknown_as_negative:
+        test_data["unknown_as_negative"] = True
     return test_data
 
 
@@ -125,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
             f"no saved model in {args.checkpoint}: pass the best/ or last/ folder of a training run"
         )
     test_data = _test_data(args)
-    metrics, class_ap, classes = evaluate_checkpoint(
+    calibration = calibration_files(args, default=None)
+    keep_freed_memory_unless_refused(args)
+    result = evaluate_checkpoint(
         args.checkpoint,
         image_size=args.image_size,
         batch_size=args.batch_size,
@@ -133,12 +146,21 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         amp=args.amp,
         threshold=args.threshold,
+        backend=args.backend,
+        precision=args.precision,
+        calibration_images=calibration,
         **test_data,
     )
-    source = _threshold_source(args.checkpoint, args.threshold)
+    metrics, class_ap, classes = result
+    source = result.thresholds.source  # what the metrics were computed at, as evaluate_checkpoint decided
     if args.json:
-        class_ap_by_name = dict(zip(classes, class_ap.tolist(), strict=True))
-        print(to_json({"metrics": metrics, "class_ap": class_ap_by_name, "thresholds": source}))
+        record = {
+            "metrics": metrics,
+            "class_ap": dict(zip(classes, class_ap.tolist(), strict=True)),
+            "thresholds": source,
+            "label_thresholds": dict(zip(classes, result.thresholds.values.tolist(), strict=True)),
+        }
+        print(to_json(record))
         return 0
     if args.data is None:
         split = f", split {test_data['split']}" if test_data["split"] else ""

@@ -20,6 +20,7 @@ from ..data.image import IMAGE_SUFFIXES, find_image_files
 from ..engine.loop import AMP_MODES
 from ..predictor import Predictor
 from . import CommandError, check_threshold
+from ._backend_options import add_backend_options, calibration_files, keep_freed_memory_unless_refused
 
 __all__ = ["register"]
 
@@ -84,6 +85,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument(
         "--amp", default="none", choices=AMP_MODES, help="mixed precision (fp16: CUDA only; default none)"
     )
+    add_backend_options(parser, "the first 32 input images")
     parser.set_defaults(func=run)
 
 
@@ -157,6 +159,8 @@ def _empty_note(predictor: Predictor) -> str:
 def run(args: argparse.Namespace) -> int:
     _check_options(args)
     paths, any_folder = _collect_images(args.inputs)
+    keep_freed_memory_unless_refused(args)
+    calibration = calibration_files(args, default=paths[:32])
     predictor = Predictor(
         args.model,
         device=args.device,
@@ -166,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         amp=args.amp,
         checkpoint=args.checkpoint,
         img_size=args.img_size,
+        backend=args.backend,
+        precision=args.precision,
+        calibration_images=calibration,
     )
     model, names, data_config = predictor.model, predictor.label_names, predictor.data_config
     out_dir = pathlib.Path(args.attention) if args.attention else None

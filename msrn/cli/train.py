@@ -25,7 +25,7 @@ from ..engine import (
     train,
 )
 from ..engine.builders import PretrainedWeightsUnavailable
-from . import OneLineErrorParser, one_line
+from . import OneLineErrorParser, one_line, warnings_in_the_log
 
 __all__ = ["register", "add_train_arguments", "config_from_args", "run", "build_parser", "main"]
 
@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             # The run's summary (model, label features, graph edges, validation split, resumed
             # settings) belongs to what `msrn train` reports, not to the details behind -v.
             run_logger.setLevel(logging.INFO)
+    if rank != 0:  # rank 0 reports the run, warnings included; the others report only their errors
+        logging.getLogger("msrn").setLevel(logging.ERROR)
     try:
         config = config_from_args(args)
         last = train(config, on_epoch_end=lambda record: _report(config, record))
@@ -185,4 +187,5 @@ def main(argv: list[str] | None = None, prog: str | None = None, description: st
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     args.error_prefix = parser.prog.removesuffix(".py")
-    return run(args)
+    with warnings_in_the_log():
+        return run(args)

@@ -1,12 +1,14 @@
-"""Multi-label data sets (PASCAL VOC, MS-COCO, NUS-WIDE, Apparel, CSV, a generated VOC-format set),
-transforms, and the one image decoder (:func:`load_rgb_image`) that data sets, ``msrn predict`` and
-``msrn evaluate`` share.
+"""Multi-label data sets (PASCAL VOC, MS-COCO, NUS-WIDE, Apparel, Open Images, CSV, a generated
+VOC-format set), transforms, and the one image decoder (:func:`load_rgb_image`) that data sets,
+``msrn predict`` and ``msrn evaluate`` share.
 
 Every data set yields ``(image, target)`` pairs: ``target`` is a float ``[n]`` tensor of 1 (present),
 0 (absent) and -1 (unknown; :mod:`msrn.targets`), which :class:`msrn.MSRNLoss`, :mod:`msrn.metrics`
 and the label graph leave out by themselves. A data set also exposes ``classes``, ``targets`` (the
 ``[N, n]`` matrix, e.g. for :func:`msrn.graph.label_graph_from_targets`) and ``unknown`` (its -1
-entries); a VOC set also ``difficult`` and ``difficult_as`` (:class:`VOCDataset`).
+entries); a VOC set also ``difficult`` and ``difficult_as`` (:class:`VOCDataset`). Open Images
+(:class:`OpenImagesDataset`, millions of images and thousands of labels) keeps its labels sparse and
+gives them as per-image rows (``label_lists()``); its dense ``targets`` are for small sets only.
 """
 
 from ..targets import known_mask, positive_mask
@@ -25,6 +27,7 @@ from .image import (
     to_rgb_image,
 )
 from .nuswide import NUSWIDEDataset
+from .openimages import OPENIMAGES_LABEL_FILES, OpenImagesDataset
 from .seeded import SeededAugmentation, sample_seed
 from .synthetic import generate_synthetic_voc
 from .synthetic_coco import generate_synthetic_coco
@@ -52,6 +55,8 @@ __all__ = [
     "generate_synthetic_voc",
     "generate_synthetic_coco",
     "NUSWIDEDataset",
+    "OpenImagesDataset",
+    "OPENIMAGES_LABEL_FILES",
     "ApparelDataset",
     "apparel_authors_split",
     "APPAREL_SPLIT_SEED",

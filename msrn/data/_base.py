@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..targets import NEGATIVE, POSITIVE, UNKNOWN, check_targets
-from .image import BadImageError, load_rgb_image
+from .image import BadImageError, load_rgb_image, not_a_file
 
 __all__ = ["MultiLabelDataset", "read_utf8_text", "join_inside", "DIFFICULT_AS"]
 
@@ -25,13 +25,27 @@ def read_utf8_text(path: pathlib.Path) -> str:
     """The text of an annotation / CSV / split file, which must be UTF-8 (a BOM is fine).
 
     A UTF-16 file or a file in a legacy encoding (Latin-1, Windows-1252) raises a ``ValueError`` naming
-    the file and how to re-save it, instead of a bare ``UnicodeDecodeError``.
+    the file and how to re-save it, instead of a bare ``UnicodeDecodeError``; so does a NUL byte in
+    a UTF-8 file (naming its line). A path that is not a regular file (a folder, ``/dev/zero``) raises
+    ``FileNotFoundError`` before anything is read.
     """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(not_a_file(path))
     data = path.read_bytes()
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:4096]:
+    head = data[:4096]
+    # UTF-16 without a byte-order mark: every other byte of its ASCII characters is NUL.
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or head.count(0) * 4 >= len(head) > 0:
         raise ValueError(
             f"{path} is UTF-16 (or another multi-byte encoding) text; save it as UTF-8 (in Excel: "
             f"'CSV UTF-8'; on the command line: iconv -f UTF-16 -t UTF-8 {path.name} > utf8-{path.name})."
+        )
+    if b"\x00" in data:
+        offset = data.index(b"\x00")
+        line = data[:offset].count(b"\n") + 1
+        raise ValueError(
+            f"{path} holds a NUL byte on line {line} (byte {offset}): it is not a "
+            f"text file, or it is damaged; remove the byte or write the file again as UTF-8 text."
         )
     try:
         return data.decode("utf-8-sig")
@@ -111,8 +125,9 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         keep = np.ones(len(image_paths), dtype=bool)
         missing = [path for path in image_paths if not os.path.isfile(path)]
         if missing and not skip_bad_images:
+            first = missing[0] if not os.path.lexists(missing[0]) else not_a_file(missing[0], "image path")
             raise FileNotFoundError(
-                f"{len(missing)} image file(s) not found, first: {missing[0]}. Fix the paths, or pass "
+                f"{len(missing)} image file(s) not found, first: {first}. Fix the paths, or pass "
                 f"skip_bad_images=True (--skip-bad-images) to leave them out."
             )
         if skip_bad_images:

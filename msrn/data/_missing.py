@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["drop_missing_images"]
+__all__ = ["drop_missing_images", "report_missing_images"]
 
 _logger = logging.getLogger(__name__)
 
@@ -24,18 +24,26 @@ def drop_missing_images(
     missing = [path for path, found in zip(paths, present, strict=True) if not found]
     if not missing:
         return list(paths), targets, []
+    report_missing_images(what, len(missing), len(paths), missing[0], skip, hint)
+    return [path for path, found in zip(paths, present, strict=True) if found], targets[present], missing
+
+
+def report_missing_images(
+    what: str, missing: int, total: int, first: str, skip: bool, hint: str = ""
+) -> None:
+    """Log that ``missing`` of ``total`` listed images (the first: ``first``) are not on disk, and
+    unless ``skip`` raise the ``FileNotFoundError`` of :func:`drop_missing_images`."""
     _logger.warning(
         "%s: %d of %d listed images are not on disk%s (first: %s)",
         what,
-        len(missing),
-        len(paths),
+        missing,
+        total,
         "; leaving them out" if skip else "",
-        missing[0],
+        first,
     )
     if not skip:
         raise FileNotFoundError(
-            f"{what}: {len(missing)} of {len(paths)} listed images are not on disk "
-            f"(first: {missing[0]}).{hint} Pass skip_missing_images=True (--skip-missing-images) "
+            f"{what}: {missing} of {total} listed images are not on disk "
+            f"(first: {first}).{hint} Pass skip_missing_images=True (--skip-missing-images) "
             f"to leave them out."
         )
-    return [path for path, found in zip(paths, present, strict=True) if found], targets[present], missing

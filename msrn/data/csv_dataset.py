@@ -22,7 +22,10 @@ out, and the label graph counts only known entries (:mod:`msrn.targets`,
 :func:`msrn.graph.label_graph_from_targets`). A label
 both present and unknown in one row (``dog;-dog``), an unknown label that is not a class, a bare ``-``
 and, in the list layout, class names starting with ``-`` are refused. A one-hot cell of ``-1`` is
-refused with the way to convert the 1 / -1 / 0 (present / absent / unknown) convention.
+refused with the way to convert the 1 / -1 / 0 (present / absent / unknown) convention. Names are
+compared in Unicode NFC; in the list layout another minus sign (U+2212, an en dash) marks unknown like
+``-``, ``?`` is refused, and an image on several rows is used once (same labels, with a warning) or
+refused naming both lines (other labels): :mod:`msrn.data._csv_labels`.
 
 Image paths are relative to ``root`` (default: the CSV file's folder) unless absolute.
 The class list comes from ``classes=`` when given; otherwise from the header (one-hot layout) or the
@@ -42,23 +45,27 @@ import io
 import logging
 import os
 import pathlib
-import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ..targets import UNKNOWN
 from ._base import MultiLabelDataset, read_utf8_text
+from ._csv_labels import (
+    LABEL_SEPARATOR,
+    MINUS_SIGNS,
+    merge_duplicate_rows,
+    normalise_name,
+    refuse_other_separators,
+    split_labels,
+)
+from .image import not_a_file
 
 __all__ = ["CSVDataset"]
 
 _logger = logging.getLogger(__name__)
 
-LABEL_SEPARATOR = ";"
-UNKNOWN_PREFIX = "-"  # list layout: "-cat" = cat unknown
-UNKNOWN_CELLS = ("?", "")  # one-hot layout
-# What people put between labels instead of LABEL_SEPARATOR: spaces, commas, pipes.
-_OTHER_SEPARATORS = re.compile(r"[\s,|]+")
+UNKNOWN_CELLS = ("?", "")  # one-hot layout; the list layout writes "-cat" (_csv_labels.MINUS_SIGNS)
 
 _Row = tuple[int, list[str]]  # (physical line number where the record starts, cells)
 
@@ -84,7 +91,11 @@ class CSVDataset(MultiLabelDataset):
     ) -> None:
         csv_file = pathlib.Path(csv_file).expanduser()
         if not csv_file.is_file():
-            raise FileNotFoundError(f"CSV file not found: {csv_file}")
+            raise FileNotFoundError(not_a_file(csv_file, "CSV file"))
+        if classes is not None:
+            classes = [normalise_name(name) for name in classes]
+            if len(set(classes)) != len(classes):
+                raise ValueError(f"The given classes repeat a name (compared in Unicode NFC): {classes}.")
         self.root = pathlib.Path(root).expanduser() if root is not None else csv_file.parent
         rows = _read_rows(csv_file)
         if not rows:
@@ -93,7 +104,7 @@ class CSVDataset(MultiLabelDataset):
                 f"'image,<class 1>,...' and one row per image."
             )
         header_line, header = rows[0]
-        header = [cell.strip() for cell in header]
+        header = [normalise_name(cell) for cell in header]
         body = rows[1:]
         if len(header) == 1 and any(mark in header[0] for mark in ";\t"):
             delimiter = ";" if ";" in header[0] else "tab"
@@ -114,6 +125,9 @@ class CSVDataset(MultiLabelDataset):
         else:
             paths, targets, unknown, classes = self._parse_one_hot(csv_file, header, body, classes)
         _warn_case_duplicates(csv_file, classes)
+        lines = [line for line, _ in body]
+        kept = merge_duplicate_rows(csv_file, self.root, lines, paths, targets, unknown, classes)
+        paths, targets, unknown = [paths[row] for row in kept], targets[kept], unknown[kept]
         if unknown.any():
             _logger.info(
                 "CSV file %s: %d unknown label entries in %d of %d images (left out of the loss and metrics)",
@@ -137,7 +151,7 @@ class CSVDataset(MultiLabelDataset):
                 )
             paths.append(row[0].strip())
             text = row[1] if len(row) > 1 else ""
-            present, unknown = _split_labels(csv_file, line, text)
+            present, unknown = split_labels(csv_file, line, text)
             label_lists.append(present)
             unknown_lists.append(unknown)
         explicit = classes is not None
@@ -147,16 +161,17 @@ class CSVDataset(MultiLabelDataset):
                 raise ValueError(
                     f"CSV file {csv_file} names no label at all; pass the class list explicitly."
                 )
-        marked = [name for name in classes if name.startswith(UNKNOWN_PREFIX)]
+        marked = [name for name in classes if name[:1] in set(MINUS_SIGNS)]
         if marked:
             raise ValueError(
-                f"CSV file {csv_file}: class name {marked[0]!r} starts with '{UNKNOWN_PREFIX}', which the "
-                f"labels column uses to mark an unknown label ('{UNKNOWN_PREFIX}cat' = cat unknown); "
+                f"CSV file {csv_file}: class name {marked[0]!r} starts with '{marked[0][0]}', which the "
+                f"labels column uses to mark an unknown label ('-cat' = cat unknown); "
                 f"rename the class, or use the one-hot layout (one column per class)."
             )
         index = {name: i for i, name in enumerate(classes)}
-        _refuse_other_separators(csv_file, body, label_lists, index, explicit)
-        _refuse_other_separators(csv_file, body, unknown_lists, index, explicit, UNKNOWN_PREFIX)
+        lines = [line for line, _ in body]
+        refuse_other_separators(csv_file, lines, label_lists, index, explicit)
+        refuse_other_separators(csv_file, lines, unknown_lists, index, explicit, "-")
         targets = np.zeros((len(paths), len(classes)), dtype=np.int64)
         unknown = np.zeros((len(paths), len(classes)), dtype=bool)
         for marks, lists in ((targets, label_lists), (unknown, unknown_lists)):
@@ -210,31 +225,6 @@ class CSVDataset(MultiLabelDataset):
         return paths, targets, unknown, list(classes)
 
 
-def _split_labels(csv_file: pathlib.Path, line: int, text: str) -> tuple[list[str], list[str]]:
-    """``(present, unknown)`` label names of a labels cell (``-name`` marks an unknown label)."""
-    present, unknown = [], []
-    for item in (item.strip() for item in text.split(LABEL_SEPARATOR)):
-        if not item:
-            continue
-        if not item.startswith(UNKNOWN_PREFIX):
-            present.append(item)
-            continue
-        name = item[len(UNKNOWN_PREFIX) :].strip()
-        if not name:
-            raise ValueError(
-                f"CSV file {csv_file}, line {line}: a bare '{UNKNOWN_PREFIX}' in the labels cell; write "
-                f"'{UNKNOWN_PREFIX}name' to mark the label name unknown."
-            )
-        unknown.append(name)
-    both = sorted(set(present) & set(unknown))
-    if both:
-        raise ValueError(
-            f"CSV file {csv_file}, line {line}: label {both[0]!r} is both present and unknown "
-            f"({both[0]};{UNKNOWN_PREFIX}{both[0]}); keep one of the two."
-        )
-    return present, unknown
-
-
 def _read_rows(csv_file: pathlib.Path) -> list[_Row]:
     """The non-blank records of the file with the physical line each starts on (BOM and CRLF are fine)."""
     reader = csv.reader(io.StringIO(read_utf8_text(csv_file), newline=""))
@@ -248,39 +238,6 @@ def _read_rows(csv_file: pathlib.Path) -> list[_Row]:
     except csv.Error as error:
         raise ValueError(f"CSV file {csv_file}, line {line}: {error}.") from None
     return rows
-
-
-def _refuse_other_separators(
-    csv_file: pathlib.Path,
-    body: list[_Row],
-    label_lists: list[list[str]],
-    index: dict,
-    explicit: bool,
-    prefix: str = "",
-) -> None:
-    """A label that splits, at spaces / commas / pipes, into other labels is a labels cell written with
-    the wrong separator ('person dog' for 'person;dog'): refuse it, showing the right one, unless it is
-    one of the ``classes`` given explicitly (e.g. COCO's 'hot dog'). ``prefix``: how the names were
-    marked in the cell (``-`` for unknown labels)."""
-    for (line, _), names in zip(body, label_lists, strict=True):
-        for name in names:
-            if explicit and name in index:
-                continue
-            parts = [part for part in _OTHER_SEPARATORS.split(name) if part]
-            if len(parts) > 1 and all(part in index for part in parts):
-                fixed = LABEL_SEPARATOR.join(prefix + part for part in parts)
-                raise ValueError(
-                    f"CSV file {csv_file}, line {line}: the labels cell {name!r} looks like several labels "
-                    f"separated by {_separator_shown(name)}; separate labels with '{LABEL_SEPARATOR}', e.g. "
-                    f"{fixed!r} (or, if {name!r} really is one class, pass the class list explicitly)."
-                )
-
-
-def _separator_shown(text: str) -> str:
-    for mark, shown in ((",", "commas"), ("|", "'|'")):
-        if mark in text:
-            return shown
-    return "spaces"
 
 
 def _warn_case_duplicates(csv_file: pathlib.Path, classes: Sequence[str]) -> None:

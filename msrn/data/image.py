@@ -67,6 +67,21 @@ def _bad_image(path: str, reason: str) -> BadImageError:
     )
 
 
+def not_a_file(path: "os.PathLike[str] | str", what: str = "File") -> str:
+    """Why ``path`` is not a regular file, for an error message: not found, or a folder, device, pipe
+    or socket (a file such as ``/dev/zero`` would be read without end)."""
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        return f"{what} not found: {path}"
+    if os.path.isdir(path):
+        kind = "a folder"
+    elif not os.path.exists(path):
+        kind = "a broken symbolic link"
+    else:
+        kind = "a device, pipe or other special file"
+    return f"{what} {path} is {kind}, not a regular file"
+
+
 def load_rgb_image(
     path: "os.PathLike[str] | str", max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> Image.Image:
@@ -92,7 +107,7 @@ def load_rgb_image(
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Image file not found: {path}")
+        raise FileNotFoundError(not_a_file(path, "Image file"))
     too_large = None
     try:
         with Image.open(path) as image:
@@ -127,7 +142,7 @@ def check_image_header(
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Image file not found: {path}")
+        raise FileNotFoundError(not_a_file(path, "Image file"))
     try:
         with Image.open(path) as image:
             width, height = image.size

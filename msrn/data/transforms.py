@@ -13,10 +13,13 @@ import re
 from collections.abc import Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.data.auto_augment import RandAugment as _TimmRandAugment
 from timm.data.auto_augment import rand_augment_transform
 from torchvision import transforms as T
+
+from .image import to_rgb_image
 
 __all__ = [
     "MultiScaleCrop",
@@ -144,6 +147,25 @@ def _check_randaugment_spec(spec: str) -> None:
         refuse(f"magnitude {seen['m']} is above the largest, {largest} (raise it with mmax)")
 
 
+def _posterize(image: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    """timm's posterize with the bits kept to Pillow's 1-8.
+
+    timm asks for 0 bits at the low magnitudes of ``Posterize`` and the high ones of
+    ``PosterizeIncreasing`` (fewer than 0 above magnitude 10 with ``mmax``); Pillow 13 refuses them
+    (older Pillow returned an all-black image). Those keep 1 bit here; 8 or more is the image itself.
+    """
+    if bits_to_keep >= 8:
+        return image
+    return ImageOps.posterize(image, max(1, int(bits_to_keep)))
+
+
+class _RGBRandAugment(_TimmRandAugment):
+    """timm's RandAugment on an RGB copy of images of other modes (its fill colour is RGB)."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return super().__call__(image if image.mode == "RGB" else to_rgb_image(image))
+
+
 def randaugment_transform(
     spec: str,
     image_size: int = 448,
@@ -158,6 +180,11 @@ def randaugment_transform(
     operations resample with ``interpolation``. Randomness comes from Python's ``random`` and
     numpy's global generator (:class:`msrn.data.SeededAugmentation` seeds both per sample).
 
+    Safe with any Pillow: where timm's posterize asks for fewer than 1 bit (``Posterize`` below
+    magnitude 2.5, ``PosterizeIncreasing`` at 10 and above, reached with ``mstd`` noise), it keeps 1
+    bit, which Pillow 13 accepts (older Pillow made the image black). Images of other modes than RGB
+    are converted to RGB first (:func:`msrn.data.to_rgb_image`); the result is RGB of the same size.
+
     Raises:
         ValueError: ``spec`` does not follow timm's syntax (the message gives it).
     """
@@ -167,7 +194,11 @@ def randaugment_transform(
         img_mean=tuple(min(255, round(255 * channel)) for channel in mean),
         interpolation=interpolation,
     )
-    return rand_augment_transform(spec, hparams)
+    timm_augment = rand_augment_transform(spec, hparams)
+    for op in timm_augment.ops:
+        if op.name.startswith("Posterize"):
+            op.aug_fn = _posterize  # this instance's op only: timm's tables stay as they are
+    return _RGBRandAugment(timm_augment.ops, timm_augment.num_layers, timm_augment.choice_weights)
 
 
 def train_transform(

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .. import labels as label_sets
+from .._warnings import warn
 from ..data import (
     DATASET_KINDS,
     check_image_header,
@@ -25,16 +26,18 @@ from ..data import (
     train_transform,
 )
 from ..features import load_label_features
-from ..graph import label_graph_from_targets
+from ..graph import label_edges_from_label_lists, label_graph_from_targets
 from ..loss import MSRNLoss
 from ..models import create_model
 from ..optim import param_groups
-from ..targets import positive_mask
-from .config import TrainConfig, default_cache_dir
+from .config import TrainConfig, default_cache_dir, saved_config
 from .distributed import DistributedContext
+from .label_stats import label_state_counts, positive_counts, unknown_counts
 from .loop import check_amp
-from .resume import TRAIN_CONFIG_NAME, config_fields, saved_train_config
-from .validation import hold_out_validation
+from .options import check_option_ranges
+from .resume import TRAIN_CONFIG_NAME, settings_file
+from .splits import recorded_splits
+from .validation import MIN_FIT_POSITIVES, check_split_sizes, hold_out_validation, top_k_for
 
 __all__ = ["PretrainedWeightsUnavailable", "build_datasets", "run_test_data"]
 
@@ -46,33 +49,17 @@ class PretrainedWeightsUnavailable(RuntimeError):
 
 
 def check_config(config: TrainConfig) -> None:
-    """Refuse a bad setting of ``config`` with a one-line ``ValueError``, before any data is read."""
-    if config.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {config.epochs}.")
-    if config.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}.")
-    if config.accum_steps < 1:
-        raise ValueError(
-            f"accum_steps must be >= 1 (batches whose gradients make one optimizer step), "
-            f"got {config.accum_steps}."
-        )
-    if config.lr <= 0:
-        raise ValueError(f"lr must be > 0, got {config.lr}.")
-    _train_augmentation(config)  # a bad --randaugment, --cutout or --crop-scales, before any work
-    if config.threads is not None and config.threads < 1:
-        raise ValueError(f"threads must be >= 1 (torch CPU threads per process), got {config.threads}.")
-    if config.workers < 0:
-        raise ValueError(
-            f"workers must be >= 0 (0 loads data in the training process), got {config.workers}."
-        )
-    if config.val_fraction is not None and not 0.0 < config.val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {config.val_fraction}.")
+    """Refuse a bad setting of ``config`` with a one-line ``ValueError`` naming its option, before any
+    data is read (and before ``--overwrite`` deletes anything)."""
+    check_option_ranges(config)
     if config.val_fraction is not None and config.val_split is not None:
         raise ValueError("Give either --val-fraction or --val-split, not both.")
-    if config.ema is not None and not 0.0 < config.ema < 1.0:
+    if config.unknown_as_negative and config.dataset != "openimages":
         raise ValueError(
-            f"ema (the decay) must be between 0 and 1 (exclusive, e.g. 0.9997), got {config.ema}."
+            f"--unknown-as-negative is an Open Images option (--dataset openimages), not one of "
+            f"--dataset {config.dataset}."
         )
+    _train_augmentation(config)  # a bad --randaugment, --cutout or --crop-scales, before any work
     check_amp(config.amp)
     build_criterion(config, None)  # refuses bad loss parameters before any data is read
 
@@ -85,6 +72,8 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
         raise ValueError(f"dataset must be one of {DATASET_KINDS}, got {config.dataset!r}.")
     data = config.data if config.data is not None else _synthetic_data(config, context)
     options = dict(skip_bad_images=config.skip_bad_images, skip_missing_images=config.skip_missing_images)
+    if config.dataset == "openimages":
+        options["unknown_as_negative"] = config.unknown_as_negative
     augment = _train_augmentation(config)
     train_set = create_dataset(
         config.dataset, data, config.train_split, is_training=True, transform=augment, **options
@@ -109,36 +98,56 @@ def build_datasets(config: TrainConfig, context: DistributedContext | None = Non
 
 def run_test_data(run_folder: "os.PathLike[str] | str") -> dict[str, Any]:
     """The test split a training run was scored on, as :func:`msrn.engine.evaluate_checkpoint` takes
-    it: ``{"data", "dataset", "split", "skip_bad_images", "skip_missing_images"}``, read from the run's
-    ``train_config.json`` (the generated set is written again if its cache folder is gone).
+    it: ``{"data", "dataset", "split", "skip_bad_images", "skip_missing_images", "fingerprint"}`` (and
+    ``"unknown_as_negative"`` for Open Images), read from the run's ``train_config.json`` (the generated
+    set is written again if its cache folder is gone). ``fingerprint`` is the one the run recorded in
+    ``splits.json`` (None for a run made before runs recorded it); without file times when the
+    generated set was written again.
 
     Raises:
-        FileNotFoundError: ``run_folder`` holds no ``train_config.json``.
+        FileNotFoundError: ``run_folder`` holds no ``train_config.json`` (nor ``train_state.pt``).
+        ValueError: those files are damaged (the message names the file).
     """
     folder = pathlib.Path(run_folder)
-    if not (folder / TRAIN_CONFIG_NAME).is_file():
+    if not settings_file(folder).is_file():
         raise FileNotFoundError(
             f"{folder} holds no {TRAIN_CONFIG_NAME}: it is not the folder of a training run."
         )
-    config = TrainConfig(**config_fields(TrainConfig, saved_train_config(folder)))
+    config = saved_config(folder)
+    fingerprint = recorded_splits(folder).get("test")
     if config.dataset == "csv":
         data, split = config.test_split, None
     else:
+        generated = config.data is None and not _synthetic_folder(config).is_dir()
         data = config.data if config.data is not None else _synthetic_data(config, DistributedContext())
         split = config.test_split
-    return {
+        if generated and fingerprint:  # the same files, written again just now
+            fingerprint = {key: value for key, value in fingerprint.items() if key != "times"}
+    test_data = {
         "data": data,
         "dataset": config.dataset,
         "split": split,
         "skip_bad_images": config.skip_bad_images,
         "skip_missing_images": config.skip_missing_images,
+        "fingerprint": fingerprint,
     }
+    if config.dataset == "openimages":
+        test_data["unknown_as_negative"] = config.unknown_as_negative
+    return test_data
 
 
 def _train_augmentation(config: TrainConfig):
     return train_transform(
         config.image_size, scales=config.crop_scales, randaugment=config.randaugment, cutout=config.cutout
     )
+
+
+def _synthetic_folder(config: TrainConfig) -> pathlib.Path:
+    """Where the generated set of ``config`` is written (VOC format, or COCO format with --dataset coco)."""
+    cache = pathlib.Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    sizes = (config.synthetic_trainval, config.synthetic_test, config.synthetic_seed)
+    kind = "synthetic-coco-v1" if config.dataset == "coco" else "synthetic-voc-v2"
+    return cache / "{}-{}-{}-s{}".format(kind, *sizes)
 
 
 def _synthetic_data(config: TrainConfig, context: DistributedContext) -> str:
@@ -149,12 +158,9 @@ def _synthetic_data(config: TrainConfig, context: DistributedContext) -> str:
             "Without --data only the generated sets are available (--dataset voc: 20 labels, VOC format; "
             "--dataset coco: 80 labels, COCO format); pass --data."
         )
-    cache = pathlib.Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    folder = _synthetic_folder(config)
     sizes = (config.synthetic_trainval, config.synthetic_test, config.synthetic_seed)
-    if config.dataset == "coco":
-        generate, folder = generate_synthetic_coco, cache / "synthetic-coco-v1-{}-{}-s{}".format(*sizes)
-    else:
-        generate, folder = generate_synthetic_voc, cache / "synthetic-voc-v2-{}-{}-s{}".format(*sizes)
+    generate = generate_synthetic_coco if config.dataset == "coco" else generate_synthetic_voc
     if context.is_main:  # one process writes; the others wait and then reuse it
         generate(folder, *sizes)
     context.barrier()
@@ -167,11 +173,18 @@ def build_validation_split(config: TrainConfig, train_set) -> tuple[Any, Any]:
         train_set, config.val_fraction, config.val_split, config.val_seed, eval_transform(config.image_size)
     )
     if val_part is None:
-        _logger.info(
+        warn(
+            _logger,
             "No validation split (--val-fraction, --val-split): best/ is chosen on the test split, as in "
-            "the paper's protocol, so its test figures are optimistic."
+            "the paper's protocol, so its test figures are optimistic.",
         )
     else:
+        option = (
+            f"--val-split {config.val_split}"
+            if config.val_split
+            else f"--val-fraction {config.val_fraction:g}"
+        )
+        check_split_sizes(train_part, val_part, option)
         source = config.val_split or f"{config.val_fraction:g} of the training images, seed {config.val_seed}"
         _logger.info(
             "Validation split: %d images (%s), not trained on; best/ is chosen on its mAP and per-class "
@@ -180,6 +193,29 @@ def build_validation_split(config: TrainConfig, train_set) -> tuple[Any, Any]:
             source,
         )
     return train_part, val_part
+
+
+def check_training_labels(train_set, source: str) -> None:
+    """Refuse a training set in which every label is unknown (nothing to learn); warn, naming each
+    class with its counts, about the classes without a positive training label."""
+    positive, absent, unknown = label_state_counts(train_set)
+    if not (positive.any() or absent.any()):
+        raise ValueError(
+            f"The training set ({source}) has no known label: every entry is unknown, so there is "
+            f"nothing to learn. In a CSV list layout every label not named is absent and -name marks it "
+            f"unknown; in the one-hot layout 1 is present, 0 absent, ? or an empty cell unknown."
+        )
+    lacking = []
+    for index in np.flatnonzero(positive == 0):
+        counts = [(int(absent[index]), "absent"), (int(unknown[index]), "unknown")]
+        shown = ", ".join(f"{count} {kind}" for count, kind in counts if count)
+        lacking.append(f"{train_set.classes[index]} ({shown})")
+    if lacking:
+        warn(
+            _logger,
+            f"{len(lacking)} class(es) have no positive training label, so the model cannot learn to find "
+            f"them: {', '.join(lacking)}",
+        )
 
 
 def check_eval_sets(test_set, val_set, skip_bad_images: bool) -> None:
@@ -191,7 +227,7 @@ def check_eval_sets(test_set, val_set, skip_bad_images: bool) -> None:
         if not skip_bad_images:  # with skip_bad_images, the data set has decoded every image already
             for path in dataset.image_paths:
                 check_image_header(path)
-        positives = positive_mask(np.asarray(dataset.targets)).sum(axis=0)  # difficult test labels are -1
+        positives = positive_counts(dataset)  # difficult test labels are -1
         missing = [label for label, count in zip(dataset.classes, positives, strict=True) if count == 0]
         if len(missing) == len(dataset.classes):
             raise ValueError(
@@ -207,6 +243,15 @@ def check_eval_sets(test_set, val_set, skip_bad_images: bool) -> None:
                 " (their thresholds stay 0.5)" if name == "validation" else "",
                 ", ".join(missing),
             )
+        if name == "validation":
+            few = [f"{label} ({count})" for label, count in zip(dataset.classes, positives, strict=True)]
+            few = [text for text, count in zip(few, positives, strict=True) if 0 < count < MIN_FIT_POSITIVES]
+            if few:
+                warn(
+                    _logger,
+                    f"{len(few)} class(es) have fewer than {MIN_FIT_POSITIVES} validation positives, too few "
+                    f"to fit a threshold on; their thresholds stay 0.5: {', '.join(few)}",
+                )
 
 
 def data_loader(
@@ -232,7 +277,7 @@ def data_loader(
 def build_model(config: TrainConfig, context: DistributedContext, train_set, test_set, val_set=None):
     """The model for the training labels (their graph, and GloVe features when given), on its device."""
     classes = train_set.classes
-    label_graph = label_graph_from_targets(train_set.targets, config.graph_threshold)  # -1: left out
+    label_graph = _label_graph(train_set, config.graph_threshold)
     label_features, features_source = _label_features(config, classes)
     model_config = _model_config(config, classes, fixed_features=label_features is not None)
     model = _create_model(config, model_config, label_features, label_graph).to(context.device)
@@ -257,25 +302,51 @@ def build_model(config: TrainConfig, context: DistributedContext, train_set, tes
     for name, data_set in (("train", train_set), ("validation", val_set), ("test", test_set)):
         if data_set is None:
             continue
-        unknown = np.asarray(data_set.unknown)
-        if unknown.any():
-            difficult = int((unknown & np.asarray(data_set.difficult)).sum())
+        entries, images, difficult = unknown_counts(data_set)
+        if entries:
             _logger.info(
                 "unknown labels (-1): %d unknown label entries in %d %s images (left out of the %s)%s",
-                int(unknown.sum()),
-                int(unknown.any(axis=1).sum()),
+                entries,
+                images,
                 name,
                 "loss and the label graph" if name == "train" else "metrics",
                 f"; {difficult} of them VOC difficult labels" if difficult else "",
             )
-    _logger.log(
-        logging.WARNING if label_features is None else logging.INFO,
+    if top_k_for(len(classes)) is None:
+        warn(
+            _logger,
+            f"top-3 metrics are left out: with {len(classes)} classes every label is among an image's "
+            f"top 3, so they would say nothing",
+        )
+    if label_features is None:
+        reason = (
+            "--label-features learnable"
+            if config.label_features == "learnable"
+            else "no built-in label set has every label name; --glove FILE gives GloVe vectors"
+        )
+        warn(_logger, f"The label features are learnable, not word vectors as in the paper ({reason}).")
+    _logger.info(
         "label features: %s; label graph: %d edges at t=%g from the training labels",
         features_source,
-        int(label_graph.sum()) - len(classes),
+        _edge_count(label_graph, len(classes)),
         config.graph_threshold,
     )
     return model, model_config
+
+
+def _label_graph(train_set, threshold: float) -> torch.Tensor:
+    """The label graph of the training labels (-1 entries left out): from a sparse set's per-image rows
+    (``label_lists()``, e.g. Open Images) as a ``[2, E]`` edge list, with no dense ``images x labels``
+    copy; else a ``[n, n]`` mask from the dense ``targets``."""
+    if hasattr(train_set, "label_lists"):
+        positives, negatives = train_set.label_lists()
+        return label_edges_from_label_lists(positives, len(train_set.classes), threshold, negatives)
+    return label_graph_from_targets(train_set.targets, threshold)
+
+
+def _edge_count(graph: torch.Tensor, num_labels: int) -> int:
+    """Edges between distinct labels of a mask or of an edge list (both hold the self-loops)."""
+    return int(graph.sum() if graph.dtype == torch.bool else graph.shape[1]) - num_labels
 
 
 def _label_features(config: TrainConfig, classes: Sequence[str]) -> tuple[torch.Tensor | None, str]:
@@ -335,6 +406,8 @@ def _create_model(
     except (OSError, RuntimeError, ConnectionError) as error:
         if not config.pretrained or config.backbone_weights:  # a local file's error names the file
             raise
+        if "--backbone-weights" in str(error):  # msrn's own message, with the offline options
+            raise PretrainedWeightsUnavailable(str(error)) from error
         raise PretrainedWeightsUnavailable(
             f"Could not load the ImageNet weights of the backbone of {config.model} ({type(error).__name__}: "
             f"{error}). Connect to the internet (or fill the Hugging Face cache), give a local weight file "

@@ -13,17 +13,19 @@ A crash in the middle of a write leaves the previous file untouched; ``last/`` a
 replaced as whole folders, so their weights and ``checkpoint.json`` always belong to the same epoch.
 """
 
-import json
+import io
 import os
 import pathlib
+import pickle
 import random
+import zipfile
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .._io import atomic_write, replace_folder, to_json
+from .._io import atomic_write, read_json_file, replace_folder, to_json
 from ..hub import save_pretrained
 from ..models import load_model
 
@@ -37,6 +39,11 @@ __all__ = [
     "set_rng_state",
     "write_checkpoint_info",
 ]
+
+
+CHECKPOINT_INFO_NAME = "checkpoint.json"
+# checkpoint.json holds a few numbers; anything larger is not the trainer's file.
+_MAX_INFO_BYTES = 2**20
 
 
 def save_model(
@@ -69,7 +76,7 @@ def write_checkpoint_info(directory: "os.PathLike[str] | str", info: dict[str, A
     """Replace ``directory/checkpoint.json`` (epoch, test mAP, image size; strict JSON)."""
     text = to_json(info, indent=2) + "\n"
     atomic_write(
-        pathlib.Path(directory) / "checkpoint.json", lambda path: pathlib.Path(path).write_text(text)
+        pathlib.Path(directory) / CHECKPOINT_INFO_NAME, lambda path: pathlib.Path(path).write_text(text)
     )
 
 
@@ -85,11 +92,23 @@ def load_trained_model(directory: "os.PathLike[str] | str") -> tuple[nn.Module, 
             f"No saved model in {directory}: expected a folder with config.json and model.safetensors "
             f"(the best/ or last/ folder of a training run)."
         )
+    info_file = directory / CHECKPOINT_INFO_NAME
+    info = read_json_file(info_file, limit=_MAX_INFO_BYTES) if os.path.lexists(info_file) else {}
+    image_size = info.get("image_size") if isinstance(info, dict) else None
+    if not isinstance(info, dict) or not (image_size is None or _is_positive_int(image_size)):
+        raise ValueError(
+            f"{info_file} must be a JSON object whose image_size is a positive integer (as the trainer "
+            f"writes it), got {image_size!r}; fix or delete the file."
+            if isinstance(info, dict)
+            else f"{info_file} must be a JSON object (as the trainer writes it); fix or delete the file."
+        )
     model = load_model(f"local-dir:{directory}")
-    info_file = directory / "checkpoint.json"
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     info.setdefault("image_size", int(model.pretrained_cfg.get("input_size", (3, 448, 448))[-1]))
     return model, info
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def rng_state() -> dict[str, Any]:
@@ -126,12 +145,61 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((state["python"]["version"], tuple(state["python"]["state"]), None))
 
 
+class _WriteErrors(io.RawIOBase):
+    """A binary file that remembers the ``OSError`` of a failed write. ``torch.save`` reports a failed
+    write (a full disk) only as a ``RuntimeError`` ("unexpected pos ..."); this keeps the real one."""
+
+    def __init__(self, file) -> None:
+        super().__init__()
+        self._file, self.error = file, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self._file.flush()
+
+
+def _torch_save(state: dict[str, Any], path: str) -> None:
+    try:
+        torch.save(state, path)
+    except RuntimeError:
+        # torch.save reports a failed write (a full disk) only as "unexpected pos ...": write once
+        # more through a Python file, whose error says why (or which succeeds, if space was freed).
+        with open(path, "wb") as file:
+            recorder = _WriteErrors(file)
+            try:
+                torch.save(state, recorder)
+            except RuntimeError:
+                if recorder.error is not None:
+                    raise recorder.error from None
+                raise
+
+
 def save_training_state(path: "os.PathLike[str] | str", state: dict[str, Any]) -> None:
-    """Write the resumable training state (tensors and plain values only)."""
-    atomic_write(path, lambda temporary: torch.save(state, temporary))
+    """Write the resumable training state (tensors and plain values only). A failed write (a full
+    disk) raises an ``OSError`` naming ``path``; the previous file stays."""
+    atomic_write(path, lambda temporary: _torch_save(state, temporary))
+
+
+# What train_state.pt always holds (written by msrn.engine.epoch.save_epoch).
+_STATE_KEYS = ("epoch", "model", "optimizer", "rng", "model_config", "train_config")
 
 
 def load_training_state(path: "os.PathLike[str] | str", map_location: str = "cpu") -> dict[str, Any]:
+    """The state :func:`save_training_state` wrote to ``path`` (or to ``path/train_state.pt``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file, when it is empty, cut short, damaged or not a training state.
+    """
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / "train_state.pt"
@@ -140,4 +208,16 @@ def load_training_state(path: "os.PathLike[str] | str", map_location: str = "cpu
             f"No training state at {path}: --resume takes the output folder of an earlier run "
             f"(the one with train_state.pt) or the train_state.pt file itself."
         )
-    return torch.load(path, map_location=map_location, weights_only=True)
+    advice = "restore it, or start the run again with --overwrite"
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        reason = "it is empty" if path.stat().st_size == 0 else f"{type(error).__name__}: {error}"
+        raise ValueError(
+            f"{path} is not a readable training state ({' '.join(reason.split())[:200]}): it was cut "
+            f"short or damaged; {advice}."
+        ) from None
+    missing = [key for key in _STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"{path} is not a training state of msrn (it lacks {', '.join(missing)}); {advice}.")
+    return state

@@ -13,26 +13,43 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._cache import default_cache_dir
 from ..data import DATASET_KINDS
 from ..data.transforms import PAPER_CROP_SCALES
 from ..loss import LOSSES
 from ..models.msrn import HEADS
 from .loop import AMP_MODES
-from .resume import check_resume_changes, config_fields, resume_folder, saved_train_config
+from .options import check_option_ranges
+from .resume import (
+    check_resume_changes,
+    config_fields,
+    damaged_advice,
+    resume_folder,
+    saved_train_config,
+    settings_file,
+)
 
-__all__ = ["TrainConfig", "paper_config", "cpu_config", "resume_config", "default_cache_dir"]
+__all__ = ["TrainConfig", "paper_config", "cpu_config", "resume_config", "saved_config", "default_cache_dir"]
 
 
-def default_cache_dir() -> pathlib.Path:
-    """``$MSRN_CACHE`` or ``~/.cache/msrn``: where the generated data set is written."""
-    return pathlib.Path(os.environ.get("MSRN_CACHE", pathlib.Path.home() / ".cache" / "msrn")).expanduser()
+def default_workers() -> int:
+    """The default number of data-loading processes: 4, or fewer when this process may use fewer CPU
+    cores (``os.sched_getaffinity``; PyTorch warns about more workers than cores)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def _option(default: Any = None, help: str = "", group: str = "", **argparse_kwargs: Any) -> Any:
     """A :class:`TrainConfig` field and its command-line option: ``help``, the ``--help`` ``group``
     and other ``add_argument`` keywords (``choices``). A bool field gets ``--name`` when it has
-    ``help`` and ``--no-name`` when it has ``negation`` (that flag's help)."""
+    ``help`` and ``--no-name`` when it has ``negation`` (that flag's help). A function ``default`` is
+    called for each new config."""
     metadata = dict(help=help, group=group, **argparse_kwargs)
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -63,14 +80,15 @@ class TrainConfig:
     """
 
     data: str | None = _data(
-        help="VOCdevkit folder (COCO root, NUS-WIDE folder, Apparel folder or train "
-        "CSV with --dataset); omit to use a generated set (20 labels in VOC format, or with "
+        help="VOCdevkit folder (COCO root, NUS-WIDE folder, Apparel folder, Open Images folder or "
+        "train CSV with --dataset); omit to use a generated set (20 labels in VOC format, or with "
         "--dataset coco 80 labels in COCO format)"
     )
     dataset: str = _data("voc", "format of --data (default: voc)", choices=DATASET_KINDS)
-    train_split: str | None = _data(help="voc, apparel: trainval (default); coco, nuswide: train")
+    train_split: str | None = _data(help="voc, apparel: trainval (default); coco, nuswide, openimages: train")
     test_split: str | None = _data(
-        help="voc, apparel, nuswide: test (default); coco: val; csv: path of the test CSV"
+        help="voc, apparel, nuswide, openimages: test (default); coco: val; openimages also "
+        "validation; csv: path of the test CSV"
     )
     cache_dir: str | None = _data(
         help="where the generated set is written (default: $MSRN_CACHE or ~/.cache/msrn)"
@@ -83,10 +101,19 @@ class TrainConfig:
     )
     skip_missing_images: bool = _data(
         False,
-        "nuswide, apparel: leave out listed images that are not on "
+        "nuswide, apparel, openimages: leave out listed images that are not on "
         "disk (and report how many) instead of stopping",
     )
-    workers: int = _data(4, "data-loading processes per training process")
+    unknown_as_negative: bool = _data(
+        False,
+        "openimages: the labels an image's file does not list count as absent (0), as most Open Images "
+        "baselines train, in the loss, the metrics and the label graph; by default they are unknown "
+        "(-1) and left out of all three",
+    )
+    workers: int = _data(
+        default_workers,
+        "data-loading processes per training process (default: 4, at most the CPU cores available)",
+    )
     val_fraction: float | None = _data(
         help="hold out this fraction of the training images for validation (stratified over the labels): "
         "best/ is chosen on it and per-class thresholds are fitted on it (default: none; best/ is then "
@@ -209,9 +236,11 @@ class TrainConfig:
     compile: bool = _execution(False, "torch.compile the model")
     threads: int | None = _execution(help="torch CPU threads per process (CPU profile: 1)")
     keep_freed_memory: bool = _execution(
-        False,
-        "keep freed memory in the process (fewer page faults per CPU step, more resident memory; "
-        "msrn.engine.keep_freed_memory)",
+        True,
+        "keep freed memory in the process, so that each CPU step reuses it without page faults (the "
+        "default; msrn.engine.keep_freed_memory, docs/performance.md)",
+        negation="return freed memory to the system (malloc's defaults: a smaller resident size between "
+        "steps, page faults in every step)",
     )
     seed: int = _execution(0, "seed of the weights' init, the data order and the augmentation")
     output_dir: str = _execution("output/train_voc", "checkpoints and log.jsonl go here")
@@ -299,6 +328,24 @@ def resume_config(resume: "os.PathLike[str] | str", **changes: Any) -> TrainConf
             "--overwrite starts a new one in its place."
         )
     saved = saved_train_config(folder)
+    config = saved_config(folder, saved)
     check_resume_changes(TrainConfig, saved, changes, folder)
-    values = {**config_fields(TrainConfig, saved), **changes}
-    return TrainConfig(**{**values, "output_dir": str(folder), "resume": str(folder)})
+    return dataclasses.replace(config, **changes, output_dir=str(folder), resume=str(folder))
+
+
+def saved_config(folder: "os.PathLike[str] | str", saved: dict[str, Any] | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` a run folder was trained with (its ``train_config.json``, else the copy
+    in ``train_state.pt``; ``saved``: that file's contents when already read).
+
+    Raises:
+        ValueError: naming the file, when it is damaged: not JSON, not an object, a value of the wrong
+            type or out of its range.
+    """
+    folder = pathlib.Path(folder)
+    source = settings_file(folder)
+    config = TrainConfig(**config_fields(TrainConfig, saved or saved_train_config(folder), source))
+    try:
+        check_option_ranges(config)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error} {damaged_advice(source).capitalize()}.") from None
+    return config

@@ -3,6 +3,7 @@
 :class:`Run` is what these steps share; :mod:`msrn.engine.trainer` prepares it and runs the epochs.
 """
 
+import contextlib
 import json
 import math
 import pathlib
@@ -145,15 +146,16 @@ def evaluate_epoch(run: Run, epoch: int, stats: dict[str, Any], on_epoch_end) ->
     if val_predictions is not None:
         record["best_val_mAP"] = run.best_map
     if context.is_main:
-        write_checkpoint_info(run.output / "last", info)  # last/ was saved before its mAP was known
-        if is_best:
-            save_model(
-                model,
-                run.output / "best",
-                info,
-                label_thresholds=thresholds.tolist() if thresholds is not None else None,
-            )
-        append_log(run.output, record)
+        with _saving(run, epoch):
+            write_checkpoint_info(run.output / "last", info)  # last/ was saved before its mAP was known
+            if is_best:
+                save_model(
+                    model,
+                    run.output / "best",
+                    info,
+                    label_thresholds=thresholds.tolist() if thresholds is not None else None,
+                )
+            append_log(run.output, record)
         if on_epoch_end is not None:
             on_epoch_end(record)
     context.barrier()
@@ -192,6 +194,31 @@ def gather_rng_states(context: DistributedContext) -> list[Any]:
 
 def save_epoch(run: Run, epoch: int, stats: dict[str, Any], rng_states: list[Any]) -> None:
     """``last/`` (its test mAP is not known yet) and ``train_state.pt`` after training ``epoch``."""
+    with _saving(run, epoch - 1):
+        _save_epoch(run, epoch, stats, rng_states)
+
+
+@contextlib.contextmanager
+def _saving(run: Run, saved_epoch: int):
+    """Writes to the run folder: a failed one (a full disk) raises an ``OSError`` that names the
+    folder, says which epoch ``train_state.pt`` still holds (``saved_epoch``), and how to go on."""
+    try:
+        yield
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if str(run.output) not in reason:
+            reason = f"Cannot write in {run.output}: {reason}"
+        if saved_epoch:
+            kept = (
+                f"train_state.pt still holds epoch {saved_epoch}: once there is space, continue with "
+                f"--resume {run.output}"
+            )
+        else:
+            kept = "no epoch had been saved yet: once there is space, start again with --overwrite"
+        raise OSError(error.errno, f"{reason}; {kept}.") from error
+
+
+def _save_epoch(run: Run, epoch: int, stats: dict[str, Any], rng_states: list[Any]) -> None:
     save_model(_evaluated_model(run), run.output / "last", _checkpoint_info(run, epoch, None))
     save_training_state(
         run.output / "train_state.pt",

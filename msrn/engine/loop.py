@@ -11,34 +11,16 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from .._amp import AMP_MODES, autocast_context, check_amp
 from .distributed import DistributedContext, gather_predictions
 
 __all__ = ["NonFiniteLossError", "AMP_MODES", "check_amp", "autocast_context", "train_one_epoch", "predict"]
 
 _logger = logging.getLogger(__name__)
 
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-AMP_MODES = ("none", *_AMP_DTYPES)
-
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def check_amp(amp: str | None, device: torch.device | None = None) -> None:
-    """Refuse an unknown ``amp`` mode, and fp16 on a ``device`` other than CUDA."""
-    if amp is not None and amp not in AMP_MODES:
-        raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {amp!r}.")
-    if amp == "fp16" and device is not None and device.type != "cuda":
-        raise ValueError("fp16 mixed precision needs a CUDA device; use --amp bf16 on CPU.")
-
-
-def autocast_context(device: torch.device, amp: str | None):
-    """``torch.autocast`` for ``amp`` in ``{None, "none", "bf16", "fp16"}`` (fp16 only on CUDA)."""
-    check_amp(amp, device)
-    if amp in (None, "none"):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp])
 
 
 def train_one_epoch(
@@ -147,7 +129,7 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module,
+    model: "nn.Module | Callable[[torch.Tensor], torch.Tensor]",
     loader: torch.utils.data.DataLoader,
     context: DistributedContext,
     length: int,
@@ -159,9 +141,11 @@ def predict(
 
     ``loader`` must iterate a sampler that yields this process's share of ``range(length)`` without
     repeats (:class:`msrn.engine.EvalShardSampler`); the shards are gathered on every process and
-    checked to cover each image exactly once.
+    checked to cover each image exactly once. ``model`` may also be an inference backend of
+    :mod:`msrn.backends` (any callable from images to logits).
     """
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     indices = np.asarray(list(iter(loader.sampler)), dtype=np.int64)
     scores, targets = [], []
     for images_batch, target in tqdm(

@@ -9,12 +9,16 @@ run a different one (:func:`check_resume_changes` says which and why).
 import dataclasses
 import json
 import logging
+import os
 import pathlib
+import types
+import typing
 from typing import Any
 
 from .._io import atomic_write, to_json
 
 __all__ = [
+    "damaged_advice",
     "CHANGEABLE_ON_RESUME",
     "resume_folder",
     "saved_train_config",
@@ -65,21 +69,66 @@ def save_train_config(folder: pathlib.Path, config: Any) -> None:
     atomic_write(folder / TRAIN_CONFIG_NAME, lambda path: pathlib.Path(path).write_text(text, "utf-8"))
 
 
+def damaged_advice(path: "os.PathLike[str] | str") -> str:
+    """What to do about a damaged file of the run's settings."""
+    if pathlib.Path(path).name == TRAIN_CONFIG_NAME:
+        return "it is damaged: restore it, or delete it to use the copy of the settings in train_state.pt"
+    return "it is damaged: restore it, or start the run again with --overwrite"
+
+
+def settings_file(folder: pathlib.Path) -> pathlib.Path:
+    """Where :func:`saved_train_config` reads a run's settings: ``train_config.json``, else
+    ``train_state.pt``."""
+    path = folder / TRAIN_CONFIG_NAME
+    return path if path.is_file() else folder / "train_state.pt"
+
+
 def saved_train_config(folder: pathlib.Path) -> dict[str, Any]:
-    """The settings a run folder was trained with (``train_config.json``, else ``train_state.pt``)."""
-    if (folder / TRAIN_CONFIG_NAME).is_file():
-        return json.loads((folder / TRAIN_CONFIG_NAME).read_text(encoding="utf-8"))
-    from .checkpoint import load_training_state
+    """The settings a run folder was trained with (``train_config.json``, else ``train_state.pt``).
 
-    return json.loads(load_training_state(folder)["train_config"])
+    Raises:
+        ValueError: naming the file, when it is not a JSON object (cut short, damaged, edited).
+    """
+    path = settings_file(folder)
+    if path.name == TRAIN_CONFIG_NAME:
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{path} is not valid JSON ({error}); {damaged_advice(path)}.") from None
+    else:
+        from .checkpoint import load_training_state
+
+        text = load_training_state(folder).get("train_config")
+        try:
+            saved = json.loads(text) if isinstance(text, str) else None
+        except ValueError:
+            saved = None
+    if not isinstance(saved, dict):
+        raise ValueError(
+            f"{path} does not hold the run's settings (a JSON object of setting: value); "
+            f"{damaged_advice(path)}."
+        )
+    return saved
 
 
-def config_fields(config_type: type, saved: dict[str, Any]) -> dict[str, Any]:
-    """The fields of ``config_type`` found in ``saved``, with JSON lists turned back into tuples."""
+def config_fields(
+    config_type: type, saved: dict[str, Any], source: "os.PathLike[str] | str" = ""
+) -> dict[str, Any]:
+    """The fields of ``config_type`` found in ``saved``, with JSON lists turned back into tuples.
+
+    Raises:
+        ValueError: a value of the wrong type (``"epochs": "x"``), naming ``source`` and the setting.
+    """
+    hints = typing.get_type_hints(config_type)
     values = {}
     for field in dataclasses.fields(config_type):
         if field.name in saved and field.name not in _PER_INVOCATION:
             value = saved[field.name]
+            if not _fits(hints[field.name], value):
+                raise ValueError(
+                    f"{source or 'the saved settings'}: setting {field.name!r} is {value!r}, not "
+                    f"{_kind(hints[field.name])}; {damaged_advice(source)}."
+                )
             values[field.name] = tuple(value) if isinstance(value, list) else value
     unknown = set(saved) - {field.name for field in dataclasses.fields(config_type)}
     if unknown:
@@ -88,6 +137,49 @@ def config_fields(config_type: type, saved: dict[str, Any]) -> dict[str, Any]:
             ", ".join(sorted(unknown)),
         )
     return values
+
+
+def _fits(annotation: Any, value: Any) -> bool:
+    """Whether the JSON ``value`` can be the value of a field annotated ``annotation``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(arg, value) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        (item, *_) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, (list, tuple)) and all(_fits(item, v) for v in value)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _kind(annotation: Any) -> str:
+    """``annotation`` in words: ``an integer``, ``a number or null``, ``a list of numbers``."""
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return " or ".join(_kind(arg) for arg in args) + " or null"
+    if typing.get_origin(annotation) is tuple:
+        item = typing.get_args(annotation)[0]
+        return f"a list of {_kind(item).removeprefix('an ').removeprefix('a ')}s"
+    if typing.get_origin(annotation) is dict:
+        return "a JSON object"
+    return words.get(annotation, str(annotation))
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else None
 
 
 def check_resume_changes(
@@ -105,7 +197,7 @@ def check_resume_changes(
         name = field.name
         if name in _PER_INVOCATION or name not in wanted:
             continue
-        old = saved.get(name, field.default if field.default is not dataclasses.MISSING else None)
+        old = saved.get(name, _default(field))
         if json.loads(to_json(old)) == json.loads(to_json(wanted[name])):
             continue
         if name in CHANGEABLE_ON_RESUME:

@@ -35,7 +35,7 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 # What a run leaves in its folder; any of the first four means the folder holds a run.
-RUN_FILES = ("train_state.pt", "log.jsonl", "last", "best", "train_config.json")
+RUN_FILES = ("train_state.pt", "log.jsonl", "last", "best", "train_config.json", "splits.json")
 _WORK_FILES = RUN_FILES[:4]
 LOCK_NAME = ".train.lock"
 OWNER_NAME = ".train-owner.json"

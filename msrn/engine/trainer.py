@@ -13,6 +13,7 @@ Output folder:
   (``timm.create_model("local-dir:output/best")`` rebuilds it); with ``ema``, the averaged weights;
 - ``train_state.pt``: what ``resume`` needs to continue the run as if it had not stopped;
 - ``train_config.json``: the run's settings (what ``--resume`` starts from);
+- ``splits.json``: the fingerprints of the test and validation splits (:mod:`msrn.engine.splits`);
 - ``log.jsonl``: one JSON line per epoch (loss, learning rate, speed, every metric);
 - ``.train.lock``: held by the process writing the folder (:mod:`msrn.engine.run_folder`).
 
@@ -43,6 +44,7 @@ from .builders import (
     build_validation_split,
     check_config,
     check_eval_sets,
+    check_training_labels,
     data_loader,
     run_test_data,
 )
@@ -56,6 +58,7 @@ from .memory import keep_freed_memory
 from .resume import check_resume_changes, resume_folder, save_train_config
 from .run_folder import RunFolderError, RunFolderLock, clear_run, read_log, run_files_in, write_log
 from .schedule import LRSchedule
+from .splits import check_resumed_splits, record_splits
 
 # TrainConfig and its profiles live in .config, the builders in .builders; they are named here too,
 # where msrn.engine.trainer has always offered them.
@@ -159,14 +162,11 @@ def _claim_output(config: TrainConfig) -> RunFolderLock:
                 f"--resume {config.resume}: no train_state.pt there (the run did not "
                 f"finish an epoch); start it again with --overwrite."
             )
-        if used and not config.resume:
-            if not config.overwrite:
-                raise RunFolderError(
-                    f"{output} already holds a training run ({', '.join(used)}): continue it with "
-                    f"--resume {output}, or replace it with --overwrite."
-                )
-            _logger.warning("--overwrite: deleting the run in %s (%s)", output, ", ".join(used))
-            clear_run(output)
+        if used and not config.resume and not config.overwrite:
+            raise RunFolderError(
+                f"{output} already holds a training run ({', '.join(used)}): continue it with "
+                f"--resume {output}, or replace it with --overwrite."
+            )
     except BaseException:
         lock.release()
         raise
@@ -207,6 +207,8 @@ def _prepare(config: TrainConfig, context: DistributedContext) -> Run:
     # Rank 0 checks the split first (a bad --val-split file is reported once); it is deterministic.
     parts = _agree(context, lambda: build_validation_split(config, train_set))
     train_set, val_set = parts if context.is_main else build_validation_split(config, train_set)
+    source = config.data or "the generated set"
+    _agree(context, lambda: check_training_labels(train_set, source))
     _agree(context, lambda: check_eval_sets(test_set, val_set, config.skip_bad_images))
     model, model_config = build_model(config, context, train_set, test_set, val_set)
     ema = WeightAverage(model, config.ema, warmup=config.ema_warmup) if config.ema is not None else None
@@ -258,9 +260,20 @@ def _prepare(config: TrainConfig, context: DistributedContext) -> Run:
     if config.resume:
         _resume(run)
     elif context.is_main:
+        _replace_old_run(output)
         save_train_config(output, config)
+        record_splits(output, test_set, val_set)
     run.train_model = _wrap_for_training(model, config, context)
     return run
+
+
+def _replace_old_run(output: pathlib.Path) -> None:
+    """``--overwrite``: delete the run in ``output``, once the new one is ready to start (a bad option
+    or bad data found while preparing leaves the old run as it was)."""
+    used = run_files_in(output)
+    if used:
+        _logger.warning("--overwrite: deleting the run in %s (%s)", output, ", ".join(used))
+        clear_run(output)
 
 
 def _resume(run: Run) -> None:
@@ -312,6 +325,7 @@ def _resume(run: Run) -> None:
     run.best_map = run.best_info.get(selection_key(run)) or -math.inf
     if context.is_main:
         save_train_config(run.output, config)
+        check_resumed_splits(run.output, run.test_set, run.val_set, run.start_epoch)
     _logger.info("Resumed %s after epoch %d (best mAP %.2f)", run.output, run.start_epoch, run.best_map)
     if changes:  # shown by default: the run now differs from what its log so far describes
         _logger.warning(

@@ -14,6 +14,10 @@ import timm
 import torch
 from safetensors import safe_open
 
+from .._io import read_json_file
+from .._state_dict import key_mismatch, shorten
+from .._warnings import warn
+from ._folder import MAX_CONFIG_BYTES, check_tensors
 from ._weights import CONFIG_NAME, WEIGHTS_NAME, check_model_source, read_safetensors
 from .msrn import MSRN
 
@@ -94,15 +98,23 @@ def _read_state_dict(path: pathlib.Path) -> dict[str, torch.Tensor]:
             f"checkpoint {path} is not a .safetensors file; only safetensors weights are read "
             f"(save them with safetensors.torch.save_file(model.state_dict(), 'model.safetensors'))."
         )
-    return read_safetensors(path)
+    state_dict = read_safetensors(path)
+    check_tensors(state_dict, str(path))
+    return state_dict
 
 
 def _load_state_dict(model: torch.nn.Module, path: pathlib.Path, state_dict: dict[str, torch.Tensor]) -> None:
+    mismatch = key_mismatch(model.state_dict(), state_dict)
+    if mismatch:
+        architecture = model.pretrained_cfg.get("architecture", type(model).__name__)
+        raise ValueError(
+            f"checkpoint {path} does not fit the model ({architecture}): {mismatch}. Was it saved from "
+            f"another architecture? Name that one, or load the run's folder with local-dir:DIR."
+        )
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
-        first_lines = str(error).strip().splitlines()[:3]
-        raise ValueError(f"checkpoint {path} does not fit the model: {' '.join(first_lines)}") from None
+        raise ValueError(f"checkpoint {path} does not fit the model: {shorten(str(error))}") from None
 
 
 def _from_saved(spec: str) -> torch.nn.Module:
@@ -143,7 +155,28 @@ def _from_architecture(spec: str, checkpoint: str | None) -> MSRN:
     _logger.info("%s from %s with %s", name, path, kwargs)
     model = timm.create_model(name, **kwargs)
     _load_state_dict(model, path, state_dict)
+    _warn_unread_thresholds(path)
     return model
+
+
+def _warn_unread_thresholds(path: pathlib.Path) -> None:
+    """The weights file of a saved folder whose ``config.json`` holds fitted thresholds: name and
+    checkpoint read only the weights, so say that the thresholds are not applied."""
+    config_path = path.parent / CONFIG_NAME
+    if path.name != WEIGHTS_NAME or not config_path.is_file():
+        return
+    try:
+        cfg = read_json_file(config_path, limit=MAX_CONFIG_BYTES)["pretrained_cfg"]
+        fitted = bool(cfg.get("label_thresholds"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a folder msrn wrote
+        return
+    if fitted:
+        warn(
+            _logger,
+            f"{config_path} holds the per-label thresholds fitted for {path}, but an architecture name "
+            f"with a checkpoint reads only the weights: they are not applied (labels are chosen at 0.5). "
+            f"Load the folder with local-dir:{path.parent} to apply them.",
+        )
 
 
 def load_model(spec: str, checkpoint: str | None = None) -> MSRN:
@@ -167,10 +200,10 @@ def load_model(spec: str, checkpoint: str | None = None) -> MSRN:
                 raise FileNotFoundError(
                     f"model {spec}: {folder} has no {name} (write it with msrn.save_pretrained)."
                 )
-        check_model_source(f"local-dir:{folder}", require_msrn=False)  # names a broken config.json
+        check_model_source(f"local-dir:{folder}")  # every field of config.json, before any weights
         model = _from_saved(f"local-dir:{folder}")
     elif spec.startswith("hf-hub:"):
-        check_model_source(spec, require_msrn=False)
+        check_model_source(spec)
         model = _from_saved(spec)
     else:
         return _from_architecture(spec, checkpoint).eval()

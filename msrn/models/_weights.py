@@ -6,7 +6,6 @@ ever read from safetensors files: no weight file is unpickled.
 """
 
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -16,12 +15,22 @@ from typing import Any
 
 import timm
 import torch
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import hf_hub_download
+from huggingface_hub import try_to_load_from_cache
 from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError  # also before huggingface_hub.errors
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.models import PretrainedCfg, get_pretrained_cfg, parse_model_name
+
+from .._hub_network import (
+    check_hub_reachable,
+    hub_file,
+    hub_offline,
+    is_network_error,
+    offline_options,
+    unreachable_error,
+)
+from .._state_dict import key_mismatch, shorten, summarize_names
+from ._folder import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, check_tensors, read_config
 
 __all__ = [
     "CONFIG_NAME",
@@ -37,16 +46,10 @@ __all__ = [
     "read_backbone_file",
     "check_model_source",
     "registry_cfg",
-    "summarize_names",
 ]
 
 _logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-# Version of the "msrn" section of config.json; a reader refuses newer versions it does not know.
-FORMAT_VERSION = 1
-LABEL_FEATURE_KINDS = ("fixed", "learnable")
 # Entries of the state dict whose shape depends on the number of labels. fc1 is sized by the rows of
 # M = [O || Q] (labels + groups), so it goes with the labels as a whole, bias included. The label-wise
 # head's read-out is shared by the labels; only its per-label classifier is label-sized.
@@ -68,8 +71,12 @@ _WRITER_HINT = "Write MSRN folders with msrn.save_pretrained(model, directory)."
 # head="label_wise" one holds its per-label classifier instead of fc1 and fc2.
 _MSRN_TENSORS = ("label_features", "label_graph", "head.fc1.weight", "head.fc2.weight")
 _LABEL_WISE_TENSORS = ("label_features", "label_graph", "head.classifier.weight")
-# How many names a message lists before it only counts.
-_NAMES_SHOWN = 5
+# What else to do without the Hub, in the messages of a failed download.
+_CHECKPOINT_ALTERNATIVES = "load a local copy of the repository's folder with 'local-dir:DIR'."
+_BACKBONE_ALTERNATIVES = (
+    "give a local weight file with pretrained_cfg_overlay=dict(file=PATH) (msrn train --backbone-weights "
+    "PATH), or start from random weights with pretrained=False (msrn train --no-pretrained)."
+)
 
 PathLike = str | os.PathLike
 
@@ -136,120 +143,9 @@ def checkpoint_location(pretrained_cfg: Mapping[str, Any], pretrained: bool) -> 
     return None
 
 
-def _split_hub_id(hub_id: str) -> tuple[str, str | None]:
-    repo_id, _, revision = hub_id.partition("@")
-    if not repo_id or "@" in revision:
-        raise ValueError(f"Hub id {hub_id!r} is not of the form 'owner/name' or 'owner/name@revision'.")
-    return repo_id, revision or None
-
-
-def _hub_offline() -> bool:
-    is_offline_mode = getattr(hub_constants, "is_offline_mode", None)  # huggingface_hub >= 1.0
-    return bool(is_offline_mode() if is_offline_mode is not None else hub_constants.HF_HUB_OFFLINE)
-
-
 def _hub_file(hub_id: str, filename: str, cache_dir: PathLike | None = None) -> str:
-    """Local path of ``filename`` in Hub repository ``hub_id`` (downloaded or from the cache)."""
-    repo_id, revision = _split_hub_id(hub_id)
-    try:
-        return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, library_name="msrn")
-    except (EntryNotFoundError, HfHubHTTPError, OSError) as error:
-        where = cache_dir or hub_constants.HF_HUB_CACHE
-        hint = (
-            f"Hugging Face Hub offline mode is on (HF_HUB_OFFLINE=1) and the file is not in the cache at "
-            f"{where}: download it once with network access, or point HF_HUB_CACHE at a cache that holds it."
-            if _hub_offline()
-            else f"Check the repository id, your network and your access token (cache: {where})."
-        )
-        raise FileNotFoundError(
-            f"Cannot resolve {filename} of Hub repository {hub_id!r} "
-            f"({type(error).__name__}: {error}). {hint}"
-        ) from error
-
-
-def _validate_config(config: Any, path: str) -> dict[str, Any]:
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}.")
-    hint = _WRITER_HINT
-    required = ("architecture", "num_classes", "model_args", "pretrained_cfg")
-    missing = [key for key in required if key not in config]
-    if missing:
-        raise ValueError(f"{path} is missing the key(s) {missing}. {hint}")
-    architecture = config["architecture"]
-    if not (
-        isinstance(architecture, str) and architecture.startswith("msrn_") and timm.is_model(architecture)
-    ):
-        known = ", ".join(timm.list_models("msrn*"))
-        raise ValueError(
-            f"{path} names the architecture {architecture!r}, which is not a registered MSRN architecture "
-            f"(known: {known}). Is the file from an MSRN model, and was `import msrn` run? {hint}"
-        )
-    num_classes = config["num_classes"]
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"{path}: num_classes must be an integer >= 1, got {num_classes!r}.")
-    for key in ("model_args", "pretrained_cfg"):
-        if not isinstance(config[key], dict):
-            raise ValueError(f"{path}: {key!r} must be a JSON object, got {type(config[key]).__name__}.")
-    if "msrn" not in config:
-        # A timm-layout config from another writer: the label features in the weights are taken as
-        # fixed inputs (as GloVe vectors are); the values, and so the logits, are the same either way.
-        _logger.info("%s has no 'msrn' section; its label features load as a fixed buffer.", path)
-        config["msrn"] = {"format_version": FORMAT_VERSION, "label_features": "fixed"}
-    if not isinstance(config["msrn"], dict):
-        raise ValueError(f"{path}: 'msrn' must be a JSON object, got {type(config['msrn']).__name__}.")
-    section = config["msrn"]
-    version = section.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"{path}: msrn.format_version must be an integer >= 1, got {version!r}. {hint}")
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} was written in MSRN format version {version}, newer than this msrn package reads "
-            f"({FORMAT_VERSION}); upgrade msrn."
-        )
-    if section.get("label_features") not in LABEL_FEATURE_KINDS:
-        raise ValueError(
-            f"{path}: msrn.label_features must be one of {list(LABEL_FEATURE_KINDS)}, "
-            f"got {section.get('label_features')!r}. {hint}"
-        )
-    label_names = config.get("label_names")
-    if label_names is not None and (
-        not isinstance(label_names, list)
-        or len(label_names) != num_classes
-        or not all(isinstance(name, str) for name in label_names)
-    ):
-        raise ValueError(f"{path}: label_names must be a list of {num_classes} strings (one per label).")
-    return config
-
-
-def read_config(path: PathLike) -> dict[str, Any]:
-    """The checked contents of an MSRN ``config.json``."""
-    return _validate_config(_read_json(path), str(path))
-
-
-def _read_json(path: PathLike) -> Any:
-    path = str(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"No {CONFIG_NAME} at {path}: an MSRN folder holds {CONFIG_NAME} and {WEIGHTS_NAME}."
-        ) from None
-    except IsADirectoryError:
-        raise ValueError(f"{path} is a folder, not a JSON file. {_WRITER_HINT}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}). {_WRITER_HINT}") from error
-    return config
-
-
-def summarize_names(names: Sequence[str], noun: str = "tensor", limit: int = _NAMES_SHOWN) -> str:
-    """``"2 tensors (a, b)"`` or ``"120 tensors (first: a, b, c, d, e)"``: a count and the first names,
-    so that a message stays short however many names there are."""
-    names = list(names)
-    counted = f"{len(names)} {noun}{'' if len(names) == 1 else 's'}"
-    if len(names) <= limit:
-        return f"{counted} ({', '.join(names)})"
-    return f"{counted} (first: {', '.join(names[:limit])})"
+    """Local path of ``filename`` in the MSRN checkpoint repository ``hub_id`` (downloaded or cached)."""
+    return hub_file(hub_id, filename, _CHECKPOINT_ALTERNATIVES, cache_dir)
 
 
 def read_safetensors(path: PathLike) -> dict[str, torch.Tensor]:
@@ -325,6 +221,7 @@ def read_checkpoint(kind: str, location: str, cache_dir: PathLike | None = None)
         config = read_config(config_path)
     state_dict = read_safetensors(weights_path)
     _check_msrn_tensors(state_dict, str(weights_path))
+    check_tensors(state_dict, str(weights_path))
     classifier = state_dict.get("head.classifier.weight", state_dict.get("head.fc2.weight"))
     if classifier.shape[0] != config["num_classes"]:
         raise ValueError(
@@ -378,24 +275,11 @@ def load_checkpoint_into(
     for key in keep:
         state_dict.pop(key, None)
         expected.pop(key, None)
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [
-        f"{key}: file {list(state_dict[key].shape)}, model {list(expected[key].shape)}"
-        for key in sorted(set(state_dict) & set(expected))
-        if state_dict[key].shape != expected[key].shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing from the file: {summarize_names(missing)}")
-        if unexpected:
-            problems.append(f"not in the model: {summarize_names(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatches: {summarize_names(mismatched, limit=3)}")
+    mismatch = key_mismatch(expected, state_dict)
+    if mismatch:
         raise ValueError(
             f"The weights in {checkpoint.weights_path} ({checkpoint.source}) do not fit the model built from "
-            f"{checkpoint.config_path}: {'; '.join(problems)}. Do not override architecture arguments "
+            f"{checkpoint.config_path}: {mismatch}. Do not override architecture arguments "
             f"(backbone, embed_dim, variant, ...) when loading a checkpoint."
         )
     model.load_state_dict(state_dict, strict=False)
@@ -454,18 +338,16 @@ def _check_backbone_keys(
     classifier = reference.pretrained_cfg.get("classifier") or ()
     classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
     in_classifier = tuple(f"{c}." for c in classifier)
-    missing = sorted(k for k in expected - set(state_dict) if not k.startswith(in_classifier))
-    unexpected = sorted(k for k in set(state_dict) - expected if not k.startswith(in_classifier))
-    if missing or unexpected:
-
-        def listing(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-        problems = ([f"missing {listing(missing)}"] if missing else []) + (
-            [f"not in {base}: {listing(unexpected)}"] if unexpected else []
-        )
+    # Keys only: timm adapts some shapes of its weights (input channels, position embeddings).
+    mismatch = key_mismatch(
+        {k: None for k in expected if not k.startswith(in_classifier)},
+        {k: None for k in state_dict if not k.startswith(in_classifier)},
+        shapes=False,
+        target=base,
+    )
+    if mismatch:
         raise ValueError(
-            f"{path} does not hold the weights of timm's {base} ({'; '.join(problems)}). Use the weights "
+            f"{path} does not hold the weights of timm's {base} ({mismatch}). Use the weights "
             f"of that model in timm's layout, e.g. saved with "
             f"safetensors.torch.save_file(timm.create_model({base!r}, pretrained=True).state_dict(), PATH)."
         )
@@ -504,16 +386,31 @@ def load_backbone_weights(
             )
         weights = f"{name.split('.', 1)[0]}.{cfg.tag}" if cfg.tag else name
         where = f"hf-hub:{cfg.hf_hub_id}" if cfg.hf_hub_id else str(cfg.url or cfg.file)
+        what = f"the ImageNet weights of backbone {weights!r}"
         if cfg.hf_hub_id and not cfg.hf_hub_filename and not cfg.custom_load:
             # The Hub repository's safetensors file, never its pickled alternative: read here and
             # handed to timm as a state dict (timm's own Hub lookup differs between its releases).
-            try:
-                hub_path = _hub_file(cfg.hf_hub_id, WEIGHTS_NAME, cache_dir)
-            except FileNotFoundError as error:
-                raise FileNotFoundError(
-                    f"Cannot load the ImageNet weights of backbone {weights!r} from {where}: {error}"
-                ) from error
+            hub_path = hub_file(
+                cfg.hf_hub_id,
+                WEIGHTS_NAME,
+                _BACKBONE_ALTERNATIVES,
+                cache_dir,
+                what=f"{what} ({WEIGHTS_NAME} of Hub repository {cfg.hf_hub_id!r})",
+            )
             overlay["state_dict"] = read_safetensors(hub_path)
+        elif cfg.hf_hub_id and not hub_offline():
+            # timm downloads another file of the repository itself: fail fast when the Hub is out of reach.
+            repo_id, _, revision = cfg.hf_hub_id.partition("@")
+            filename = cfg.hf_hub_filename or WEIGHTS_NAME
+            if not isinstance(try_to_load_from_cache(repo_id, filename, cache_dir, revision or None), str):
+                check_hub_reachable(
+                    repo_id,
+                    filename,
+                    f"for {what} ({filename} of Hub repository {cfg.hf_hub_id!r})",
+                    offline_options(_BACKBONE_ALTERNATIVES),
+                    revision or None,
+                    cache_dir,
+                )
     try:
         donor = timm.create_model(
             weights,
@@ -529,16 +426,19 @@ def load_backbone_weights(
             f"Cannot load the ImageNet weights of backbone {weights!r} from {where}: {error}"
         ) from error
     except (EntryNotFoundError, HfHubHTTPError, OSError) as error:
+        if is_network_error(error) and not hub_offline():
+            purpose = f"for the ImageNet weights of backbone {weights!r} ({where})"
+            options = offline_options(_BACKBONE_ALTERNATIVES)
+            raise unreachable_error(purpose, error, options, cache_dir) from error
         raise FileNotFoundError(
             f"Cannot load the ImageNet weights of backbone {weights!r} from {where} ({type(error).__name__}: "
             f"{error}). With HF_HUB_OFFLINE=1 the file must already be in the Hugging Face cache, or give "
-            f"a local file with pretrained_cfg_overlay=dict(file=PATH)."
+            f"a local file with pretrained_cfg_overlay=dict(file=PATH) (msrn train --backbone-weights PATH)."
         ) from error
     except RuntimeError as error:
         if file is None:
             raise
-        first_lines = " ".join(str(error).strip().splitlines()[:2])
-        raise ValueError(f"{file} does not fit backbone {name!r}: {first_lines}") from None
+        raise ValueError(f"{file} does not fit backbone {name!r}: {shorten(str(error))}") from None
     trunk_state = donor.state_dict()
     backbone.trunk.load_state_dict(trunk_state, strict=True)
     initialised = sorted(
@@ -557,10 +457,10 @@ def load_backbone_weights(
     )
 
 
-def check_model_source(model_name: str, cache_dir: PathLike | None = None, require_msrn: bool = True) -> None:
-    """Validate the config.json behind an ``hf-hub:`` / ``local-dir:`` name before timm parses it,
-    so a bad file or an unreachable id fails with a message that names it. With
-    ``require_msrn=False`` only its being a JSON object is checked (any timm model passes)."""
+def check_model_source(model_name: str, cache_dir: PathLike | None = None) -> None:
+    """Check the config.json behind an ``hf-hub:`` / ``local-dir:`` name (:func:`read_config`: a
+    bounded read, then every field) before timm parses it, so that a bad file or an unreachable id
+    fails with one line that names it. Other names pass."""
     source, location = parse_model_name(model_name)
     if source == "local-dir":
         path = pathlib.Path(location) / CONFIG_NAME
@@ -568,11 +468,7 @@ def check_model_source(model_name: str, cache_dir: PathLike | None = None, requi
         path = pathlib.Path(_hub_file(location, CONFIG_NAME, cache_dir))
     else:
         return
-    config = _read_json(path)
-    if require_msrn:
-        _validate_config(config, str(path))
-    elif not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}.")
+    read_config(path)
 
 
 def registry_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,6 @@ Registered architectures sit at the bottom of this file (timm's layout).
 """
 
 import functools
-import inspect
 import logging
 import math
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
 from .. import labels as label_sets
+from .._warnings import warn
 from ..layers import (
     LabelGroupEmbedding,
     LabelWiseHead,
@@ -38,6 +38,7 @@ from ..layers import (
 )
 from ..layers.diffpool import compactness_loss
 from ..layers.gat import edge_index_from_mask
+from ._folder import check_label_thresholds
 from ._weights import (
     Checkpoint,
     checkpoint_location,
@@ -359,13 +360,23 @@ class MSRN(nn.Module):
         else:
             self.register_buffer("label_features", _as_label_features(label_features, self.num_labels))
         self.register_buffer("label_graph", _as_label_graph(label_graph, self.num_labels))
-        if label_graph is None and self.embeddings_mode != "none" and self.num_labels > 1:
+        edges = int(self.label_graph.sum()) - self.num_labels  # off the diagonal: self-loops are always set
+        if edges == 0 and self.embeddings_mode != "none" and self.num_labels > 1:
+            graph = "no label graph" if label_graph is None else "a label graph without edges between labels"
+            warn(
+                _logger,
+                f"MSRN with {self.num_labels} labels and {graph}: the graph attention of the label "
+                f"embeddings sees no edges (self-loops only). Pass labels="
+                f"{'|'.join(repr(name) for name in label_sets.available())} for a built-in label set, or "
+                f"label_graph=msrn.graph.label_graph_from_targets(train_targets) (a lower threshold t gives "
+                f"more edges; msrn train --graph-threshold).",
+            )
+        elif label_graph is not None and self.num_labels > 2 and bool(self.label_graph.all()):
             _logger.warning(
-                "MSRN with %d labels and no label graph: the graph attention of the label embeddings sees "
-                "no edges (self-loops only). Pass labels=%s for a built-in label set, or "
-                "label_graph=msrn.graph.label_graph_from_targets(train_targets).",
+                "The label graph links each of the %d labels to every other (a complete graph): the graph "
+                "attention then mixes all labels alike, without co-occurrence structure. If that is not "
+                "meant, build it with msrn.graph.label_graph_from_targets(train_targets).",
                 self.num_labels,
-                "|".join(repr(name) for name in label_sets.available()),
             )
 
     @property
@@ -566,16 +577,7 @@ class MSRN(nn.Module):
         thresholds = cfg.get("label_thresholds")
         if thresholds is None:
             return None
-        try:
-            values = [float(t) for t in thresholds]
-        except (TypeError, ValueError):
-            values = []
-        if len(values) != self.num_classes or not all(0.0 <= t <= 1.0 for t in values):
-            raise ValueError(
-                f"pretrained_cfg['label_thresholds'] must be {self.num_classes} probabilities in [0, 1], one "
-                f"per label, got {thresholds!r}; fix or delete that entry of the model's config.json."
-            )
-        return values
+        return check_label_thresholds(thresholds, self.num_classes, "pretrained_cfg['label_thresholds']")
 
     def get_classifier(self) -> nn.Module:
         if self.head is None:
@@ -718,16 +720,6 @@ default_cfgs = generate_default_cfgs(
     }
 )
 
-# Constructor arguments that a checkpoint may set: everything except the label inputs (read from
-# the checkpoint's tensors) and the switch for ImageNet weights (the builder loads those itself).
-_CHECKPOINT_ARGS = frozenset(inspect.signature(MSRN.__init__).parameters) - {
-    "self",
-    "label_features",
-    "label_graph",
-    "pretrained_backbone",
-}
-
-
 # pretrained_cfg entries of MSRN's own, beyond timm's PretrainedCfg fields, kept through save and load:
 # label_thresholds, one decision threshold per label (see MSRN.get_label_thresholds).
 MSRN_CFG_KEYS = ("label_thresholds",)
@@ -736,19 +728,9 @@ MSRN_CFG_KEYS = ("label_thresholds",)
 _LABEL_ARGS = ("num_labels", "label_features", "label_names")
 
 
-def _check_checkpoint_args(checkpoint: Checkpoint) -> None:
-    unknown = sorted(set(checkpoint.model_args) - _CHECKPOINT_ARGS)
-    if unknown:
-        raise ValueError(
-            f"{checkpoint.config_path}: model_args holds {unknown}, which are not MSRN constructor arguments "
-            f"(written by a newer msrn, or edited by hand?)."
-        )
-
-
 def _apply_checkpoint(checkpoint: Checkpoint, cfg: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
     """Fill the unset constructor arguments from ``checkpoint`` (its model_args, label features, graph
     and names); returns the label inputs the caller set, which the checkpoint must not overwrite."""
-    _check_checkpoint_args(checkpoint)
     for key, value in checkpoint.model_args.items():
         kwargs.setdefault(key, value)
     num_classes = kwargs.get("num_classes", checkpoint.num_classes)
@@ -850,10 +832,19 @@ def _create_msrn(
     model._record_labels_in_cfg()
     thresholds = msrn_cfg.get("label_thresholds")
     if thresholds is not None:
-        if isinstance(thresholds, list) and len(thresholds) == model.num_classes:
-            model.pretrained_cfg["label_thresholds"] = thresholds
-        else:  # fitted for other labels (e.g. loaded with another num_classes)
-            _logger.info("Dropping the saved label_thresholds: they do not fit the model's labels.")
+        if checkpoint is not None and model.num_classes != checkpoint.num_classes:
+            # Fitted for the checkpoint's labels, which the caller replaced (num_classes=...).
+            warn(
+                _logger,
+                f"The saved per-label thresholds were fitted for the checkpoint's {checkpoint.num_classes} "
+                f"labels and are not applied to the model's {model.num_classes}: predictions use 0.5 (or a "
+                f"threshold you give); fit new ones on a validation split (msrn train --val-fraction).",
+            )
+        else:  # used as saved, or refused: never silently replaced by 0.5
+            where = f"{checkpoint.config_path}: " if checkpoint is not None else ""
+            model.pretrained_cfg["label_thresholds"] = check_label_thresholds(
+                thresholds, model.num_classes, f"{where}pretrained_cfg['label_thresholds']"
+            )
     return model
 
 
