@@ -83,6 +83,8 @@ MODEL_ARG_TYPES: dict[str, tuple[str, bool]] = {  # name: (kind, may be null)
     "label_names": (_LIST, True),
     "backbone_kwargs": (_OBJECT, True),
     "num_labels": (_COUNT, True),
+    "head": (_TEXT, False),
+    "num_query_groups": (_COUNT, False),
 }
 _NAMES_SHOWN = 3
 
