@@ -90,8 +90,15 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:200]}"
 
 
-def _timed_out(error: BaseException) -> bool:
-    return isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower()
+def _timed_out(error: BaseException | None) -> bool:
+    """Whether ``error`` or an error it was raised from is a timeout (the HTTP library's or the OS's)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower():
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def unreachable_error(

@@ -8,6 +8,7 @@ patched here."""
 
 import importlib.util
 import socket
+import threading
 import time
 
 import huggingface_hub
@@ -31,10 +32,17 @@ def unreachable_hub(request, monkeypatch, tmp_path):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    stop = threading.Event()
     if request.param == "refused":
         listener.close()
     else:
-        listener.listen(16)  # connections complete in the kernel's backlog; nothing ever answers
+        # Connections are accepted and held open, never answered. (Leaving them in the kernel's backlog
+        # is not enough: some network stacks, e.g. sandboxed ones, reset connections nobody accepts.)
+        listener.listen(16)
+        listener.settimeout(0.1)
+        holder = threading.Thread(target=_hold_connections, args=(listener, held, stop), daemon=True)
+        holder.start()
     endpoint = f"http://127.0.0.1:{port}" + (SILENT if request.param == "silent" else "")
     cache = tmp_path / "hf" / "hub"
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
@@ -54,7 +62,21 @@ def unreachable_hub(request, monkeypatch, tmp_path):
         no_agents = {"standardEnvVars": [], "harnesses": {}}
         monkeypatch.setattr("huggingface_hub.utils._detect_agent._registry", no_agents, raising=False)
     yield endpoint
+    stop.set()
+    if request.param != "refused":
+        holder.join()
     listener.close()
+    for connection in held:
+        connection.close()
+
+
+def _hold_connections(listener: socket.socket, held: list[socket.socket], stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            connection, _ = listener.accept()
+        except TimeoutError:
+            continue
+        held.append(connection)
 
 
 def failure_of(call, *args, **kwargs) -> tuple[BaseException, float]:
