@@ -47,6 +47,7 @@ __all__ = [
     "SparseCooccurrence",
     "cooccurrence_from_label_lists",
     "label_edges_from_label_lists",
+    "count_label_edges",
 ]
 
 
@@ -144,6 +145,24 @@ def label_graph_from_statistics(cooccurrence: Any, counts: Any, threshold: float
     mask = edges_from_statistics(cooccurrence, counts, threshold).T.copy()
     np.fill_diagonal(mask, True)
     return torch.from_numpy(mask)
+
+
+def count_label_edges(graph: torch.Tensor) -> int:
+    """Edges between distinct labels in a label graph, self-loops not counted.
+
+    Args:
+        graph: a ``[n, n]`` mask (bool, or numbers with non-zero = edge), or a ``[2, E]`` integer edge
+            list (column ``(i, j)``), the two forms ``MSRN.label_graph`` takes.
+    """
+    is_mask_type = graph.dtype == torch.bool or graph.is_floating_point()
+    if graph.dim() == 2 and graph.shape[0] == 2 and not is_mask_type:
+        return int((graph[0] != graph[1]).sum())
+    if graph.dim() != 2 or graph.shape[0] != graph.shape[1]:
+        raise ValueError(
+            f"A label graph is a [n, n] mask or a [2, E] edge list, got shape {list(graph.shape)}."
+        )
+    mask = graph != 0
+    return int(mask.sum()) - int(mask.diagonal().sum())
 
 
 def label_graph_from_targets(

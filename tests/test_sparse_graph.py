@@ -2,15 +2,19 @@
 gradients, to 1e-5), DiffPool and the compactness loss run at Open Images' 9,605 labels, MSRN keeps a
 large graph as an edge list, and co-occurrence counts come from sparse per-image label lists."""
 
+import warnings
+
 import numpy as np
 import pytest
 import timm
 import torch
 
+import msrn
 import msrn.graph as graph_module
 from msrn.graph import (
     cooccurrence_from_label_lists,
     cooccurrence_statistics,
+    count_label_edges,
     known_pair_counts,
     label_edges_from_label_lists,
     label_graph_from_targets,
@@ -140,14 +144,28 @@ def test_msrn_with_an_edge_list_gives_the_dense_graphs_logits(head):
 def test_large_label_sets_keep_their_graph_as_an_edge_list():
     n = DENSE_GRAPH_MAX_LABELS + 1
     small = dict(SMALL, embed_dim=8, gat_hidden_dim=8)
-    model = timm.create_model("msrn_custom", num_classes=n, head="label_wise", num_query_groups=4, **small)
+    with pytest.warns(msrn.MSRNWarning, match=f"MSRN with {n} labels and no label graph"):
+        model = timm.create_model(
+            "msrn_custom", num_classes=n, head="label_wise", num_query_groups=4, **small
+        )
     assert model.label_graph.shape == (2, n) and model.label_graph.dtype == torch.int64  # self-loops
+    assert count_label_edges(model.label_graph) == 0
     mask = torch.zeros(n, n, dtype=torch.bool)
     mask[0, 1] = True
-    model.reset_classifier(n, label_graph=mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", msrn.MSRNWarning)  # one edge: no warning of an empty graph
+        model.reset_classifier(n, label_graph=mask)
     assert model.label_graph.shape == (2, n + 1)
     logits = model(torch.randn(1, 3, 64, 64))
     assert logits.shape == (1, n) and torch.isfinite(logits).all()
+
+
+def test_a_model_of_many_labels_builds_on_the_meta_device():
+    with torch.device("meta"):  # e.g. to count parameters without allocating them
+        model = timm.create_model(
+            "msrn_custom", num_classes=DENSE_GRAPH_MAX_LABELS + 1, head="label_wise", **SMALL
+        )
+    assert model.label_graph.is_meta and sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_msrn_refuses_bad_edge_lists():
@@ -223,7 +241,7 @@ def test_sparse_counts_refuse_bad_lists():
 
 
 def test_trainer_builds_a_sparse_sets_graph_from_its_label_lists():
-    from msrn.engine.builders import _edge_count, _label_graph
+    from msrn.engine.builders import _label_graph
 
     targets, unknown = _label_matrix(num_images=80, num_labels=9, seed=2)
     targets = np.where(unknown, -1, targets).astype(np.int64)  # 1 present, 0 absent, -1 unknown
@@ -241,4 +259,4 @@ def test_trainer_builds_a_sparse_sets_graph_from_its_label_lists():
     sparse, dense = _label_graph(SparseSet(), 0.4), _label_graph(DenseSet(), 0.4)
     assert sparse.dtype == torch.int64 and dense.dtype == torch.bool
     assert torch.equal(sparse, dense.nonzero().t())
-    assert _edge_count(sparse, 9) == _edge_count(dense, 9) == int(dense.sum()) - 9 > 0
+    assert count_label_edges(sparse) == count_label_edges(dense) == int(dense.sum()) - 9 > 0

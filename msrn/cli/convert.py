@@ -4,6 +4,7 @@ import argparse
 import os
 
 from ..convert import convert_official, save_converted
+from ..graph import count_label_edges
 from . import CommandError
 
 __all__ = ["register"]
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     )
     save_converted(model, args.out)
     num_params = sum(p.numel() for p in model.parameters())
-    edges = int(model.label_graph.sum()) - model.num_classes
+    edges = count_label_edges(model.label_graph)
     print(
         f"converted {args.checkpoint}: {model.backbone.backbone_name}, {model.num_classes} labels, "
         f"{model.num_groups} groups, {num_params:,} parameters, {edges} graph edges at t={args.threshold}"

@@ -26,7 +26,7 @@ from ..data import (
     train_transform,
 )
 from ..features import load_label_features
-from ..graph import label_edges_from_label_lists, label_graph_from_targets
+from ..graph import count_label_edges, label_edges_from_label_lists, label_graph_from_targets
 from ..loss import MSRNLoss
 from ..models import create_model
 from ..optim import param_groups
@@ -328,7 +328,7 @@ def build_model(config: TrainConfig, context: DistributedContext, train_set, tes
     _logger.info(
         "label features: %s; label graph: %d edges at t=%g from the training labels",
         features_source,
-        _edge_count(label_graph, len(classes)),
+        count_label_edges(label_graph),
         config.graph_threshold,
     )
     return model, model_config
@@ -342,11 +342,6 @@ def _label_graph(train_set, threshold: float) -> torch.Tensor:
         positives, negatives = train_set.label_lists()
         return label_edges_from_label_lists(positives, len(train_set.classes), threshold, negatives)
     return label_graph_from_targets(train_set.targets, threshold)
-
-
-def _edge_count(graph: torch.Tensor, num_labels: int) -> int:
-    """Edges between distinct labels of a mask or of an edge list (both hold the self-loops)."""
-    return int(graph.sum() if graph.dtype == torch.bool else graph.shape[1]) - num_labels
 
 
 def _label_features(config: TrainConfig, classes: Sequence[str]) -> tuple[torch.Tensor | None, str]:

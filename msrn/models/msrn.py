@@ -29,6 +29,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from .. import labels as label_sets
 from .._warnings import warn
+from ..graph import count_label_edges
 from ..layers import (
     LabelGroupEmbedding,
     LabelWiseHead,
@@ -360,7 +361,10 @@ class MSRN(nn.Module):
         else:
             self.register_buffer("label_features", _as_label_features(label_features, self.num_labels))
         self.register_buffer("label_graph", _as_label_graph(label_graph, self.num_labels))
-        edges = int(self.label_graph.sum()) - self.num_labels  # off the diagonal: self-loops are always set
+        if self.label_graph.is_meta:  # built on the meta device (e.g. to count parameters): no values
+            return
+        edges = count_label_edges(self.label_graph)
+        complete_graph_edges = self.num_labels * (self.num_labels - 1)
         if edges == 0 and self.embeddings_mode != "none" and self.num_labels > 1:
             graph = "no label graph" if label_graph is None else "a label graph without edges between labels"
             warn(
@@ -371,7 +375,7 @@ class MSRN(nn.Module):
                 f"label_graph=msrn.graph.label_graph_from_targets(train_targets) (a lower threshold t gives "
                 f"more edges; msrn train --graph-threshold).",
             )
-        elif label_graph is not None and self.num_labels > 2 and bool(self.label_graph.all()):
+        elif label_graph is not None and self.num_labels > 2 and edges == complete_graph_edges:
             _logger.warning(
                 "The label graph links each of the %d labels to every other (a complete graph): the graph "
                 "attention then mixes all labels alike, without co-occurrence structure. If that is not "
