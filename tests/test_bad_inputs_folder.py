@@ -158,7 +158,9 @@ def test_bad_config_is_one_line_naming_file_and_field(saved, tmp_path, capsys, c
     assert re.search(message, err)
 
 
-@pytest.mark.parametrize("damage", ["negative running_var", "float label_graph", "label_graph of 2 x 2"])
+@pytest.mark.parametrize(
+    "damage", ["negative running_var", "float label_graph", "label_graph of 2 x 2", "edge list out of range"]
+)
 def test_bad_state_dict_is_refused_before_use(saved, tmp_path, capsys, damage):
     folder = _copy(saved, tmp_path)
     weights = folder / "model.safetensors"
@@ -169,9 +171,12 @@ def test_bad_state_dict_is_refused_before_use(saved, tmp_path, capsys, damage):
     elif damage == "float label_graph":
         tensors["label_graph"] = tensors["label_graph"].float()
         message = r"label_graph must be a bool \[3, 3\] mask .* got float32 \[3, 3\]"
-    else:
+    elif damage == "label_graph of 2 x 2":
         tensors["label_graph"] = tensors["label_graph"][:2, :2].contiguous()
         message = r"label_graph must be a bool \[3, 3\] mask .* got bool \[2, 2\]"
+    else:
+        tensors["label_graph"] = torch.tensor([[0, 1, 2], [0, 3, 2]])
+        message = r"label_graph as an edge list must hold label indices in \[0, 3\), got 0 to 3"
     save_file(tensors, str(weights))
     message = rf"{re.escape(str(weights))}: {message}"
     with pytest.raises(ValueError, match=message):

@@ -68,7 +68,7 @@ def test_heads_as_a_second_dimension_on_the_80_label_set(tmp_path, monkeypatch, 
 
     def tiny_cpu_config(**settings):
         config = real_cpu_config(
-            **{**settings, **TINY, "cache_dir": str(tmp_path / "cache"), "synthetic_trainval": 40}
+            **{**settings, **TINY, "cache_dir": str(tmp_path / "cache"), "synthetic_trainval": 50}
         )
         seen.append(config)
         return config

@@ -12,6 +12,7 @@ import logging
 import os
 import pathlib
 import shutil
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import huggingface_hub
@@ -87,7 +88,7 @@ def hub_cache(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture
-def offline(hub_cache, monkeypatch) -> pathlib.Path:
+def offline(hub_cache, monkeypatch) -> Iterator[pathlib.Path]:
     """HF_HOME / HF_HUB_CACHE at the temporary cache, offline; huggingface_hub reads these constants at
     import, so the module attributes are patched as well as the environment."""
     monkeypatch.setenv("HF_HOME", str(hub_cache.parent))
@@ -100,7 +101,18 @@ def offline(hub_cache, monkeypatch) -> pathlib.Path:
         raise AssertionError("torch.load was called: weights must come from safetensors only")
 
     monkeypatch.setattr(torch, "load", no_unpickling)
-    return hub_cache
+    reset_hub_sessions()
+    yield hub_cache
+    reset_hub_sessions()
+
+
+def reset_hub_sessions() -> None:
+    """Drop huggingface_hub's cached HTTP sessions: before 1.0 a session made in offline mode keeps
+    refusing every request after offline mode is turned off, in later tests of the same process."""
+    utils = huggingface_hub.utils
+    reset = getattr(utils, "reset_sessions", None) or getattr(utils, "close_session", None)
+    if reset is not None:
+        reset()
 
 
 def tiny_msrn(num_classes=4, **kwargs):

@@ -14,7 +14,7 @@ import time
 import huggingface_hub
 import pytest
 import timm
-from test_hub import add_folder_as_repo
+from test_hub import add_folder_as_repo, reset_hub_sessions
 from tiny_training import TINY_ARGS
 
 import msrn
@@ -37,8 +37,7 @@ def unreachable_hub(request, monkeypatch, tmp_path):
     if request.param == "refused":
         listener.close()
     else:
-        # Connections are accepted and held open, never answered. (Leaving them in the kernel's backlog
-        # is not enough: some network stacks, e.g. sandboxed ones, reset connections nobody accepts.)
+        # Connections are accepted and held open, never answered: a server that hangs.
         listener.listen(16)
         listener.settimeout(0.1)
         holder = threading.Thread(target=_hold_connections, args=(listener, held, stop), daemon=True)
@@ -61,7 +60,9 @@ def unreachable_hub(request, monkeypatch, tmp_path):
     if importlib.util.find_spec("huggingface_hub.utils._detect_agent") is not None:
         no_agents = {"standardEnvVars": [], "harnesses": {}}
         monkeypatch.setattr("huggingface_hub.utils._detect_agent._registry", no_agents, raising=False)
+    reset_hub_sessions()  # a session cached by an earlier test in offline mode would refuse at once
     yield endpoint
+    reset_hub_sessions()
     stop.set()
     if request.param != "refused":
         holder.join()

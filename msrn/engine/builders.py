@@ -29,6 +29,7 @@ from ..features import load_label_features
 from ..graph import count_label_edges, label_edges_from_label_lists, label_graph_from_targets
 from ..loss import MSRNLoss
 from ..models import create_model
+from ..models.msrn import DENSE_GRAPH_MAX_LABELS
 from ..optim import param_groups
 from .config import TrainConfig, default_cache_dir, saved_config
 from .distributed import DistributedContext
@@ -336,11 +337,19 @@ def build_model(config: TrainConfig, context: DistributedContext, train_set, tes
 
 def _label_graph(train_set, threshold: float) -> torch.Tensor:
     """The label graph of the training labels (-1 entries left out): from a sparse set's per-image rows
-    (``label_lists()``, e.g. Open Images) as a ``[2, E]`` edge list, with no dense ``images x labels``
-    copy; else a ``[n, n]`` mask from the dense ``targets``."""
+    (``label_lists()``, e.g. Open Images) with no dense ``images x labels`` copy, as a ``[2, E]`` edge
+    list above ``DENSE_GRAPH_MAX_LABELS`` labels and a ``[n, n]`` mask below; else a mask from the
+    dense ``targets``."""
     if hasattr(train_set, "label_lists"):
         positives, negatives = train_set.label_lists()
-        return label_edges_from_label_lists(positives, len(train_set.classes), threshold, negatives)
+        num_labels = len(train_set.classes)
+        edges = label_edges_from_label_lists(positives, num_labels, threshold, negatives)
+        if num_labels > DENSE_GRAPH_MAX_LABELS:
+            return edges
+        # As MSRN stores a small graph itself: checkpoints of few labels keep the usual [n, n] mask.
+        mask = torch.zeros(num_labels, num_labels, dtype=torch.bool)
+        mask[edges[0], edges[1]] = True
+        return mask
     return label_graph_from_targets(train_set.targets, threshold)
 
 

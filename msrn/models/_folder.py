@@ -330,8 +330,9 @@ def _listing(names: Sequence[str]) -> str:
 
 
 def check_tensors(tensors: Mapping[str, torch.Tensor], path: str) -> None:
-    """What a state dict read from ``path`` must hold beyond finite values: a boolean, square label
-    graph with one row per label (when it has one), and BatchNorm ``running_var`` that is not negative
+    """What a state dict read from ``path`` must hold beyond finite values: a label graph (when it has
+    one) that is a boolean, square mask with one row per label or an int64 ``[2, E]`` edge list of
+    label indices, and BatchNorm ``running_var`` that is not negative
     (a negative variance gives NaN outputs)."""
     negative = [
         name
@@ -347,9 +348,18 @@ def check_tensors(tensors: Mapping[str, torch.Tensor], path: str) -> None:
     graph = tensors.get("label_graph")
     if graph is None:
         return
-    rows = tensors["label_features"].shape[0] if "label_features" in tensors else graph.shape[0]
+    labels = tensors["label_features"].shape[0] if "label_features" in tensors else None
+    if graph.dtype == torch.int64 and graph.dim() == 2 and graph.shape[0] == 2:  # an edge list [2, E]
+        if graph.numel() and (int(graph.min()) < 0 or (labels is not None and int(graph.max()) >= labels)):
+            raise ValueError(
+                f"{path}: label_graph as an edge list must hold label indices in [0, {labels}), got "
+                f"{int(graph.min())} to {int(graph.max())}. {_WRITER_HINT}"
+            )
+        return
+    rows = labels if labels is not None else graph.shape[0]
     if graph.dtype != torch.bool or graph.dim() != 2 or tuple(graph.shape) != (rows, rows):
         raise ValueError(
-            f"{path}: label_graph must be a bool [{rows}, {rows}] mask (one row and column per label), "
-            f"got {str(graph.dtype).removeprefix('torch.')} {list(graph.shape)}. {_WRITER_HINT}"
+            f"{path}: label_graph must be a bool [{rows}, {rows}] mask (one row and column per label) or "
+            f"an int64 [2, E] edge list, got {str(graph.dtype).removeprefix('torch.')} {list(graph.shape)}. "
+            f"{_WRITER_HINT}"
         )
