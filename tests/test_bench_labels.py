@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import REPO_ROOT
 
 TINY = ["--profile", "cpu", "--batch", "2", "--size", "64", "--steps", "1", "--warmup", "0"]
