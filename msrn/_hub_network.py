@@ -74,15 +74,21 @@ def is_network_error(error: BaseException) -> bool:
     """Whether ``error`` (or an error it was raised from) means the Hub could not be reached: no
     route or name resolution, a refused connection, a timeout. An HTTP answer of the Hub is not."""
     types = _network_error_types()
+    for link in _error_chain(error):
+        if isinstance(link, HfHubHTTPError):
+            return False
+        if isinstance(link, types):
+            return True
+    return False
+
+
+def _error_chain(error: BaseException | None):
+    """``error``, then the errors it was raised from (``__cause__``, else ``__context__``), each once."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, HfHubHTTPError):
-            return False
-        if isinstance(error, types):
-            return True
+        yield error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return False
 
 
 def _reason(error: BaseException) -> str:
@@ -92,13 +98,10 @@ def _reason(error: BaseException) -> str:
 
 def _timed_out(error: BaseException | None) -> bool:
     """Whether ``error`` or an error it was raised from is a timeout (the HTTP library's or the OS's)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower():
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
+    return any(
+        isinstance(link, TimeoutError) or "timeout" in type(link).__name__.lower()
+        for link in _error_chain(error)
+    )
 
 
 def unreachable_error(
