@@ -23,8 +23,10 @@ def load_script():
     return module
 
 
-def test_each_recipe_trains_with_a_validation_split_and_reports_its_best_epoch(tmp_path, monkeypatch, capsys):
-    script = load_script()
+@pytest.fixture
+def tiny_runs(tmp_path, monkeypatch) -> list:
+    """The script's runs at tiny sizes (its CPU profile with TINY widths, 50 generated images); the
+    list collects each run's config."""
     seen = []
     real_cpu_config = msrn.engine.cpu_config
 
@@ -36,6 +38,11 @@ def test_each_recipe_trains_with_a_validation_split_and_reports_its_best_epoch(t
         return config
 
     monkeypatch.setattr(msrn.engine, "cpu_config", tiny_cpu_config)
+    return seen
+
+
+def test_each_recipe_trains_with_a_validation_split_and_reports_its_best_epoch(tmp_path, tiny_runs, capsys):
+    script, seen = load_script(), tiny_runs
     out = tmp_path / "runs.jsonl"
     assert script.main(["--recipes", "bce", "asl+ema", "--seeds", "0", "1", "--out", str(out)]) == 0
     assert [(c.loss, c.ema, c.seed, c.val_fraction) for c in seen] == [
@@ -61,19 +68,8 @@ def test_each_recipe_trains_with_a_validation_split_and_reports_its_best_epoch(t
     assert any(line.startswith("| asl+ema | 2 | ") for line in lines)
 
 
-def test_heads_as_a_second_dimension_on_the_80_label_set(tmp_path, monkeypatch, capsys):
-    script = load_script()
-    seen = []
-    real_cpu_config = msrn.engine.cpu_config
-
-    def tiny_cpu_config(**settings):
-        config = real_cpu_config(
-            **{**settings, **TINY, "cache_dir": str(tmp_path / "cache"), "synthetic_trainval": 50}
-        )
-        seen.append(config)
-        return config
-
-    monkeypatch.setattr(msrn.engine, "cpu_config", tiny_cpu_config)
+def test_heads_as_a_second_dimension_on_the_80_label_set(tiny_runs, capsys):
+    script, seen = load_script(), tiny_runs
     assert (
         script.main(
             ["--recipes", "bce", "--heads", "paper", "label_wise", "--dataset", "coco", "--seeds", "0"]
