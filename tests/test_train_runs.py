@@ -274,12 +274,24 @@ def test_torchrun_resume_is_exact_and_only_rank_0_reports(cache_dir, tmp_path):
     )
     assert first.returncode == 0, first.stderr[-3000:]
     refused = torchrun(cache_dir, tmp_path / "split", "--epochs", "2", entry=_EXAMPLE)
-    assert refused.returncode != 0 and refused.stderr.count("already holds a training run") == 1
+    assert refused.returncode != 0, refused.stderr[-3000:]
+    assert refused.stderr.count("already holds a training run") == 1, refused.stderr[-3000:]
     resumed = torchrun(
         cache_dir, tmp_path / "split", "--resume", str(tmp_path / "split")
     )  # the documented form
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_weights(_weights(tmp_path / "straight"), _weights(tmp_path / "split"))
+
+
+def test_torchrun_diverged_loss_is_reported_once_by_rank_0(cache_dir, tmp_path):
+    # Every process stops at once; the followers end with 0 so that torchrun does not kill rank 0
+    # before it has printed why the job failed.
+    diverged = torchrun(cache_dir, tmp_path / "run", "--epochs", "2", "--lr", "1e12")
+    assert diverged.returncode != 0
+    assert diverged.stderr.count("msrn train: stopped: The training loss became non-finite") == 1, (
+        diverged.stderr[-3000:]
+    )
+    assert "rank      : 0" in diverged.stderr  # torchrun names rank 0 as the failure
 
 
 # ------------------------------------------------------------------------------ checkpoints and files

@@ -126,7 +126,10 @@ def _report(config: TrainConfig, record: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train as ``args`` say; 0 when done, 1 when the loss diverged, 2 on a user error.
 
-    Under ``torchrun`` only rank 0 prints; another process prints only an error of its own."""
+    Under ``torchrun`` only rank 0 prints; another process prints only an error of its own. A stop
+    that rank 0 shares (its refusal to start, a diverged loss) ends the other processes with 0: the
+    job's status is rank 0's, and a follower that failed first would make torchrun kill rank 0
+    before it had said why."""
     prefix = getattr(args, "error_prefix", "msrn train")
     rank = int(os.environ.get("RANK", "0"))
     for name in ("msrn.engine.trainer", "msrn.engine.builders"):
@@ -141,11 +144,12 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         last = train(config, on_epoch_end=lambda record: _report(config, record))
     except NonFiniteLossError as error:  # raised on every process at once
-        if rank == 0:
-            print(f"{prefix}: stopped: {error}", file=sys.stderr)
+        if rank != 0:
+            return 0
+        print(f"{prefix}: stopped: {error}", file=sys.stderr)
         return 1
-    except StoppedWithMainProcess:  # rank 0 prints the reason
-        return 2
+    except StoppedWithMainProcess:  # rank 0 prints the reason and fails the job
+        return 0
     except (ValueError, TypeError, OSError, PretrainedWeightsUnavailable) as error:
         where = f" (rank {rank})" if rank else ""
         print(f"{prefix}{where}: error: {one_line(error)}", file=sys.stderr)
