@@ -81,8 +81,9 @@ def test_broken_train_state_on_resume_is_one_line_naming_the_file(run, tmp_path,
         (lambda text: json.dumps({**json.loads(text), "epochs": "x"}), ("'epochs'",)),
         (lambda text: json.dumps({**json.loads(text), "crop_scales": "big"}), ("'crop_scales'",)),
         (lambda text: json.dumps({**json.loads(text), "epochs": -3}), ("--epochs must be >= 1",)),
+        (lambda text: " " * 2**20 + text, ("more than the 1048576",)),
     ],
-    ids=["list", "truncated", "epochs-x", "crop-scales-string", "epochs-negative"],
+    ids=["list", "truncated", "epochs-x", "crop-scales-string", "epochs-negative", "too-large"],
 )
 def test_broken_train_config_is_one_line_naming_the_file(run, tmp_path, capsys, edit, names):
     copy = _copy(run[1], tmp_path)
@@ -93,6 +94,15 @@ def test_broken_train_config_is_one_line_naming_the_file(run, tmp_path, capsys, 
     # msrn evaluate RUN/best reads the same file to find the run's test data.
     assert main(["evaluate", str(copy / "best"), "--workers", "0"]) == 2
     _one_line_error(capsys, str(config_file), *names)
+
+
+def test_train_config_linked_to_dev_zero_is_refused_without_reading_it(run, tmp_path, capsys):
+    copy = _copy(run[1], tmp_path)
+    config_file = copy / "train_config.json"
+    config_file.unlink()
+    config_file.symlink_to("/dev/zero")
+    assert main(["train", "--resume", str(copy), "--epochs", "2"]) == 2
+    _one_line_error(capsys, str(config_file), "not a regular file")
 
 
 _DISK_FULL = """
@@ -231,6 +241,30 @@ def test_evaluate_without_data_refuses_a_changed_test_split(run, tmp_path, capsy
     assert main(best) == 0
     capsys.readouterr()
     generate_synthetic_voc(cache / "synthetic-voc-v2-24-13-s0", 24, 13, 0)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda path: path.write_text("[1, 2]"), "not a record of the run's splits"),
+        (lambda path: path.write_text('{"test": '), "not valid JSON"),
+        (lambda path: (path.unlink(), path.symlink_to("/dev/zero")), "not a regular file"),
+    ],
+    ids=["list", "truncated", "dev-zero"],
+)
+def test_damaged_splits_record_is_one_line_naming_the_file(run, tmp_path, capsys, damage, message):
+    copy = _copy(run[1], tmp_path)
+    damage(copy / "splits.json")
+    assert main(["evaluate", str(copy / "best"), "--workers", "0"]) == 2
+    _one_line_error(capsys, str(copy / "splits.json"), message, "delete it")
+
+
+def test_damaged_best_checkpoint_json_on_resume_is_one_line_naming_the_file(run, tmp_path, capsys):
+    copy = _copy(run[1], tmp_path)
+    info_file = copy / "best" / "checkpoint.json"
+    info_file.write_text('{"epoch": ')
+    assert main(["train", "--resume", str(copy), "--epochs", "2"]) == 2
+    _one_line_error(capsys, str(info_file), "not valid JSON", "fix or delete the file")
 
 
 # ------------------------------------------------------------------------ found while writing

@@ -38,6 +38,7 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "write_checkpoint_info",
+    "read_checkpoint_info",
 ]
 
 
@@ -80,6 +81,31 @@ def write_checkpoint_info(directory: "os.PathLike[str] | str", info: dict[str, A
     )
 
 
+def read_checkpoint_info(directory: "os.PathLike[str] | str") -> dict[str, Any]:
+    """``directory/checkpoint.json`` read bounded and checked (empty when the file is absent).
+
+    Raises:
+        ValueError: naming the file, when it is not a JSON object with a positive integer image_size
+            (or none), or not a regular file of at most 1 MiB.
+    """
+    info_file = pathlib.Path(directory) / CHECKPOINT_INFO_NAME
+    if not os.path.lexists(info_file):
+        return {}
+    try:
+        info = read_json_file(info_file, limit=_MAX_INFO_BYTES)
+    except ValueError as error:
+        raise ValueError(f"{str(error).rstrip('.')}; fix or delete the file.") from None
+    image_size = info.get("image_size") if isinstance(info, dict) else None
+    if not isinstance(info, dict) or not (image_size is None or _is_positive_int(image_size)):
+        raise ValueError(
+            f"{info_file} must be a JSON object whose image_size is a positive integer (as the trainer "
+            f"writes it), got {image_size!r}; fix or delete the file."
+            if isinstance(info, dict)
+            else f"{info_file} must be a JSON object (as the trainer writes it); fix or delete the file."
+        )
+    return info
+
+
 def load_trained_model(directory: "os.PathLike[str] | str") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by the trainer (a ``last/`` or ``best/`` folder) in eval mode.
 
@@ -92,16 +118,7 @@ def load_trained_model(directory: "os.PathLike[str] | str") -> tuple[nn.Module, 
             f"No saved model in {directory}: expected a folder with config.json and model.safetensors "
             f"(the best/ or last/ folder of a training run)."
         )
-    info_file = directory / CHECKPOINT_INFO_NAME
-    info = read_json_file(info_file, limit=_MAX_INFO_BYTES) if os.path.lexists(info_file) else {}
-    image_size = info.get("image_size") if isinstance(info, dict) else None
-    if not isinstance(info, dict) or not (image_size is None or _is_positive_int(image_size)):
-        raise ValueError(
-            f"{info_file} must be a JSON object whose image_size is a positive integer (as the trainer "
-            f"writes it), got {image_size!r}; fix or delete the file."
-            if isinstance(info, dict)
-            else f"{info_file} must be a JSON object (as the trainer writes it); fix or delete the file."
-        )
+    info = read_checkpoint_info(directory)
     model = load_model(f"local-dir:{directory}")
     info.setdefault("image_size", int(model.pretrained_cfg.get("input_size", (3, 448, 448))[-1]))
     return model, info

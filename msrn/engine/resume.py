@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any
 
-from .._io import atomic_write, to_json
+from .._io import atomic_write, read_json_file, to_json
 
 __all__ = [
     "damaged_advice",
@@ -55,6 +55,7 @@ _FIXED_BECAUSE = {
     "execution": "the data order and the augmentation follow from it",
 }
 TRAIN_CONFIG_NAME = "train_config.json"
+_MAX_SETTINGS_BYTES = 2**20  # the settings of a run take about 2 kB
 
 
 def resume_folder(resume: str) -> pathlib.Path:
@@ -80,7 +81,7 @@ def settings_file(folder: pathlib.Path) -> pathlib.Path:
     """Where :func:`saved_train_config` reads a run's settings: ``train_config.json``, else
     ``train_state.pt``."""
     path = folder / TRAIN_CONFIG_NAME
-    return path if path.is_file() else folder / "train_state.pt"
+    return path if os.path.lexists(path) else folder / "train_state.pt"
 
 
 def saved_train_config(folder: pathlib.Path) -> dict[str, Any]:
@@ -91,10 +92,10 @@ def saved_train_config(folder: pathlib.Path) -> dict[str, Any]:
     """
     path = settings_file(folder)
     if path.name == TRAIN_CONFIG_NAME:
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
-            raise ValueError(f"{path} is not valid JSON ({error}); {damaged_advice(path)}.") from None
+        try:  # bounded: a link to /dev/zero or a huge file is refused, not read
+            saved = read_json_file(path, limit=_MAX_SETTINGS_BYTES)
+        except ValueError as error:
+            raise ValueError(f"{str(error).rstrip('.')}; {damaged_advice(path)}.") from None
     else:
         from .checkpoint import load_training_state
 

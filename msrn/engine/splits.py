@@ -6,13 +6,12 @@ A run records them when it starts (:func:`record_splits`). ``msrn evaluate RUN/b
 changed in the middle of the run (:func:`check_resumed_splits`).
 """
 
-import json
 import logging
 import os
 import pathlib
 from typing import Any
 
-from .._io import atomic_write, to_json
+from .._io import atomic_write, read_json_file, to_json
 from .._warnings import warn
 from ..data.fingerprint import fingerprint_changes, split_fingerprint
 
@@ -21,6 +20,7 @@ __all__ = ["SPLITS_NAME", "record_splits", "recorded_splits", "check_resumed_spl
 _logger = logging.getLogger(__name__)
 
 SPLITS_NAME = "splits.json"
+_MAX_SPLITS_BYTES = 2**20  # two fingerprints take about 700 bytes
 
 
 def record_splits(folder: "os.PathLike[str] | str", test_set: Any, val_set: Any | None) -> None:
@@ -37,13 +37,13 @@ def record_splits(folder: "os.PathLike[str] | str", test_set: Any, val_set: Any 
 def recorded_splits(folder: "os.PathLike[str] | str") -> dict[str, Any]:
     """The fingerprints a run recorded (empty for a run made before they were, or when damaged)."""
     path = pathlib.Path(folder) / SPLITS_NAME
-    try:
-        splits = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return {}
+    try:
+        splits = read_json_file(path, limit=_MAX_SPLITS_BYTES)
     except (OSError, ValueError) as error:
         raise ValueError(
-            f"{path} cannot be read ({error}); delete it (the split is then not checked)."
+            f"{path} cannot be read ({str(error).rstrip('.')}); delete it (the split is then not checked)."
         ) from None
     if not isinstance(splits, dict) or not all(isinstance(v, (dict, type(None))) for v in splits.values()):
         raise ValueError(

@@ -48,7 +48,7 @@ from .builders import (
     data_loader,
     run_test_data,
 )
-from .checkpoint import load_training_state, set_rng_state
+from .checkpoint import load_training_state, read_checkpoint_info, set_rng_state
 from .config import TrainConfig, cpu_config, default_cache_dir, paper_config, resume_config
 from .distributed import DistributedContext, EvalShardSampler, init_distributed
 from .ema import WeightAverage
@@ -343,8 +343,7 @@ def _evaluated(run: Run) -> bool:
 def _evaluation_progress(run: Run, state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """``(best/checkpoint.json, train stats of the saved epoch when its evaluation is still to do)``
     (rank 0). The log keeps the records up to the saved epoch, once each."""
-    best_file = run.output / "best" / "checkpoint.json"
-    best_info = json.loads(best_file.read_text()) if best_file.is_file() else {}
+    best_info = read_checkpoint_info(run.output / "best")
     records = {
         record["epoch"]: record
         for record in read_log(run.output)
