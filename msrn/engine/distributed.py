@@ -9,6 +9,7 @@ harmless for training). Evaluation must score every image exactly once, so it us
 import datetime
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "resolve_device",
     "EvalShardSampler",
     "gather_predictions",
+    "leave_process_group",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -137,6 +139,19 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
         _logger.info("Joined a %s process group: rank %d of %d", backend, rank, world_size)
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device)
+
+
+def leave_process_group() -> None:
+    """Destroy the default process group, if one was joined.
+
+    The GIL is released for a moment first. With torch 2.4's gloo backend, a worker thread may still
+    be freeing the tensors of the last collective, which needs the GIL, while the group's destructor
+    holds the GIL and waits for that thread: both processes of a refused ``torchrun`` start hung
+    there in 2 of 8 tries.
+    """
+    if dist.is_initialized():
+        time.sleep(0.05)
+        dist.destroy_process_group()
 
 
 class EvalShardSampler(torch.utils.data.Sampler):

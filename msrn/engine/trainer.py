@@ -50,7 +50,7 @@ from .builders import (
 )
 from .checkpoint import load_training_state, read_checkpoint_info, set_rng_state
 from .config import TrainConfig, cpu_config, default_cache_dir, paper_config, resume_config
-from .distributed import DistributedContext, EvalShardSampler, init_distributed
+from .distributed import DistributedContext, EvalShardSampler, init_distributed, leave_process_group
 from .ema import WeightAverage
 from .epoch import Run, evaluate_epoch, gather_rng_states, save_epoch, selection_key, train_epoch
 from .loop import check_amp
@@ -116,8 +116,8 @@ def train(
         if lock is not None:
             lock.release()
         package_logger.setLevel(package_level)
-        if context.distributed and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        if context.distributed:
+            leave_process_group()
 
 
 def _agree(context: DistributedContext, check: Callable[[], Any], share: bool = False) -> Any:
