@@ -24,7 +24,7 @@ labels of an evaluation split, partial labels) go in as they are. ``ignore``, an
   positive, or when no threshold gives a higher F1 than ``default`` does.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 METRIC_NAMES = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
+# Entries of the [N, n] inputs handled at a time where a whole-matrix temporary would be large.
+_BLOCK_ELEMENTS = 2**22
 
 
 def _to_numpy(array: Any, name: str) -> np.ndarray:
@@ -54,7 +56,12 @@ def _to_numpy(array: Any, name: str) -> np.ndarray:
 
 
 def _check_inputs(scores: Any, targets: Any, ignore: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    scores = _to_numpy(scores, "scores").astype(np.float64)
+    scores = _to_numpy(scores, "scores")
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float64)
+    # float32 scores stay float32 (no [N, n] float64 copy: 9.6 GB for Open Images' test split); the
+    # cast is exact, so rankings and ties are the same, and comparisons with thresholds are made in
+    # float64 (_check_threshold, _best_f1_threshold).
     targets = np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets
     if scores.ndim != 2:
         raise ValueError(
@@ -62,7 +69,10 @@ def _check_inputs(scores: Any, targets: Any, ignore: Any) -> tuple[np.ndarray, n
         )
     if tuple(targets.shape) != scores.shape:
         raise ValueError(f"targets {list(targets.shape)} must have the shape of scores {list(scores.shape)}.")
-    if not np.isfinite(scores).all():
+    rows_per_block = max(1, _BLOCK_ELEMENTS // max(1, scores.shape[1]))
+    if not all(
+        np.isfinite(scores[i : i + rows_per_block]).all() for i in range(0, len(scores), rows_per_block)
+    ):
         raise ValueError("scores contains NaN or infinite values.")
     targets = check_targets(targets, "targets")
     unknown = ~known_mask(targets)
@@ -74,6 +84,20 @@ def _check_inputs(scores: Any, targets: Any, ignore: Any) -> tuple[np.ndarray, n
             )
         unknown = unknown | ignore
     return scores, targets > 0, unknown
+
+
+def _class_columns(
+    scores: np.ndarray, positives: np.ndarray, ignore: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(scores, positives)`` of each class's non-ignored entries, class after class. A column of an
+    ``[N, n]`` array is strided, so a block of columns at a time is first copied into rows."""
+    per_block = max(1, _BLOCK_ELEMENTS // max(1, len(scores)))
+    for start in range(0, scores.shape[1], per_block):
+        block = slice(start, start + per_block)
+        rows = (np.ascontiguousarray(part[:, block].T) for part in (scores, positives, ignore))
+        for class_scores, class_positives, class_ignored in zip(*rows, strict=True):
+            class_kept = ~class_ignored
+            yield class_scores[class_kept], class_positives[class_kept]
 
 
 def _class_ap(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -98,24 +122,32 @@ def average_precision(scores: Any, targets: Any, ignore: Any | None = None) -> n
         targets: ``[N, n]`` ground truth, 1 / 0 / -1; the -1 entries are dropped from the ranking.
         ignore: optional ``[N, n]`` bool; True entries are dropped from the ranking too.
     """
-    scores, targets, ignore = _check_inputs(scores, targets, ignore)
-    keep = ~ignore
-    return np.array(
-        [100.0 * _class_ap(scores[keep[:, c], c], targets[keep[:, c], c]) for c in range(scores.shape[1])]
-    )
+    return _average_precision(*_check_inputs(scores, targets, ignore))
+
+
+def _average_precision(scores: np.ndarray, positives: np.ndarray, ignore: np.ndarray) -> np.ndarray:
+    return np.array([100.0 * _class_ap(*column) for column in _class_columns(scores, positives, ignore)])
 
 
 def mean_average_precision(scores: Any, targets: Any, ignore: Any | None = None) -> float:
     """mAP in percent: the mean of :func:`average_precision` over classes that have positives
     (NaN when no class has one)."""
-    per_class = average_precision(scores, targets, ignore)
+    return _mean(average_precision(scores, targets, ignore))
+
+
+def _mean(per_class: np.ndarray) -> float:
     return float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
 
 
-def _threshold_metrics(predicted: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    correct = (predicted & targets).sum(axis=0).astype(np.float64)
-    num_predicted = predicted.sum(axis=0).astype(np.float64)
-    num_true = targets.sum(axis=0).astype(np.float64)
+def _count(counts: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> None:
+    """Add ``Nc, Np, Ng`` per class of a block of images to ``counts`` ``[3, n]``."""
+    counts[0] += (predicted & truth).sum(axis=0)
+    counts[1] += predicted.sum(axis=0)
+    counts[2] += truth.sum(axis=0)
+
+
+def _threshold_metrics(counts: np.ndarray) -> dict[str, float]:
+    correct, num_predicted, num_true = counts.astype(np.float64)
     has_true = num_true > 0
     cp = float(np.mean(correct / np.maximum(num_predicted, 1)))
     cr = float(np.mean(correct[has_true] / num_true[has_true])) if has_true.any() else float("nan")
@@ -156,25 +188,44 @@ def multilabel_metrics(
             a label is then predicted only when it is also among the image's ``top_k`` best scores.
     """
     scores_np, targets_np, ignore_np = _check_inputs(scores, targets, ignore)
-    results = {"mAP": mean_average_precision(scores_np, targets_np, ignore_np)}
-    positives = targets_np & ~ignore_np
-    predicted = scores_np >= _check_threshold(threshold, scores_np.shape[1])
-    results.update(_threshold_metrics(predicted, positives))
+    if top_k is not None and not 1 <= top_k <= scores_np.shape[1]:
+        raise ValueError(
+            f"top_k must be between 1 and the number of classes {scores_np.shape[1]}, got {top_k}."
+        )
+    results = {"mAP": _mean(_average_precision(scores_np, targets_np, ignore_np))}
+    thresholds = _check_threshold(threshold, scores_np.shape[1])
+    counts = np.zeros((3, scores_np.shape[1]), dtype=np.int64)
+    top_counts = np.zeros_like(counts)
+    # A block of images at a time: no [N, n] temporaries beyond the checked inputs.
+    rows_per_block = max(1, _BLOCK_ELEMENTS // max(1, scores_np.shape[1]))
+    for start in range(0, len(scores_np), rows_per_block):
+        block = slice(start, start + rows_per_block)
+        truth = targets_np[block] & ~ignore_np[block]
+        predicted = scores_np[block] >= thresholds
+        _count(counts, predicted, truth)
+        if top_k is not None:
+            _count(top_counts, predicted & _in_top_k(scores_np[block], top_k), truth)
+    results.update(_threshold_metrics(counts))
     if top_k is not None:
-        if not 1 <= top_k <= scores_np.shape[1]:
-            raise ValueError(
-                f"top_k must be between 1 and the number of classes {scores_np.shape[1]}, got {top_k}."
-            )
-        ranks = np.argsort(-scores_np, axis=1, kind="stable")[:, :top_k]
-        in_top = np.zeros_like(predicted)
-        np.put_along_axis(in_top, ranks, True, axis=1)
-        top = _threshold_metrics(predicted & in_top, positives)
+        top = _threshold_metrics(top_counts)
         results.update({f"{name}_top{top_k}": value for name, value in top.items()})
     return results
 
 
+def _in_top_k(scores: np.ndarray, top_k: int) -> np.ndarray:
+    """bool, the shape of ``scores`` ``[B, n]``: the ``top_k`` best scores of each image; among equal
+    scores at the cut, the lower class indices (what a stable sort by score gives). No sort: each
+    row's k-th best score is found by partition."""
+    kth_best = -np.partition(-scores, top_k - 1, axis=1)[:, top_k - 1 : top_k]
+    above = scores > kth_best
+    at_cut = scores == kth_best
+    places_at_cut = top_k - above.sum(axis=1, keepdims=True)
+    return above | (at_cut & (np.cumsum(at_cut, axis=1) <= places_at_cut))
+
+
 def _check_threshold(threshold: Any, num_classes: int) -> np.ndarray:
-    """``threshold`` as an array that broadcasts over ``[N, n]`` scores: a scalar or ``[n]``."""
+    """``threshold`` as a float64 ``[n]`` array (from a scalar or ``[n]``): comparing float32 scores
+    with it is then done in float64 under every NumPy's promotion rules."""
     values = _to_numpy(threshold, "threshold").astype(np.float64)
     if values.ndim > 1 or (values.ndim == 1 and len(values) != num_classes):
         raise ValueError(
@@ -182,11 +233,12 @@ def _check_threshold(threshold: Any, num_classes: int) -> np.ndarray:
         )
     if not np.isfinite(values).all():
         raise ValueError("threshold contains NaN or infinite values.")
-    return values
+    return np.broadcast_to(values, (num_classes,))
 
 
 def _best_f1_threshold(scores: np.ndarray, positives: np.ndarray, default: float) -> float:
     """The threshold of one class that maximises its F1 on ``scores`` (see the module docstring)."""
+    scores = scores.astype(np.float64)  # one column: the midpoint and the default compare in float64
     num_positives = int(positives.sum())
     if num_positives == 0:
         return default
@@ -229,11 +281,7 @@ def fit_thresholds(scores: Any, targets: Any, ignore: Any | None = None, default
     if not 0.0 < default < 1.0:
         raise ValueError(f"default must be between 0 and 1 (exclusive), got {default}.")
     scores_np, targets_np, ignore_np = _check_inputs(scores, targets, ignore)
-    keep = ~ignore_np
     return np.array(
-        [
-            _best_f1_threshold(scores_np[keep[:, c], c], targets_np[keep[:, c], c], default)
-            for c in range(scores_np.shape[1])
-        ],
+        [_best_f1_threshold(*column, default) for column in _class_columns(scores_np, targets_np, ignore_np)],
         dtype=np.float64,
     )

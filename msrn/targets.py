@@ -56,10 +56,16 @@ def check_targets(targets: Any, name: str = "targets") -> np.ndarray:
         targets = targets.float().numpy() if targets.is_floating_point() else targets.numpy()
     values = np.asarray(targets)
     if values.dtype == bool:
-        return values.astype(np.int64)
-    if not np.isin(values, (POSITIVE, NEGATIVE, UNKNOWN)).all():
-        odd = values[~np.isin(values, (POSITIVE, NEGATIVE, UNKNOWN))].flat[0].item()
-        raise ValueError(
-            f"{name} must hold only 1 (present), 0 (absent) and -1 (unknown, left out), got {odd!r}."
-        )
+        return values.astype(np.int8)
+    # A block of rows at a time: the checks' temporaries stay small for [N, n] in the billions.
+    rows = values.reshape(1, -1) if values.ndim < 2 else values
+    rows_per_block = max(1, 2**22 // max(1, int(np.prod(rows.shape[1:]))))
+    for start in range(0, len(rows), rows_per_block):
+        block = rows[start : start + rows_per_block]
+        valid = (block == POSITIVE) | (block == NEGATIVE) | (block == UNKNOWN)
+        if not valid.all():
+            odd = block[~valid].flat[0].item()
+            raise ValueError(
+                f"{name} must hold only 1 (present), 0 (absent) and -1 (unknown, left out), got {odd!r}."
+            )
     return values

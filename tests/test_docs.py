@@ -140,7 +140,9 @@ def _benchmark_parser(script: str):
     return module.build_parser()
 
 
-@pytest.mark.parametrize("script", ["bench.py", "bench_predict.py", "bench_openimages.py", "bench_labels.py"])
+@pytest.mark.parametrize(
+    "script", ["bench.py", "bench_predict.py", "bench_openimages.py", "bench_labels.py", "bench_eval.py"]
+)
 def test_documented_benchmark_options_exist(script):
     text = (DOCS / "performance.md").read_text() + (REPO_ROOT / "README.md").read_text()
     lines = re.findall(rf"python benchmarks/{re.escape(script)}[^\n`#]*", text)

@@ -136,3 +136,65 @@ def test_bad_inputs_are_rejected():
         average_precision(np.array([[np.nan]]), np.array([[1]]))
     with pytest.raises(ValueError, match="top_k"):
         multilabel_metrics(np.zeros((2, 2)), np.ones((2, 2)), top_k=3)
+
+
+# ------------------------------------------------------------------ large label sets: lean and exact
+def _tied_scores_and_targets(rng, images=300, classes=40):
+    """float32 scores on a grid of 50 values (many ties), targets 1 / 0 / -1."""
+    scores = (rng.integers(0, 50, size=(images, classes)) / 49).astype(np.float32)
+    targets = rng.choice(np.array([1, 0, 0, -1], dtype=np.int8), size=(images, classes))
+    return scores, targets
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.3, "per-class", "on-scores"])
+def test_float32_scores_give_the_float64_results_exactly(threshold):
+    """float32 scores are not copied to float64 (9.6 GB at Open Images' test size); thresholds are
+    still compared in float64, also where a float32 score lies just below a float64 threshold."""
+    from msrn.metrics import fit_thresholds
+
+    rng = np.random.default_rng(0)
+    scores, targets = _tied_scores_and_targets(rng)
+    if threshold == "per-class":
+        threshold = fit_thresholds(scores, targets)  # midpoints between float32 scores
+    elif threshold == "on-scores":
+        # Just above a score that occurs: in float32 the two would be equal.
+        threshold = float(scores[0, 1]) + 1e-9
+        assert np.float32(threshold) == scores[0, 1]
+    as_float64 = scores.astype(np.float64)
+    for name in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "CF1_top3", "OF1_top3"):
+        got = multilabel_metrics(scores, targets, threshold=threshold, top_k=3)[name]
+        want = multilabel_metrics(as_float64, targets, threshold=threshold, top_k=3)[name]
+        assert got == want or (math.isnan(got) and math.isnan(want)), name
+    if np.ndim(threshold) == 0:  # and against the plain loops, in float64
+        result = multilabel_metrics(scores, targets, threshold=threshold, top_k=3)
+        for top_k, suffix in ((None, ""), (3, "_top3")):
+            expected = _reference_threshold_metrics(as_float64, targets, targets < 0, threshold, top_k)
+            for name, value in expected.items():
+                assert result[name + suffix] == pytest.approx(value, abs=1e-9), name + suffix
+    np.testing.assert_array_equal(fit_thresholds(scores, targets), fit_thresholds(as_float64, targets))
+    np.testing.assert_array_equal(
+        fit_thresholds(scores, targets, default=0.3), fit_thresholds(as_float64, targets, default=0.3)
+    )
+
+
+def test_blocks_of_rows_and_columns_give_the_results_of_whole_matrices(monkeypatch):
+    import msrn.metrics
+    from msrn.metrics import fit_thresholds
+
+    rng = np.random.default_rng(1)
+    scores, targets = _tied_scores_and_targets(rng, images=97)
+    whole = multilabel_metrics(scores, targets, top_k=3)
+    per_class = average_precision(scores, targets), fit_thresholds(scores, targets)
+    # top-k: 14 blocks of 7 rows, the last short; per class: 20 blocks of 2 columns
+    monkeypatch.setattr(msrn.metrics, "_BLOCK_ELEMENTS", 7 * scores.shape[1])
+    assert multilabel_metrics(scores, targets, top_k=3) == whole
+    monkeypatch.setattr(msrn.metrics, "_BLOCK_ELEMENTS", 2 * len(scores))
+    np.testing.assert_array_equal(average_precision(scores, targets), per_class[0])
+    np.testing.assert_array_equal(fit_thresholds(scores, targets), per_class[1])
+
+
+def test_targets_are_checked_in_blocks():
+    targets = np.zeros((5000, 1000), dtype=np.int8)  # 2 blocks of 2**22 entries: the odd value in the last
+    targets[4999, 999] = 2
+    with pytest.raises(ValueError, match="got 2"):
+        multilabel_metrics(np.zeros(targets.shape, np.float32), targets)

@@ -193,5 +193,12 @@ def gather_predictions(
             f"Evaluation shards do not cover the {length} images exactly once: "
             f"{int((counts == 0).sum())} missing, {int((counts > 1).sum())} repeated."
         )
-    order = np.argsort(all_indices)
-    return tuple(np.concatenate([s[i] for s in shards])[order] for i in (1, 2))
+    if len(shards) == 1 and (all_indices == np.arange(length)).all():
+        return scores, targets  # one process, in dataset order already: no copy
+    gathered = []
+    for part in (1, 2):
+        whole = np.empty((length, *shards[0][part].shape[1:]), shards[0][part].dtype)
+        for shard in shards:
+            whole[shard[0]] = shard[part]
+        gathered.append(whole)
+    return tuple(gathered)

@@ -12,6 +12,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from .._amp import AMP_MODES, autocast_context, check_amp
+from ..targets import check_targets
 from .distributed import DistributedContext, gather_predictions
 
 __all__ = ["NonFiniteLossError", "AMP_MODES", "check_amp", "autocast_context", "train_one_epoch", "predict"]
@@ -137,17 +138,25 @@ def predict(
     channels_last: bool = False,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and targets (1 / 0 / -1) ``[length, n]`` of the whole evaluation set.
+    """Probabilities (float32) and targets (int8: 1 / 0 / -1) ``[length, n]`` of the whole evaluation
+    set, written into arrays of their final size as the batches come (at Open Images' test size,
+    125,436 x 9,605, the two take 6 GB).
 
     ``loader`` must iterate a sampler that yields this process's share of ``range(length)`` without
     repeats (:class:`msrn.engine.EvalShardSampler`); the shards are gathered on every process and
     checked to cover each image exactly once. ``model`` may also be an inference backend of
     :mod:`msrn.backends` (any callable from images to logits).
+
+    Raises:
+        ValueError: a target value other than 1, 0 and -1 (:func:`msrn.targets.check_targets`).
+        RuntimeError: the loader yields more or fewer images than its sampler has indices.
     """
     if isinstance(model, nn.Module):
         model.eval()
     indices = np.asarray(list(iter(loader.sampler)), dtype=np.int64)
-    scores, targets = [], []
+    num_classes = loader.dataset.num_classes if hasattr(loader.dataset, "num_classes") else 0
+    scores = targets = None
+    filled = 0
     for images_batch, target in tqdm(
         loader, desc="eval", disable=not (progress and context.is_main), leave=False, dynamic_ncols=True
     ):
@@ -156,16 +165,23 @@ def predict(
             images_batch = images_batch.contiguous(memory_format=torch.channels_last)
         with autocast_context(context.device, amp):
             logits = model(images_batch)
-        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
-        targets.append(target.numpy())
-    num_classes = loader.dataset.num_classes if hasattr(loader.dataset, "num_classes") else 0
-    local = (
-        np.concatenate(scores) if scores else np.zeros((0, num_classes), np.float32),
-        np.concatenate(targets) if targets else np.zeros((0, num_classes), np.float32),
-    )
-    if len(indices) != len(local[0]):
+        if scores is None:
+            num_classes = logits.shape[1]
+            scores = np.empty((len(indices), num_classes), np.float32)
+            targets = np.empty((len(indices), num_classes), np.int8)
+        end = filled + len(logits)
+        if end > len(indices):
+            raise RuntimeError(
+                f"The evaluation loader yielded more images than the {len(indices)} indices of its "
+                f"sampler; give it a sampler that yields each index once (msrn.engine.EvalShardSampler)."
+            )
+        scores[filled:end] = torch.sigmoid(logits.float()).cpu().numpy()
+        targets[filled:end] = check_targets(target.numpy())
+        filled = end
+    if filled != len(indices):
         raise RuntimeError(
-            f"The evaluation loader yielded {len(local[0])} images for {len(indices)} indices; "
-            f"use drop_last=False."
+            f"The evaluation loader yielded {filled} images for {len(indices)} indices; use drop_last=False."
         )
-    return gather_predictions(context, indices, *local, length=length)
+    if scores is None:
+        scores, targets = np.zeros((0, num_classes), np.float32), np.zeros((0, num_classes), np.int8)
+    return gather_predictions(context, indices, scores, targets, length=length)
