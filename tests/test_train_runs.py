@@ -276,6 +276,7 @@ def test_torchrun_resume_is_exact_and_only_rank_0_reports(cache_dir, tmp_path):
     refused = torchrun(cache_dir, tmp_path / "split", "--epochs", "2", entry=_EXAMPLE)
     assert refused.returncode != 0, refused.stderr[-3000:]
     assert refused.stderr.count("already holds a training run") == 1, refused.stderr[-3000:]
+    assert "rank      : 0" in refused.stderr and "exitcode  : 2" in refused.stderr  # the root cause
     resumed = torchrun(
         cache_dir, tmp_path / "split", "--resume", str(tmp_path / "split")
     )  # the documented form
