@@ -134,15 +134,24 @@ def to_json(value: Any, **kwargs: Any) -> str:
     return json.dumps(finite_or_none(value), allow_nan=False, **kwargs)
 
 
-def read_json_file(path: PathLike, limit: int) -> Any:
+def read_json_file(path: PathLike, limit: int, advice: str = "") -> Any:
     """The parsed contents of the JSON file ``path``, read bounded.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: a folder, a device, FIFO or socket, a file over ``limit`` bytes, text that is not
-            UTF-8 JSON, or JSON nested too deeply to parse.
+            UTF-8 JSON, or JSON nested too deeply to parse; ``advice`` (what to do about the file)
+            ends the message.
     """
-    path = str(path)
+    try:
+        return _read_json_file(str(path), limit)
+    except ValueError as error:
+        if not advice:
+            raise
+        raise ValueError(f"{str(error).rstrip('.')}; {advice}.") from error
+
+
+def _read_json_file(path: str, limit: int) -> Any:
     if os.path.isdir(path):
         raise ValueError(f"{path} is a folder, not a JSON file.")
     try:

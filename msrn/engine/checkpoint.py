@@ -91,10 +91,7 @@ def read_checkpoint_info(directory: "os.PathLike[str] | str") -> dict[str, Any]:
     info_file = pathlib.Path(directory) / CHECKPOINT_INFO_NAME
     if not os.path.lexists(info_file):
         return {}
-    try:
-        info = read_json_file(info_file, limit=_MAX_INFO_BYTES)
-    except ValueError as error:
-        raise ValueError(f"{str(error).rstrip('.')}; fix or delete the file.") from None
+    info = read_json_file(info_file, limit=_MAX_INFO_BYTES, advice="fix or delete the file")
     image_size = info.get("image_size") if isinstance(info, dict) else None
     if not isinstance(info, dict) or not (image_size is None or _is_positive_int(image_size)):
         raise ValueError(

@@ -92,10 +92,8 @@ def saved_train_config(folder: pathlib.Path) -> dict[str, Any]:
     """
     path = settings_file(folder)
     if path.name == TRAIN_CONFIG_NAME:
-        try:  # bounded: a link to /dev/zero or a huge file is refused, not read
-            saved = read_json_file(path, limit=_MAX_SETTINGS_BYTES)
-        except ValueError as error:
-            raise ValueError(f"{str(error).rstrip('.')}; {damaged_advice(path)}.") from None
+        # bounded: a link to /dev/zero or a huge file is refused, not read
+        saved = read_json_file(path, limit=_MAX_SETTINGS_BYTES, advice=damaged_advice(path))
     else:
         from .checkpoint import load_training_state
 

@@ -39,16 +39,13 @@ def recorded_splits(folder: "os.PathLike[str] | str") -> dict[str, Any]:
     path = pathlib.Path(folder) / SPLITS_NAME
     if not os.path.lexists(path):
         return {}
+    advice = "delete it (the split is then not checked)"
     try:
-        splits = read_json_file(path, limit=_MAX_SPLITS_BYTES)
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"{path} cannot be read ({str(error).rstrip('.')}); delete it (the split is then not checked)."
-        ) from None
+        splits = read_json_file(path, limit=_MAX_SPLITS_BYTES, advice=advice)
+    except OSError as error:
+        raise ValueError(f"{path} cannot be read ({error.strerror or error}); {advice}.") from None
     if not isinstance(splits, dict) or not all(isinstance(v, (dict, type(None))) for v in splits.values()):
-        raise ValueError(
-            f"{path} is not a record of the run's splits; delete it (the split is then not checked)."
-        )
+        raise ValueError(f"{path} is not a record of the run's splits; {advice}.")
     return splits
 
 
