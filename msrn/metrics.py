@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._blocks import BLOCK_ELEMENTS, index_blocks
 from .targets import check_targets, known_mask
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
 
 METRIC_NAMES = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
 # Entries of the [N, n] inputs handled at a time where a whole-matrix temporary would be large.
-_BLOCK_ELEMENTS = 2**22
+_BLOCK_ELEMENTS = BLOCK_ELEMENTS
 
 
 def _to_numpy(array: Any, name: str) -> np.ndarray:
@@ -69,10 +70,7 @@ def _check_inputs(scores: Any, targets: Any, ignore: Any) -> tuple[np.ndarray, n
         )
     if tuple(targets.shape) != scores.shape:
         raise ValueError(f"targets {list(targets.shape)} must have the shape of scores {list(scores.shape)}.")
-    rows_per_block = max(1, _BLOCK_ELEMENTS // max(1, scores.shape[1]))
-    if not all(
-        np.isfinite(scores[i : i + rows_per_block]).all() for i in range(0, len(scores), rows_per_block)
-    ):
+    if not all(np.isfinite(scores[rows]).all() for rows in index_blocks(*scores.shape, _BLOCK_ELEMENTS)):
         raise ValueError("scores contains NaN or infinite values.")
     targets = check_targets(targets, "targets")
     unknown = ~known_mask(targets)
@@ -91,9 +89,7 @@ def _class_columns(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(scores, positives)`` of each class's non-ignored entries, class after class. A column of an
     ``[N, n]`` array is strided, so a block of columns at a time is first copied into rows."""
-    per_block = max(1, _BLOCK_ELEMENTS // max(1, len(scores)))
-    for start in range(0, scores.shape[1], per_block):
-        block = slice(start, start + per_block)
+    for block in index_blocks(scores.shape[1], len(scores), _BLOCK_ELEMENTS):
         rows = (np.ascontiguousarray(part[:, block].T) for part in (scores, positives, ignore))
         for class_scores, class_positives, class_ignored in zip(*rows, strict=True):
             class_kept = ~class_ignored
@@ -197,9 +193,7 @@ def multilabel_metrics(
     counts = np.zeros((3, scores_np.shape[1]), dtype=np.int64)
     top_counts = np.zeros_like(counts)
     # A block of images at a time: no [N, n] temporaries beyond the checked inputs.
-    rows_per_block = max(1, _BLOCK_ELEMENTS // max(1, scores_np.shape[1]))
-    for start in range(0, len(scores_np), rows_per_block):
-        block = slice(start, start + rows_per_block)
+    for block in index_blocks(*scores_np.shape, _BLOCK_ELEMENTS):
         truth = targets_np[block] & ~ignore_np[block]
         predicted = scores_np[block] >= thresholds
         _count(counts, predicted, truth)

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._blocks import index_blocks
+
 __all__ = ["POSITIVE", "NEGATIVE", "UNKNOWN", "known_mask", "positive_mask", "check_targets"]
 
 POSITIVE = 1
@@ -57,11 +59,9 @@ def check_targets(targets: Any, name: str = "targets") -> np.ndarray:
     values = np.asarray(targets)
     if values.dtype == bool:
         return values.astype(np.int8)
-    # A block of rows at a time: the checks' temporaries stay small for [N, n] in the billions.
     rows = values.reshape(1, -1) if values.ndim < 2 else values
-    rows_per_block = max(1, 2**22 // max(1, int(np.prod(rows.shape[1:]))))
-    for start in range(0, len(rows), rows_per_block):
-        block = rows[start : start + rows_per_block]
+    for block_rows in index_blocks(len(rows), int(np.prod(rows.shape[1:]))):
+        block = rows[block_rows]
         valid = (block == POSITIVE) | (block == NEGATIVE) | (block == UNKNOWN)
         if not valid.all():
             odd = block[~valid].flat[0].item()
