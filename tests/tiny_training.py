@@ -4,6 +4,7 @@ epochs. ``TINY`` holds it as ``TrainConfig`` fields, ``TINY_ARGS`` as command-li
 
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -103,4 +104,19 @@ def torchrun(cache_dir, output, *options, entry=("-m", "msrn", "train")) -> subp
         *options,
         *TINY_ARGS,
     ]
-    return subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    # Its own session, so that a timeout stops torchrun's workers too, not only torchrun.
+    with subprocess.Popen(
+        command,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
